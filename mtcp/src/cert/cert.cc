@@ -1,0 +1,161 @@
+// Migration certificates and proofs: HMAC-SHA256 through OpenSSL 3's EVP_MAC interface.
+// All rules here are from docs/PROTOCOL.md §6 (certificates).
+#include "cert/cert.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
+#include <memory>
+#include <string_view>
+
+namespace mtcp::cert {
+namespace {
+
+// Domain-separation labels (docs/PROTOCOL.md §6 (certificates)): ASCII, no terminating NUL.
+constexpr std::string_view kCertLabel = "mtcp-cert-v1";
+constexpr std::string_view kProofLabel = "mtcp-proof-v1";
+constexpr std::string_view kControlLabel = "mtcp-ctl-v1";
+
+// An OpenSSL failure here is never caused by the peer's bytes: HMAC-SHA256 over in-memory data
+// with a 32-byte key can only fail if the library is broken, misconfigured (no default
+// provider), or out of memory. That is a programmer/environment error, so we stop instead of
+// returning an Error. This check is deliberately NOT assert(): assert() compiles away under
+// NDEBUG (the default RelWithDebInfo build), and carrying on with an unwritten MAC buffer would
+// make every proof compare against a predictable value.
+// The core does no I/O, so it does not print: `what` names the failed call for a debugger or
+// a core dump.
+void check_openssl(bool ok, const char* what) {
+  if (!ok) {
+    [[maybe_unused]] volatile const char* failed_call = what;
+    std::abort();
+  }
+}
+
+// Labels as bytes. uint8_t is unsigned char, which may alias any object, so this is well-defined.
+std::span<const uint8_t> label_bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// The HMAC algorithm object is fetched once per process and intentionally never freed
+// (static initialisation is thread-safe; the object is immutable and shareable).
+EVP_MAC* hmac_algorithm() {
+  static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  check_openssl(mac != nullptr, "EVP_MAC_fetch(HMAC)");
+  return mac;
+}
+
+struct CtxFree {
+  void operator()(EVP_MAC_CTX* c) const { EVP_MAC_CTX_free(c); }
+};
+
+// HMAC-SHA256(key, parts[0] || parts[1] || ...), streamed so that large control messages are
+// not copied.
+Mac hmac_sha256(std::span<const uint8_t> key,
+                std::initializer_list<std::span<const uint8_t>> parts) {
+  std::unique_ptr<EVP_MAC_CTX, CtxFree> ctx(EVP_MAC_CTX_new(hmac_algorithm()));
+  check_openssl(ctx != nullptr, "EVP_MAC_CTX_new");
+
+  char digest[] = "SHA256";  // OSSL_PARAM wants a mutable pointer; OpenSSL does not write it
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end(),
+  };
+  check_openssl(EVP_MAC_init(ctx.get(), key.data(), key.size(), params) == 1, "EVP_MAC_init");
+  for (std::span<const uint8_t> p : parts) {
+    if (p.empty()) continue;  // nothing to add; avoids handing OpenSSL a null pointer
+    check_openssl(EVP_MAC_update(ctx.get(), p.data(), p.size()) == 1, "EVP_MAC_update");
+  }
+  Mac out{};
+  size_t out_len = 0;
+  check_openssl(EVP_MAC_final(ctx.get(), out.data(), &out_len, out.size()) == 1, "EVP_MAC_final");
+  check_openssl(out_len == out.size(), "EVP_MAC_final length");
+  return out;
+}
+
+void put_be(uint8_t* p, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(v >> (8 * (n - 1 - i)));
+}
+
+uint64_t get_be(const uint8_t* p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+// Layout (docs/PROTOCOL.md §6 (certificates)):
+//   [0,8) conn_id  [8,12) issuer_id  [12,20) issued_at_ms  [20,28) expires_at_ms, big-endian.
+std::array<uint8_t, kCertificateWireBytes> encode(const Certificate& c) {
+  std::array<uint8_t, kCertificateWireBytes> out{};
+  put_be(out.data() + 0, c.conn_id, 8);
+  put_be(out.data() + 8, c.issuer_id, 4);
+  put_be(out.data() + 12, c.issued_at_ms, 8);
+  put_be(out.data() + 20, c.expires_at_ms, 8);
+  return out;
+}
+
+Certificate decode(std::span<const uint8_t, kCertificateWireBytes> b) {
+  Certificate c;
+  c.conn_id = get_be(b.data() + 0, 8);
+  c.issuer_id = static_cast<uint32_t>(get_be(b.data() + 8, 4));
+  c.issued_at_ms = get_be(b.data() + 12, 8);
+  c.expires_at_ms = get_be(b.data() + 20, 8);
+  return c;
+}
+
+// secret = HMAC-SHA256(pool_key, "mtcp-cert-v1" || encode(cert))
+// (docs/PROTOCOL.md §6 (certificates)).
+Key derive_secret(const Key& pool_key, const Certificate& cert) {
+  const auto wire = encode(cert);
+  return hmac_sha256(pool_key, {label_bytes(kCertLabel), wire});
+}
+
+// proof = HMAC-SHA256(secret, "mtcp-proof-v1" || challenge || u32 target || u64 conn_id ||
+// u32 counter), big-endian (docs/PROTOCOL.md §6 (certificates)).
+Mac make_proof(const Key& secret, const Challenge& challenge, uint32_t target_server_id,
+               uint64_t conn_id, uint32_t migration_counter) {
+  std::array<uint8_t, 4 + 8 + 4> tail{};
+  put_be(tail.data() + 0, target_server_id, 4);
+  put_be(tail.data() + 4, conn_id, 8);
+  put_be(tail.data() + 12, migration_counter, 4);
+  return hmac_sha256(secret, {label_bytes(kProofLabel), challenge, tail});
+}
+
+// Check order is part of the protocol (docs/PROTOCOL.md §6 (certificates)): validity window
+// first (cheap, no crypto), then the proof.
+Status verify(const Key& pool_key, const Certificate& cert, const Challenge& challenge,
+              uint32_t target_server_id, uint32_t migration_counter, const Mac& proof,
+              uint64_t now_ms) {
+  if (now_ms < cert.issued_at_ms) return Error::cert_not_yet_valid;
+  if (now_ms >= cert.expires_at_ms) return Error::cert_expired;
+  Key secret = derive_secret(pool_key, cert);
+  const Mac expected =
+      make_proof(secret, challenge, target_server_id, cert.conn_id, migration_counter);
+  OPENSSL_cleanse(secret.data(), secret.size());
+  if (!equal_ct(expected, proof)) return Error::bad_proof;
+  return Status{};
+}
+
+// tag = HMAC-SHA256(pool_key, "mtcp-ctl-v1" || bytes) (docs/PROTOCOL.md §6 (certificates)).
+Mac control_mac(const Key& pool_key, std::span<const uint8_t> bytes) {
+  return hmac_sha256(pool_key, {label_bytes(kControlLabel), bytes});
+}
+
+bool control_mac_ok(const Key& pool_key, std::span<const uint8_t> bytes, const Mac& tag) {
+  return equal_ct(control_mac(pool_key, bytes), tag);
+}
+
+// Constant time in the contents (CRYPTO_memcmp), docs/PROTOCOL.md §6 (certificates).
+bool equal_ct(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+  if (a.size() != b.size()) return false;
+  if (a.empty()) return true;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace mtcp::cert

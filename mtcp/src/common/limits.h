@@ -1,0 +1,50 @@
+// Every cap and timeout of the protocol core, in one place (docs/PROTOCOL.md §7).
+// Units are at the end of each name. Exceeding a cap is a clear Error, never a crash or a
+// silent truncation.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace mtcp {
+
+// Hard wire-format caps: a decoder refuses anything above them whatever the config says.
+inline constexpr size_t kFramePayloadBytesMax = 1u << 20;         // DATA payload per frame
+inline constexpr size_t kFrameBodyBytesMax = kFramePayloadBytesMax + 64;
+inline constexpr size_t kControlMessageBytesMax = 64u << 20;      // one server-to-server message
+inline constexpr size_t kSnapshotBytesMax = 16u << 20;            // application snapshot
+inline constexpr size_t kStateLogBytesMax = 16u << 20;            // each log inside a state
+inline constexpr size_t kAlternatesMax = 16;                      // alternates in WELCOME
+inline constexpr size_t kAddressBytesMax = 255;                   // one alternate address
+inline constexpr size_t kReasonTextBytesMax = 255;                // REFUSE/DENY free text
+inline constexpr size_t kPoolServersMax = 64;                     // members of one pool
+
+enum class TransferMode : uint8_t { lazy = 0, eager = 1 };
+
+// Per-node configuration. Defaults suit a LAN pool; every field has a unit.
+struct Limits {
+  size_t frame_payload_bytes_max = 256u << 10;  // largest DATA frame an engine emits
+  size_t snapshot_bytes_max = 16u << 20;        // <= kSnapshotBytesMax
+  size_t input_log_bytes_max = 8u << 20;        // client input retained since the last snapshot
+  size_t send_log_bytes_max = 8u << 20;         // output written but not yet acknowledged
+  size_t recv_buffer_bytes_max = 8u << 20;      // input received but not yet read by the app
+  size_t connections_max = 65536;               // connection table (owned + replicas)
+  size_t pending_migrations_max = 1024;         // migrations being verified or fetched at once
+  size_t subflows_max = 65536;                  // subflows a server tracks at once
+  size_t ack_every_bytes = 64u << 10;           // acknowledge at least this often
+
+  uint64_t hello_timeout_ms = 2000;      // no preface within this: treat as plain TCP
+  uint64_t cert_lifetime_ms = 600000;    // certificates expire after this
+  uint64_t claim_timeout_ms = 300;       // wait for owner/votes before deciding
+  uint64_t migrate_timeout_ms = 2000;    // client: give up on one attempt after this
+  uint64_t replication_retry_ms = 100;   // eager: resend unacknowledged pushes after this
+  uint64_t orphan_timeout_ms = 30000;    // owned connection without a subflow is freed after this
+  uint64_t replica_timeout_ms = 600000;  // replica without news is freed after this
+  uint32_t migrate_requests_per_s_max = 2000;  // token bucket on MIGRATE per server
+  uint32_t migrate_attempts_max = 8;  // client: attempts in a row before the connection fails
+  uint32_t claim_hops_max = 3;        // lazy: owner hints followed before giving up
+
+  TransferMode transfer_mode = TransferMode::lazy;
+  bool ack_after_replication = false;  // eager only: ack client data once a quorum holds it
+};
+
+}  // namespace mtcp

@@ -1,0 +1,474 @@
+#include "core/client.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace mtcp::core {
+
+using wire::Frame;
+
+ClientEngine::ClientEngine(const Limits& limits, Random& rng)
+    : limits_(limits), rng_(rng), send_(limits.send_log_bytes_max) {}
+
+// ---- connection control -------------------------------------------------------------------
+
+void ClientEngine::connect(ServerId server, TimeMs now) {
+  assert(state_ == ClientState::idle);
+  state_ = ClientState::connecting;
+  server_ = server;
+  SubflowId sub = open_subflow(server);
+  primary_ = sub;
+  auto& sf = subflows_.at(sub);
+  sf.tx.push_raw(wire::kPreface);
+  sf.tx.push(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0});
+  connect_deadline_ms_ = now + limits_.migrate_timeout_ms;
+}
+
+Status ClientEngine::migrate(ServerId target, TimeMs now) {
+  if (state_ != ClientState::established) return Error::closed;
+  if (attempt_) return Error::pending_table_full;
+  if (std::find(pool_.begin(), pool_.end(), target) == pool_.end()) return Error::bad_field;
+  start_attempt(target, !primary_.has_value(), now);
+  return {};
+}
+
+void ClientEngine::close() { fin_ = true; }
+
+void ClientEngine::start_attempt(ServerId target, bool recovery, TimeMs now) {
+  Attempt a;
+  a.target = target;
+  a.from = server_;
+  a.counter = ++counter_;
+  a.started_ms = now;
+  a.deadline_ms = now + limits_.migrate_timeout_ms;
+  a.recovery = recovery;
+  a.subflow = open_subflow(target);
+  auto& sf = subflows_.at(a.subflow);
+  sf.tx.push_raw(wire::kPreface);
+  sf.tx.push(wire::Hello{wire::kVersion, wire::HelloKind::migrate, conn_id_});
+  attempt_ = a;
+  last_target_ = target;
+  ++attempts_in_row_;
+  ++counters_.migrations_started;
+}
+
+// The primary subflow is gone or an attempt failed without one: try the next candidate, or
+// fail the connection once migrate_attempts_max attempts in a row have failed.
+void ClientEngine::recover(ServerId preferred, TimeMs now) {
+  if (state_ != ClientState::established || attempt_) return;
+  if (attempts_in_row_ >= limits_.migrate_attempts_max) {
+    fail(Error::no_alternate);
+    return;
+  }
+  ServerId target = preferred != 0 ? preferred : next_candidate(last_target_ ? last_target_ : server_);
+  start_attempt(target, true, now);
+}
+
+ServerId ClientEngine::next_candidate(ServerId after) const {
+  auto it = std::find(pool_.begin(), pool_.end(), after);
+  if (it == pool_.end() || ++it == pool_.end()) return pool_.front();
+  return *it;
+}
+
+std::string ClientEngine::address_of(ServerId s) const {
+  for (const auto& a : alternates_) {
+    if (a.server_id == s) return a.address;
+  }
+  return {};
+}
+
+void ClientEngine::fail(Error e) {
+  if (state_ == ClientState::failed) return;
+  state_ = ClientState::failed;
+  failure_ = e;
+  ClientEvent ev{};
+  ev.kind = ClientEvent::Kind::failed;
+  ev.error = e;
+  ev.from = server_;
+  events_.push_back(ev);
+  std::vector<SubflowId> subs;
+  for (auto& [id, sf] : subflows_) subs.push_back(id);
+  for (SubflowId id : subs) close_subflow(id);
+  attempt_.reset();
+  primary_.reset();
+}
+
+// ---- subflows -----------------------------------------------------------------------------
+
+SubflowId ClientEngine::open_subflow(ServerId server) {
+  SubflowId id = next_subflow_++;
+  Subflow sf;
+  sf.server = server;
+  sf.decoder = wire::FrameDecoder(kFramePayloadBytesMax);
+  subflows_.emplace(id, std::move(sf));
+  actions_.push_back({ClientAction::Kind::open_subflow, id, server, address_of(server)});
+  return id;
+}
+
+void ClientEngine::close_subflow(SubflowId sub) {
+  if (subflows_.erase(sub) == 0) return;
+  actions_.push_back({ClientAction::Kind::close_subflow, sub, 0, {}});
+  if (primary_ == sub) primary_.reset();
+}
+
+void ClientEngine::reset_subflow(SubflowId sub, Error e) {
+  auto it = subflows_.find(sub);
+  if (it == subflows_.end()) return;
+  it->second.tx.clear();
+  it->second.tx.push(wire::Reset{e});
+  // The driver flushes what it can and then closes: a reset subflow never carries data again.
+  it->second.open = false;
+}
+
+void ClientEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
+  if (subflows_.erase(sub) == 0) return;
+  if (attempt_ && attempt_->subflow == sub) {
+    attempt_failed(Error::subflow_lost, 0, now);
+    return;
+  }
+  if (primary_ == sub) {
+    primary_.reset();
+    if (state_ == ClientState::connecting) {
+      fail(Error::subflow_lost);
+      return;
+    }
+    // Lost the server mid-session: recover through an alternate (or the same server).
+    if (!attempt_) recover(0, now);
+    else attempt_->recovery = true;
+  }
+}
+
+void ClientEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
+  auto it = subflows_.find(sub);
+  if (it == subflows_.end() || !it->second.open) return;
+  it->second.in.push(std::move(bytes));
+  while (true) {
+    it = subflows_.find(sub);
+    if (it == subflows_.end() || !it->second.open) return;
+    Subflow& sf = it->second;
+    // Back-pressure: leave DATA in the subflow queue while the app's buffer is full.
+    if (recv_.size() >= limits_.recv_buffer_bytes_max) return;
+    auto next = sf.decoder.next(sf.in);
+    if (!next) {
+      ++counters_.frames_malformed;
+      if (attempt_ && attempt_->subflow == sub) {
+        reset_subflow(sub, next.error());
+        attempt_failed(next.error(), 0, now);
+      } else {
+        reset_subflow(sub, next.error());
+        close_subflow(sub);
+        if (state_ == ClientState::connecting) fail(next.error());
+        else recover(0, now);
+      }
+      return;
+    }
+    if (!next.value().has_value()) return;
+    handle_frame(sub, std::move(*next.value()), now);
+  }
+}
+
+bool ClientEngine::wants_read(SubflowId sub) const {
+  auto it = subflows_.find(sub);
+  return it != subflows_.end() && it->second.open && recv_.size() < limits_.recv_buffer_bytes_max;
+}
+
+void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
+  bool is_attempt = attempt_ && attempt_->subflow == sub;
+  bool is_primary = primary_ == sub;
+  auto violation = [&] {
+    ++counters_.frames_malformed;
+    reset_subflow(sub, Error::protocol_violation);
+    if (is_attempt) {
+      attempt_failed(Error::protocol_violation, 0, now);
+    } else {
+      close_subflow(sub);
+      if (state_ == ClientState::connecting) fail(Error::protocol_violation);
+      else recover(0, now);
+    }
+  };
+  switch (wire::type_of(f)) {
+    case wire::FrameType::welcome:
+      if (!is_primary || state_ != ClientState::connecting) return violation();
+      return on_welcome(sub, std::get<wire::Welcome>(f), now);
+    case wire::FrameType::challenge:
+      if (!is_attempt) return violation();
+      return on_challenge(sub, std::get<wire::ChallengeFrame>(f));
+    case wire::FrameType::accept:
+      if (!is_attempt) return violation();
+      return on_accept(sub, std::get<wire::Accept>(f), now);
+    case wire::FrameType::refuse: {
+      auto& r = std::get<wire::Refuse>(f);
+      if (is_attempt) return attempt_failed(r.reason, r.hint_server, now);
+      if (state_ == ClientState::connecting) return fail(r.reason);
+      return violation();
+    }
+    case wire::FrameType::data:
+      if (state_ != ClientState::established) return violation();
+      return on_data(sub, std::move(std::get<wire::Data>(f)));
+    case wire::FrameType::ack: {
+      if (state_ != ClientState::established || !(is_primary || is_attempt)) return violation();
+      // An ack on the attempt subflow before ACCEPT is a violation: the server must accept first.
+      if (is_attempt) return violation();
+      if (!send_.ack(std::get<wire::Ack>(f).dsn)) return violation();
+      return;
+    }
+    case wire::FrameType::hint: {
+      auto& h = std::get<wire::Hint>(f);
+      ClientEvent ev{};
+      ev.kind = ClientEvent::Kind::hint;
+      ev.from = server_;
+      ev.to = h.server_id;
+      ev.hint = h.reason;
+      events_.push_back(ev);
+      return;
+    }
+    case wire::FrameType::close: {
+      if (state_ != ClientState::established) return violation();
+      uint64_t at = std::get<wire::Close>(f).final_dsn;
+      if (at < rcv_nxt_ || (peer_fin_ && at != peer_fin_at_)) return violation();
+      peer_fin_ = true;
+      peer_fin_at_ = at;
+      return;
+    }
+    case wire::FrameType::reset: {
+      Error e = std::get<wire::Reset>(f).reason;
+      close_subflow(sub);
+      if (is_attempt) return attempt_failed(e, 0, now);
+      if (state_ == ClientState::connecting) return fail(e);
+      if (!attempt_) recover(0, now);
+      return;
+    }
+    case wire::FrameType::hello:
+    case wire::FrameType::migrate:
+      return violation();  // client-to-server frames
+  }
+}
+
+void ClientEngine::on_welcome(SubflowId sub, const wire::Welcome& w, TimeMs now) {
+  (void)sub;
+  (void)now;
+  conn_id_ = w.conn_id;
+  server_ = w.server_id;
+  epoch_ = w.epoch;
+  cert_ = w.cert;
+  secret_ = w.secret;
+  alternates_ = w.alternates;
+  pool_.clear();
+  pool_.push_back(w.server_id);
+  for (const auto& a : w.alternates) pool_.push_back(a.server_id);
+  state_ = ClientState::established;
+  connect_deadline_ms_ = kNever;
+  ++counters_.connections_opened;
+  ClientEvent ev{};
+  ev.kind = ClientEvent::Kind::connected;
+  ev.to = server_;
+  events_.push_back(ev);
+}
+
+void ClientEngine::on_challenge(SubflowId sub, const wire::ChallengeFrame& c) {
+  auto& sf = subflows_.at(sub);
+  wire::Migrate m;
+  m.cert = cert_;
+  m.counter = attempt_->counter;
+  m.prev_owner = server_;
+  m.client_rcv_nxt = rcv_nxt_;
+  // docs/PROTOCOL.md §6: the proof binds the server's fresh challenge, the target (the server id
+  // it announced must be the one we dialled), the connection and this attempt's counter.
+  if (c.server_id != attempt_->target) {
+    reset_subflow(sub, Error::bad_field);
+    return;
+  }
+  m.proof = cert::make_proof(secret_, c.nonce, attempt_->target, conn_id_, attempt_->counter);
+  sf.tx.push(m);
+}
+
+void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
+  // The new server holds our stream up to server_rcv_nxt: everything below is acknowledged,
+  // everything above is resent. If it holds less than what an old owner already acknowledged,
+  // bytes are missing and the stream cannot continue (docs/PROTOCOL.md §4.2).
+  if (a.server_rcv_nxt > send_.end()) {
+    ++counters_.frames_malformed;
+    reset_subflow(sub, Error::protocol_violation);
+    attempt_failed(Error::protocol_violation, 0, now);
+    return;
+  }
+  if (a.server_rcv_nxt < send_.base()) {
+    reset_subflow(sub, Error::state_gap);
+    Attempt at = *attempt_;
+    attempt_.reset();
+    ++counters_.migrations_failed;
+    ClientEvent ev{};
+    ev.kind = ClientEvent::Kind::migration_failed;
+    ev.from = at.from;
+    ev.to = at.target;
+    ev.error = Error::state_gap;
+    ev.started_ms = at.started_ms;
+    ev.done_ms = now;
+    events_.push_back(ev);
+    fail(Error::state_gap);
+    return;
+  }
+  Attempt at = *attempt_;
+  attempt_.reset();
+  if (primary_) close_subflow(*primary_);
+  primary_ = sub;
+  ServerId from = server_;
+  server_ = at.target;
+  epoch_ = a.epoch;
+  cert_ = a.cert;
+  secret_ = a.secret;
+  (void)send_.ack(a.server_rcv_nxt);
+  (void)send_.rewind(a.server_rcv_nxt);
+  fin_sent_ = false;
+  attempts_in_row_ = 0;
+  ++counters_.migrations_done;
+  ClientEvent ev{};
+  ev.kind = ClientEvent::Kind::migrated;
+  ev.from = from;
+  ev.to = server_;
+  ev.rcv_at = rcv_nxt_;
+  ev.snd_at = a.server_rcv_nxt;
+  ev.started_ms = at.started_ms;
+  ev.done_ms = now;
+  events_.push_back(ev);
+}
+
+void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
+  if (!attempt_) return;
+  Attempt at = *attempt_;
+  attempt_.reset();
+  close_subflow(at.subflow);
+  ++counters_.migrations_failed;
+  ClientEvent ev{};
+  ev.kind = ClientEvent::Kind::migration_failed;
+  ev.from = at.from;
+  ev.to = at.target;
+  ev.error = e;
+  ev.started_ms = at.started_ms;
+  ev.done_ms = now;
+  events_.push_back(ev);
+  if (!primary_) {
+    // No subflow left: keep trying, following the refusal's hint first.
+    ServerId next = 0;
+    if (hint != 0 && std::find(pool_.begin(), pool_.end(), hint) != pool_.end()) next = hint;
+    recover(next, now);
+  }
+}
+
+void ClientEngine::on_data(SubflowId sub, wire::Data&& d) {
+  (void)sub;
+  uint64_t len = d.size();
+  if (d.dsn > rcv_nxt_) {
+    // A gap on a reliable subflow: the server broke the contract.
+    ++counters_.frames_malformed;
+    fail(Error::protocol_violation);
+    return;
+  }
+  uint64_t skip = std::min<uint64_t>(rcv_nxt_ - d.dsn, len);
+  counters_.duplicate_bytes_dropped += skip;
+  for (auto& s : d.payload) {
+    if (skip >= s.len) {
+      skip -= s.len;
+      continue;
+    }
+    Slice part = s.sub(static_cast<size_t>(skip), s.len - static_cast<size_t>(skip));
+    skip = 0;
+    rcv_nxt_ += part.len;
+    recv_.push(std::move(part));
+  }
+  if (rcv_nxt_ != acked_rcv_) ack_pending_ = true;
+}
+
+// ---- application data ---------------------------------------------------------------------
+
+Status ClientEngine::write(Slice s) {
+  if (state_ == ClientState::failed) return Error::closed;
+  if (fin_) return Error::closed;
+  return send_.append(std::move(s));
+}
+
+size_t ClientEngine::write_copy(std::span<const uint8_t> bytes) {
+  if (state_ == ClientState::failed || fin_) return 0;
+  size_t n = std::min(bytes.size(), send_.space());
+  if (n == 0) return 0;
+  (void)send_.append(Slice::copy_of(bytes.first(n)));
+  return n;
+}
+
+size_t ClientEngine::read(std::span<uint8_t> dst) {
+  size_t n = recv_.copy_out(0, dst);
+  recv_.drop_front(n);
+  return n;
+}
+
+void ClientEngine::read_slices(size_t max_bytes, std::vector<Slice>& out) { recv_.take_front(max_bytes, out); }
+
+// ---- transmit -----------------------------------------------------------------------------
+
+bool ClientEngine::wants_transmit(SubflowId sub) const {
+  auto it = subflows_.find(sub);
+  if (it == subflows_.end()) return false;
+  if (!it->second.tx.empty()) return true;
+  if (primary_ != sub || state_ != ClientState::established) return false;
+  if (ack_pending_) return true;
+  if (attempt_) return false;  // paused while migrating
+  return send_.has_unsent() || (fin_ && !fin_sent_);
+}
+
+size_t ClientEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Slice>& out) {
+  auto it = subflows_.find(sub);
+  if (it == subflows_.end()) return 0;
+  Subflow& sf = it->second;
+  size_t used = sf.tx.drain(budget, out);
+  if (!sf.open) return used;
+  if (primary_ != sub || state_ != ClientState::established) return used;
+  if (ack_pending_) {
+    Bytes b;
+    wire::encode(wire::Ack{rcv_nxt_}, b);
+    used += b.size();
+    out.emplace_back(make_block(std::move(b)));
+    acked_rcv_ = rcv_nxt_;
+    ack_pending_ = false;
+  }
+  if (attempt_) return used;  // new data waits for the migration to finish
+  std::vector<Slice> payload;
+  while (send_.has_unsent() && used + wire::kDataHeaderBytes < budget) {
+    size_t room = std::min(budget - used - wire::kDataHeaderBytes, limits_.frame_payload_bytes_max);
+    uint64_t dsn = send_.take_unsent(room, payload);
+    used += emit_data(dsn, payload, out);
+  }
+  if (fin_ && !fin_sent_ && !send_.has_unsent()) {
+    Bytes b;
+    wire::encode(wire::Close{send_.end()}, b);
+    used += b.size();
+    out.emplace_back(make_block(std::move(b)));
+    fin_sent_ = true;
+  }
+  return used;
+}
+
+// ---- timers -------------------------------------------------------------------------------
+
+void ClientEngine::on_timer(TimeMs now) {
+  if (state_ == ClientState::connecting && now >= connect_deadline_ms_) {
+    fail(Error::migration_timeout);
+    return;
+  }
+  if (attempt_ && now >= attempt_->deadline_ms) attempt_failed(Error::migration_timeout, 0, now);
+  if (state_ == ClientState::established && peer_fin_ && !peer_closed_reported_ && rcv_nxt_ == peer_fin_at_) {
+    peer_closed_reported_ = true;
+    ClientEvent ev{};
+    ev.kind = ClientEvent::Kind::peer_closed;
+    ev.from = server_;
+    events_.push_back(ev);
+  }
+}
+
+TimeMs ClientEngine::next_deadline() const {
+  TimeMs t = kNever;
+  if (state_ == ClientState::connecting) t = connect_deadline_ms_;
+  if (attempt_) t = std::min(t, attempt_->deadline_ms);
+  return t;
+}
+
+}  // namespace mtcp::core

@@ -1,0 +1,616 @@
+// Server engine, part 1: subflows, client frames and the application calls.
+// Part 2 (transfer.cc): ownership claims, hand-off, eager replication.
+#include <algorithm>
+#include <cassert>
+
+#include "core/server.h"
+
+namespace mtcp::core {
+
+using wire::Frame;
+using wire::FrameType;
+
+Status validate(const ServerConfig& cfg) {
+  if (cfg.self == 0 || cfg.pool.empty() || cfg.pool.size() > kPoolServersMax) return Error::bad_field;
+  std::set<ServerId> ids;
+  for (const auto& m : cfg.pool) {
+    if (m.server_id == 0 || !ids.insert(m.server_id).second) return Error::bad_field;
+    if (m.address.size() > kAddressBytesMax) return Error::bad_field;
+  }
+  if (!ids.contains(cfg.self)) return Error::bad_field;
+  if (cfg.pool.size() - 1 > kAlternatesMax) return Error::alternates_too_many;
+  const Limits& l = cfg.limits;
+  if (l.snapshot_bytes_max > kSnapshotBytesMax || l.frame_payload_bytes_max > kFramePayloadBytesMax ||
+      l.frame_payload_bytes_max == 0 || l.input_log_bytes_max > kStateLogBytesMax ||
+      l.send_log_bytes_max == 0 || l.recv_buffer_bytes_max == 0)
+    return Error::bad_field;
+  if (l.ack_after_replication && l.transfer_mode != TransferMode::eager) return Error::bad_field;
+  return {};
+}
+
+ServerEngine::ServerEngine(ServerConfig cfg, Random& rng) : cfg_(std::move(cfg)), rng_(rng) {
+  assert(validate(cfg_).ok());
+  tokens_ = cfg_.limits.migrate_requests_per_s_max;
+}
+
+ServerEngine::Conn* ServerEngine::find(ConnId id) {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : &it->second;
+}
+const ServerEngine::Conn* ServerEngine::find(ConnId id) const {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : &it->second;
+}
+ServerEngine::Conn* ServerEngine::owned(ConnId id) {
+  Conn* c = find(id);
+  return c && c->role == Role::owner ? c : nullptr;
+}
+
+// Token bucket: at most migrate_requests_per_s_max proofs are checked per second, so a flood
+// of bogus MIGRATE frames costs bounded CPU (TEST-MATRIX #10).
+bool ServerEngine::take_token(TimeMs now) {
+  double rate = cfg_.limits.migrate_requests_per_s_max;
+  if (now > tokens_ms_) {
+    tokens_ = std::min(rate, tokens_ + rate * static_cast<double>(now - tokens_ms_) / 1000.0);
+    tokens_ms_ = now;
+  }
+  if (tokens_ < 1.0) return false;
+  tokens_ -= 1.0;
+  return true;
+}
+
+// ---- subflows -----------------------------------------------------------------------------
+
+void ServerEngine::on_subflow_open(SubflowId sub, TimeMs now) {
+  now_ms_ = now;
+  if (subs_.size() >= cfg_.limits.subflows_max) {
+    ++counters_.limit_refusals;
+    actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+    return;
+  }
+  Sub s;
+  s.opened_ms = now;
+  s.decoder = wire::FrameDecoder(kFramePayloadBytesMax);
+  subs_.emplace(sub, std::move(s));
+}
+
+void ServerEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
+  now_ms_ = now;
+  auto it = subs_.find(sub);
+  if (it == subs_.end() || it->second.phase == Phase::closing) return;
+  it->second.in.push(std::move(bytes));
+  pump(sub, now);
+}
+
+void ServerEngine::pump(SubflowId sub, TimeMs now) {
+  while (true) {
+    auto it = subs_.find(sub);
+    if (it == subs_.end()) return;
+    Sub& s = it->second;
+    if (s.phase == Phase::closing) return;
+    if (s.phase == Phase::preface) {
+      auto check = wire::check_preface(s.in);
+      if (check == wire::PrefaceCheck::need_more) return;
+      if (check == wire::PrefaceCheck::plain) {
+        // Not M-TCP: hand the subflow and what it sent to the plain-TCP service (§3.1).
+        ++counters_.plain_tcp_subflows;
+        Bytes head = s.in.flatten(0, s.in.size());
+        subs_.erase(it);
+        actions_.push_back({ServerAction::Kind::plain_tcp, sub, 0, std::move(head)});
+        return;
+      }
+      s.in.drop_front(wire::kPreface.size());
+      s.phase = Phase::hello;
+      continue;
+    }
+    if (s.phase == Phase::claiming) return;  // nothing is read until the claim is decided
+    if (s.phase == Phase::attached) {
+      Conn* c = find(s.conn);
+      // Input log full: leave DATA queued until the app snapshots (input_log_bytes_max).
+      if (c && c->in_log.size() >= cfg_.limits.input_log_bytes_max) return;
+    }
+    auto next = s.decoder.next(s.in);
+    if (!next) {
+      ++counters_.frames_malformed;
+      kill_subflow(sub, next.error());
+      return;
+    }
+    if (!next.value().has_value()) return;
+    handle_frame(sub, std::move(*next.value()), now);
+  }
+}
+
+bool ServerEngine::wants_read(SubflowId sub) const {
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return false;
+  const Sub& s = it->second;
+  if (s.phase == Phase::closing || s.phase == Phase::claiming) return false;
+  if (s.phase == Phase::attached) {
+    const Conn* c = find(s.conn);
+    if (c && c->in_log.size() >= cfg_.limits.input_log_bytes_max) return false;
+  }
+  // Bound what one subflow may queue before it is parsed.
+  return s.in.size() < kFrameBodyBytesMax + wire::kFrameHeaderBytes;
+}
+
+void ServerEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
+  now_ms_ = now;
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return;
+  ConnId cid = it->second.conn;
+  Phase phase = it->second.phase;
+  subs_.erase(it);
+  if (phase == Phase::attached) {
+    if (Conn* c = find(cid); c && c->subflow == sub) {
+      c->subflow.reset();
+      c->news_ms = now;
+    }
+  }
+  // A claim in progress carries on: if it wins, the state is installed and waits for the
+  // client to come back (orphan timeout); the client retries with a new counter.
+  for (auto& [rid, p] : claims_) {
+    if (p.sub == sub) p.sub = 0;
+  }
+}
+
+void ServerEngine::kill_subflow(SubflowId sub, Error e) {
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return;
+  Sub& s = it->second;
+  if (s.phase == Phase::attached) {
+    if (Conn* c = find(s.conn); c && c->subflow == sub) c->subflow.reset();
+  }
+  s.tx.clear();
+  s.tx.push(wire::Reset{e});
+  s.phase = Phase::closing;
+  actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+}
+
+void ServerEngine::refuse(SubflowId sub, Error e, ServerId hint) {
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return;
+  it->second.tx.push(wire::Refuse{e, hint, std::string(to_string(e))});
+  it->second.phase = Phase::closing;
+  actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+}
+
+size_t ServerEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Slice>& out) {
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return 0;
+  Sub& s = it->second;
+  size_t used = s.tx.drain(budget, out);
+  if (s.phase != Phase::attached) return used;
+  Conn* c = find(s.conn);
+  if (!c || c->role != Role::owner || c->subflow != sub) return used;
+  uint64_t ack = ack_target(*c);
+  if (ack > c->acked_in) {
+    Bytes b;
+    wire::encode(wire::Ack{ack}, b);
+    used += b.size();
+    out.emplace_back(make_block(std::move(b)));
+    c->acked_in = ack;
+  }
+  std::vector<Slice> payload;
+  while (c->out.has_unsent() && used + wire::kDataHeaderBytes < budget) {
+    size_t room = std::min(budget - used - wire::kDataHeaderBytes, cfg_.limits.frame_payload_bytes_max);
+    uint64_t dsn = c->out.take_unsent(room, payload);
+    used += emit_data(dsn, payload, out);
+  }
+  if (c->app_closed && !c->fin_sent && !c->out.has_unsent()) {
+    Bytes b;
+    wire::encode(wire::Close{c->out.end()}, b);
+    used += b.size();
+    out.emplace_back(make_block(std::move(b)));
+    c->fin_sent = true;
+  }
+  return used;
+}
+
+bool ServerEngine::wants_transmit(SubflowId sub) const {
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return false;
+  const Sub& s = it->second;
+  if (!s.tx.empty()) return true;
+  if (s.phase != Phase::attached) return false;
+  const Conn* c = find(s.conn);
+  if (!c || c->role != Role::owner || c->subflow != sub) return false;
+  return ack_target(*c) > c->acked_in || c->out.has_unsent() || (c->app_closed && !c->fin_sent);
+}
+
+// ---- frames -------------------------------------------------------------------------------
+
+void ServerEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
+  Sub& s = subs_.at(sub);
+  auto violation = [&] {
+    ++counters_.frames_malformed;
+    kill_subflow(sub, Error::protocol_violation);
+  };
+  switch (s.phase) {
+    case Phase::hello:
+      if (wire::type_of(f) != FrameType::hello) return violation();
+      return on_hello(sub, std::get<wire::Hello>(f), now);
+    case Phase::challenged:
+      if (wire::type_of(f) != FrameType::migrate) return violation();
+      return on_migrate(sub, std::get<wire::Migrate>(f), now);
+    case Phase::attached:
+      break;
+    case Phase::preface:
+    case Phase::claiming:
+    case Phase::closing:
+      return;
+  }
+  Conn* c = owned(s.conn);
+  if (!c || c->subflow != sub) return violation();
+  switch (wire::type_of(f)) {
+    case FrameType::data:
+      return on_data(sub, *c, std::move(std::get<wire::Data>(f)));
+    case FrameType::ack:
+      if (!c->out.ack(std::get<wire::Ack>(f).dsn)) return violation();
+      maybe_free(*c);
+      return;
+    case FrameType::close: {
+      uint64_t at = std::get<wire::Close>(f).final_dsn;
+      if (at != c->in_end() || (c->client_fin && at != c->client_fin_at)) return violation();
+      c->client_fin = true;
+      c->client_fin_at = at;
+      replicate(*c, now, true);
+      maybe_free(*c);
+      return;
+    }
+    case FrameType::reset:
+      detach(*c);
+      subs_.erase(sub);
+      actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+      return;
+    default:
+      return violation();
+  }
+}
+
+void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
+  Sub& s = subs_.at(sub);
+  if (h.version != wire::kVersion) return refuse(sub, Error::unsupported_version);
+  if (h.kind == wire::HelloKind::migrate) {
+    s.conn = h.conn_id;
+    rng_.fill(s.nonce);
+    s.tx.push(wire::ChallengeFrame{cfg_.self, s.nonce});
+    s.phase = Phase::challenged;
+    return;
+  }
+  if (conns_.size() >= cfg_.limits.connections_max) {
+    ++counters_.limit_refusals;
+    return refuse(sub, Error::conn_table_full);
+  }
+  ConnId id = 0;
+  while (id == 0 || conns_.contains(id)) id = rng_.u64();
+  auto [it, inserted] = conns_.emplace(id, Conn(cfg_.limits.send_log_bytes_max));
+  Conn& c = it->second;
+  c.id = id;
+  c.epoch = 1;
+  c.issuer = cfg_.self;
+  c.news_ms = now;
+  s.conn = id;
+  wire::Welcome w;
+  w.conn_id = id;
+  w.server_id = cfg_.self;
+  w.epoch = c.epoch;
+  w.cert = {id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
+  w.secret = cert::derive_secret(cfg_.pool_key, w.cert);
+  for (const auto& m : cfg_.pool) {
+    if (m.server_id != cfg_.self) w.alternates.push_back(m);
+  }
+  s.tx.push(w);
+  s.phase = Phase::attached;
+  c.subflow = sub;
+  ++counters_.connections_opened;
+  events_.push_back({ServerEvent::Kind::opened, id, Error::ok});
+  if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
+}
+
+void ServerEngine::on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now) {
+  Sub& s = subs_.at(sub);
+  if (!take_token(now)) {
+    ++counters_.migrate_rate_limited;
+    return refuse(sub, Error::rate_limited);
+  }
+  if (m.cert.conn_id != s.conn) return refuse(sub, Error::bad_field);
+  // docs/PROTOCOL.md §6: verify the proof before anything else happens; a bad proof never
+  // touches the connection or triggers a state transfer (TEST-MATRIX I3).
+  Status v = cert::verify(cfg_.pool_key, m.cert, s.nonce, cfg_.self, m.counter, m.proof, now);
+  if (!v) {
+    if (v.error() == Error::bad_proof) ++counters_.proofs_bad;
+    else ++counters_.certs_expired;
+    return refuse(sub, v.error());
+  }
+  ++counters_.migrations_started;
+  s.request = m;
+  start_claim(sub, m, now);
+}
+
+void ServerEngine::on_data(SubflowId sub, Conn& c, wire::Data&& d) {
+  uint64_t end = c.in_end();
+  uint64_t len = d.size();
+  if (c.client_fin || d.dsn > end) {
+    // A reliable subflow never skips bytes: a gap means a broken or hostile client.
+    ++counters_.frames_malformed;
+    kill_subflow(sub, Error::protocol_violation);
+    return;
+  }
+  uint64_t skip = std::min<uint64_t>(end - d.dsn, len);
+  counters_.duplicate_bytes_dropped += skip;
+  for (auto& part : d.payload) {
+    if (skip >= part.len) {
+      skip -= part.len;
+      continue;
+    }
+    c.in_log.push(part.sub(static_cast<size_t>(skip), part.len - static_cast<size_t>(skip)));
+    skip = 0;
+  }
+  if (c.in_end() != end) replicate(c, now_ms_, false);
+}
+
+uint64_t ServerEngine::ack_target(const Conn& c) const {
+  uint64_t end = c.in_end();
+  if (!cfg_.limits.ack_after_replication) return end;
+  // Acknowledge only what a majority of the pool holds (this owner plus majority()-1
+  // alternates), so any majority of voters that elects a new owner includes a holder.
+  std::vector<uint64_t> held;
+  for (const auto& [id, p] : c.peers) held.push_back(p.acked.epoch == c.epoch ? p.acked.in_end : 0);
+  size_t need = majority() - 1;
+  if (need == 0) return end;
+  if (held.size() < need) return std::min(c.acked_in, end);
+  std::sort(held.begin(), held.end(), std::greater<>());
+  uint64_t q = held[need - 1];
+  return std::min(std::max(q, c.acked_in), end);
+}
+
+// ---- attach / detach ----------------------------------------------------------------------
+
+void ServerEngine::detach(Conn& c) {
+  if (!c.subflow) return;
+  SubflowId sub = *c.subflow;
+  c.subflow.reset();
+  c.news_ms = now_ms_;
+  auto it = subs_.find(sub);
+  if (it != subs_.end() && it->second.phase != Phase::closing) {
+    it->second.phase = Phase::closing;
+    actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+  }
+}
+
+void ServerEngine::attach(Conn& c, SubflowId sub, TimeMs now) {
+  detach(c);
+  c.subflow = sub;
+  c.news_ms = now;
+  Sub& s = subs_.at(sub);
+  s.phase = Phase::attached;
+  s.conn = c.id;
+}
+
+void ServerEngine::send_accept(Conn& c, SubflowId sub, TimeMs now) {
+  wire::Accept a;
+  a.epoch = c.epoch;
+  a.server_rcv_nxt = c.in_end();
+  a.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
+  a.secret = cert::derive_secret(cfg_.pool_key, a.cert);
+  subs_.at(sub).tx.push(a);
+  // The client treats everything below server_rcv_nxt as acknowledged.
+  c.acked_in = std::max(c.acked_in, a.server_rcv_nxt);
+}
+
+void ServerEngine::maybe_free(Conn& c) {
+  if (c.role != Role::owner) return;
+  bool done = c.app_closed && c.fin_sent && c.out.base() == c.out.end() && c.client_fin &&
+              c.app_in == c.client_fin_at;
+  if (done) free_conn(c.id, Error::ok);
+}
+
+void ServerEngine::free_conn(ConnId id, Error why) {
+  Conn* c = find(id);
+  if (!c) return;
+  bool was_owner = c->role == Role::owner;
+  if (was_owner && cfg_.limits.transfer_mode == TransferMode::eager) {
+    for (const auto& m : cfg_.pool) {
+      if (m.server_id != cfg_.self) send_control(m.server_id, wire::Release{id, c->epoch});
+    }
+  }
+  detach(*c);
+  conns_.erase(id);
+  votes_.erase(id);
+  ++counters_.connections_freed;
+  if (was_owner) events_.push_back({ServerEvent::Kind::closed, id, why});
+}
+
+// ---- application calls --------------------------------------------------------------------
+
+size_t ServerEngine::conn_readable(ConnId id) const {
+  const Conn* c = find(id);
+  if (!c || c->role != Role::owner) return 0;
+  return static_cast<size_t>(c->in_end() - c->app_in);
+}
+
+size_t ServerEngine::conn_read(ConnId id, std::span<uint8_t> dst) {
+  Conn* c = owned(id);
+  if (!c) return 0;
+  size_t n = c->in_log.copy_out(static_cast<size_t>(c->app_in - c->snap_in_seq), dst);
+  if (c->app_in < c->replay_until) counters_.replayed_input_bytes += std::min<uint64_t>(n, c->replay_until - c->app_in);
+  c->app_in += n;
+  maybe_free(*c);
+  return n;
+}
+
+bool ServerEngine::conn_input_closed(ConnId id) const {
+  const Conn* c = find(id);
+  return c && c->client_fin && c->app_in == c->client_fin_at;
+}
+
+Result<size_t> ServerEngine::conn_write(ConnId id, Slice s) {
+  Conn* c = owned(id);
+  if (!c) return Error::not_owner;
+  if (c->app_closed) return Error::closed;
+  size_t accepted = 0;
+  // Replayed output the client already has (or that is already in the log) is dropped
+  // (paper §2; docs/ARCHITECTURE.md "application contract").
+  if (c->app_out < c->out.end()) {
+    size_t dup = static_cast<size_t>(std::min<uint64_t>(s.len, c->out.end() - c->app_out));
+    counters_.suppressed_output_bytes += dup;
+    accepted += dup;
+    c->app_out += dup;
+    s = s.sub(dup, s.len - dup);
+  }
+  size_t n = std::min(s.len, c->out.space());
+  if (n > 0) {
+    (void)c->out.append(s.sub(0, n));
+    accepted += n;
+    c->app_out += n;
+  }
+  return accepted;
+}
+
+Result<size_t> ServerEngine::conn_write_copy(ConnId id, std::span<const uint8_t> bytes) {
+  Conn* c = owned(id);
+  if (!c) return Error::not_owner;
+  // Copy only what can be accepted now.
+  size_t dup = c->app_out < c->out.end() ? static_cast<size_t>(std::min<uint64_t>(bytes.size(), c->out.end() - c->app_out)) : 0;
+  size_t n = dup + std::min(bytes.size() - dup, c->out.space());
+  if (n == 0) return size_t{0};
+  return conn_write(id, Slice::copy_of(bytes.first(n)));
+}
+
+size_t ServerEngine::conn_write_space(ConnId id) const {
+  const Conn* c = find(id);
+  if (!c || c->role != Role::owner) return 0;
+  return c->out.space();
+}
+
+Status ServerEngine::conn_snapshot(ConnId id, Bytes snapshot) {
+  Conn* c = owned(id);
+  if (!c) return Error::not_owner;
+  if (snapshot.size() > cfg_.limits.snapshot_bytes_max) {
+    ++counters_.limit_refusals;
+    return Error::snapshot_too_large;
+  }
+  c->in_log.drop_front(static_cast<size_t>(c->app_in - c->snap_in_seq));
+  c->snap_in_seq = c->app_in;
+  c->snap_out_seq = c->app_out;
+  c->snapshot = std::move(snapshot);
+  ++c->snap_id;
+  if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(*c, now_ms_, true);
+  // Room in the input log again: parse what the subflow queued meanwhile.
+  if (c->subflow) pump(*c->subflow, now_ms_);
+  return {};
+}
+
+Status ServerEngine::conn_close(ConnId id) {
+  Conn* c = owned(id);
+  if (!c) return Error::not_owner;
+  c->app_closed = true;
+  maybe_free(*c);
+  return {};
+}
+
+std::optional<ServerEngine::SnapshotView> ServerEngine::conn_snapshot_view(ConnId id) const {
+  const Conn* c = find(id);
+  if (!c || c->role != Role::owner) return std::nullopt;
+  return SnapshotView{c->snap_id, c->snap_in_seq, c->snap_out_seq, &c->snapshot};
+}
+
+Status ServerEngine::conn_hint(ConnId id, wire::HintReason reason, ServerId target) {
+  Conn* c = owned(id);
+  if (!c) return Error::not_owner;
+  if (!c->subflow) return Error::closed;
+  subs_.at(*c->subflow).tx.push(wire::Hint{reason, target});
+  return {};
+}
+
+std::optional<ServerEngine::ConnInfo> ServerEngine::conn_info(ConnId id) const {
+  const Conn* c = find(id);
+  if (!c) return std::nullopt;
+  ConnInfo i;
+  i.conn = c->id;
+  i.role = c->role;
+  i.epoch = c->epoch;
+  i.counter = c->counter;
+  i.attached = c->subflow.has_value();
+  i.in_end = c->in_end();
+  i.app_in = c->app_in;
+  i.out_end = c->out.end();
+  i.out_acked = c->out.base();
+  i.snap_id = c->snap_id;
+  return i;
+}
+
+std::vector<ConnId> ServerEngine::owned_connections() const {
+  std::vector<ConnId> v;
+  for (const auto& [id, c] : conns_) {
+    if (c.role == Role::owner) v.push_back(id);
+  }
+  return v;
+}
+
+// ---- timers -------------------------------------------------------------------------------
+
+void ServerEngine::on_timer(TimeMs now) {
+  now_ms_ = now;
+  // Silent subflows: a client that never sends the preface is a plain TCP client (§3.1).
+  std::vector<SubflowId> plain;
+  for (auto& [id, s] : subs_) {
+    if (s.phase == Phase::preface && now >= s.opened_ms + cfg_.limits.hello_timeout_ms) plain.push_back(id);
+    else if ((s.phase == Phase::hello || s.phase == Phase::challenged) &&
+             now >= s.opened_ms + cfg_.limits.migrate_timeout_ms) {
+      kill_subflow(id, Error::migration_timeout);
+    }
+  }
+  for (SubflowId id : plain) {
+    Sub& s = subs_.at(id);
+    ++counters_.plain_tcp_subflows;
+    Bytes head = s.in.flatten(0, s.in.size());
+    subs_.erase(id);
+    actions_.push_back({ServerAction::Kind::plain_tcp, id, 0, std::move(head)});
+  }
+  std::vector<uint32_t> due;
+  for (auto& [rid, p] : claims_) {
+    if (now >= p.deadline_ms) due.push_back(rid);
+  }
+  for (uint32_t rid : due) check_claim(rid, now, true);
+  std::vector<std::pair<ConnId, Error>> expired;
+  for (auto& [id, c] : conns_) {
+    if (c.role == Role::owner) {
+      if (!c.subflow && now >= c.news_ms + cfg_.limits.orphan_timeout_ms) expired.emplace_back(id, Error::subflow_lost);
+      else if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, false);
+    } else if (c.role == Role::frozen) {
+      if (now >= c.news_ms + cfg_.limits.orphan_timeout_ms) expired.emplace_back(id, Error::ok);
+    } else if (now >= c.news_ms + cfg_.limits.replica_timeout_ms) {
+      expired.emplace_back(id, Error::ok);
+    }
+  }
+  for (auto& [id, e] : expired) free_conn(id, e);
+}
+
+TimeMs ServerEngine::next_deadline() const {
+  TimeMs t = kNever;
+  for (const auto& [id, s] : subs_) {
+    if (s.phase == Phase::preface) t = std::min(t, s.opened_ms + cfg_.limits.hello_timeout_ms);
+    else if (s.phase == Phase::hello || s.phase == Phase::challenged)
+      t = std::min(t, s.opened_ms + cfg_.limits.migrate_timeout_ms);
+  }
+  for (const auto& [rid, p] : claims_) t = std::min(t, p.deadline_ms);
+  for (const auto& [id, c] : conns_) {
+    if (c.role == Role::owner) {
+      if (!c.subflow) t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
+      if (cfg_.limits.transfer_mode == TransferMode::eager) {
+        for (const auto& [pid, p] : c.peers) {
+          if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()})
+            t = std::min(t, p.last_send_ms + cfg_.limits.replication_retry_ms);
+        }
+      }
+    } else if (c.role == Role::frozen) {
+      t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
+    } else {
+      t = std::min(t, c.news_ms + cfg_.limits.replica_timeout_ms);
+    }
+  }
+  return t;
+}
+
+}  // namespace mtcp::core

@@ -1,0 +1,241 @@
+// Server-side engine (sans-IO): one pool member. It owns the connections whose client is
+// attached here, holds replicas of others (eager mode), answers ownership claims from other
+// members and makes its own when a client migrates in (docs/PROTOCOL.md §4, §5).
+//
+// The driver feeds subflow bytes and control messages in, pulls subflow bytes out with
+// poll_transmit(), performs take_actions() (close a subflow, send a control message, hand a
+// plain-TCP subflow to the plain service), and calls on_timer() at next_deadline(). The
+// application reads, writes, snapshots and imports through the conn_* calls.
+#pragma once
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "cert/cert.h"
+#include "common/counters.h"
+#include "common/limits.h"
+#include "core/send_log.h"
+#include "core/types.h"
+#include "wire/control.h"
+#include "wire/frame.h"
+#include "wire/state.h"
+
+namespace mtcp::core {
+
+struct ServerConfig {
+  ServerId self = 0;
+  std::vector<wire::Alternate> pool;  // every member, self included; ids unique and non-zero
+  cert::Key pool_key{};
+  Limits limits;
+};
+// Checks a configuration: self in pool, ids unique and non-zero, caps within the wire caps.
+Status validate(const ServerConfig& cfg);
+
+struct ServerAction {
+  enum class Kind { close_subflow, send_control, plain_tcp } kind;
+  SubflowId subflow = 0;
+  ServerId peer = 0;
+  Bytes bytes;  // control message, or bytes already read from a plain-TCP subflow
+};
+
+struct ServerEvent {
+  enum class Kind {
+    opened,    // new connection: the app starts a fresh instance
+    imported,  // connection migrated in: the app imports snapshot() and reads on (replay first)
+    resumed,   // same server, same app instance, new subflow
+    fenced,    // ownership left this server: the app instance must stop (writes now fail)
+    closed,    // connection finished or freed; `error` says why if not a clean close
+  } kind;
+  ConnId conn = 0;
+  Error error = Error::ok;
+};
+
+class ServerEngine {
+ public:
+  ServerEngine(ServerConfig cfg, Random& rng);
+
+  // Subflows (accepted TCP connections on the data port).
+  void on_subflow_open(SubflowId sub, TimeMs now);
+  void on_subflow_data(SubflowId sub, Slice bytes, TimeMs now);
+  void on_subflow_closed(SubflowId sub, TimeMs now);
+  size_t poll_transmit(SubflowId sub, size_t budget, std::vector<Slice>& out);
+  bool wants_transmit(SubflowId sub) const;
+  bool wants_read(SubflowId sub) const;
+
+  // Control channel: one complete message from a peer member.
+  void on_control(ServerId from, std::span<const uint8_t> message, TimeMs now);
+
+  void on_timer(TimeMs now);
+  TimeMs next_deadline() const;
+  std::vector<ServerAction> take_actions() { return std::exchange(actions_, {}); }
+  std::vector<ServerEvent> take_events() { return std::exchange(events_, {}); }
+
+  // Application contract (paper §2; docs/ARCHITECTURE.md "application contract").
+  size_t conn_readable(ConnId c) const;
+  size_t conn_read(ConnId c, std::span<uint8_t> dst);
+  bool conn_input_closed(ConnId c) const;  // client closed and everything was read
+  // Writes at the app's output position. Bytes the client already has (replay after import)
+  // are counted as written and dropped. Returns bytes accepted (may be fewer: send log full).
+  Result<size_t> conn_write(ConnId c, Slice s);
+  Result<size_t> conn_write_copy(ConnId c, std::span<const uint8_t> bytes);
+  size_t conn_write_space(ConnId c) const;
+  // Record a snapshot at the app's current input/output positions.
+  Status conn_snapshot(ConnId c, Bytes snapshot);
+  Status conn_close(ConnId c);
+  // For `imported`: the snapshot to import (empty and id 0: start fresh) and its positions.
+  struct SnapshotView {
+    uint64_t snap_id = 0;
+    uint64_t in_seq = 0;
+    uint64_t out_seq = 0;
+    const Bytes* bytes = nullptr;
+  };
+  std::optional<SnapshotView> conn_snapshot_view(ConnId c) const;
+  // Ask the client to migrate away (drain, overload).
+  Status conn_hint(ConnId c, wire::HintReason reason, ServerId target);
+
+  // Introspection.
+  struct ConnInfo {
+    ConnId conn = 0;
+    enum class Role { owner, frozen, replica } role = Role::owner;
+    uint64_t epoch = 0;
+    uint32_t counter = 0;
+    bool attached = false;
+    uint64_t in_end = 0;     // client bytes held
+    uint64_t app_in = 0;     // client bytes read by the app
+    uint64_t out_end = 0;    // output bytes written
+    uint64_t out_acked = 0;  // output bytes acknowledged by the client
+    uint64_t snap_id = 0;
+  };
+  std::optional<ConnInfo> conn_info(ConnId c) const;
+  std::vector<ConnId> owned_connections() const;
+  size_t connection_count() const { return conns_.size(); }
+  size_t subflow_count() const { return subs_.size(); }
+  const Counters& counters() const { return counters_; }
+  ServerId self() const { return cfg_.self; }
+  const ServerConfig& config() const { return cfg_; }
+
+ private:
+  using Role = ConnInfo::Role;
+  struct Peer {  // eager replication towards one alternate
+    wire::ReplicaPos acked;
+    uint64_t sent_snap = 0;
+    uint64_t sent_in_end = 0;
+    uint64_t sent_epoch = 0;
+    TimeMs last_send_ms = 0;
+  };
+  struct Conn {
+    ConnId id = 0;
+    Role role = Role::owner;
+    uint64_t epoch = 0;
+    uint32_t counter = 0;
+    ServerId issuer = 0;
+    std::optional<SubflowId> subflow;
+    TimeMs news_ms = 0;  // last attach/detach or replica update: drives the timeouts
+    uint64_t snap_id = 0, snap_in_seq = 0, snap_out_seq = 0;
+    Bytes snapshot;
+    SliceQueue in_log;  // [snap_in_seq, in_end)
+    uint64_t app_in = 0;
+    uint64_t replay_until = 0;
+    bool client_fin = false;
+    uint64_t client_fin_at = 0;
+    SendLog out;
+    uint64_t app_out = 0;
+    uint64_t acked_in = 0;  // last cumulative ack sent to the client
+    bool app_closed = false;
+    bool fin_sent = false;
+    std::map<ServerId, Peer> peers;
+    ServerId handed_to = 0;  // frozen: who received the hand-off
+    uint64_t handed_epoch = 0;
+    explicit Conn(size_t out_max) : out(out_max) {}
+    uint64_t in_end() const { return snap_in_seq + in_log.size(); }
+    wire::ReplicaPos pos() const { return {epoch, snap_id, in_end()}; }
+  };
+  enum class Phase { preface, hello, challenged, claiming, attached, closing };
+  struct Sub {
+    Phase phase = Phase::preface;
+    SliceQueue in;
+    wire::FrameDecoder decoder;
+    TxQueue tx;
+    TimeMs opened_ms = 0;
+    ConnId conn = 0;
+    cert::Challenge nonce{};
+    wire::Migrate request;
+  };
+  struct PendingClaim {
+    ConnId conn = 0;
+    SubflowId sub = 0;
+    wire::Migrate request;
+    uint64_t epoch = 0;
+    TransferMode mode = TransferMode::lazy;
+    ServerId asked = 0;  // lazy: the member asked
+    uint32_t hops = 0;
+    TimeMs deadline_ms = 0;
+    std::set<ServerId> granted;
+    bool owner_answered = false;
+    std::optional<wire::ConnState> best;  // freshest remote state received
+    wire::ReplicaPos best_pos;
+    ServerId deny_hint = 0;
+    Error deny_reason = Error::ok;
+  };
+  struct Vote {
+    uint64_t epoch = 0;
+    ServerId claimer = 0;
+  };
+
+  // server.cc: subflows, frames, application calls.
+  void pump(SubflowId sub, TimeMs now);
+  void handle_frame(SubflowId sub, wire::Frame&& f, TimeMs now);
+  void on_hello(SubflowId sub, const wire::Hello& h, TimeMs now);
+  void on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now);
+  void on_data(SubflowId sub, Conn& c, wire::Data&& d);
+  void refuse(SubflowId sub, Error e, ServerId hint = 0);
+  void kill_subflow(SubflowId sub, Error e);
+  void detach(Conn& c);
+  void attach(Conn& c, SubflowId sub, TimeMs now);
+  void send_accept(Conn& c, SubflowId sub, TimeMs now);
+  void maybe_free(Conn& c);
+  void free_conn(ConnId id, Error why);
+  uint64_t ack_target(const Conn& c) const;
+  Conn* find(ConnId id);
+  const Conn* find(ConnId id) const;
+  Conn* owned(ConnId id);
+  bool take_token(TimeMs now);
+
+  // transfer.cc: claims, hand-off, replication, state encoding.
+  void start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now);
+  void send_claim(PendingClaim& p, uint32_t request_id, ServerId to);
+  void on_claim(ServerId from, const wire::Claim& m, TimeMs now);
+  void on_grant(ServerId from, wire::Grant&& m, TimeMs now);
+  void on_deny(ServerId from, const wire::Deny& m, TimeMs now);
+  void on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now);
+  void on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now);
+  void on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now);
+  void on_release(ServerId from, const wire::Release& m, TimeMs now);
+  void check_claim(uint32_t request_id, TimeMs now, bool deadline);
+  void claim_won(uint32_t request_id, TimeMs now);
+  void claim_failed(uint32_t request_id, Error e, ServerId hint);
+  void freeze(Conn& c, ServerId to, uint64_t epoch);
+  wire::ConnState export_state(const Conn& c, bool elide_snapshot) const;
+  Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
+  void replicate(Conn& c, TimeMs now, bool force_state);
+  void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
+  void send_control(ServerId to, wire::ControlBody body);
+  size_t majority() const { return cfg_.pool.size() / 2 + 1; }
+
+  ServerConfig cfg_;
+  Random& rng_;
+  Counters counters_;
+  std::map<SubflowId, Sub> subs_;
+  std::map<ConnId, Conn> conns_;
+  std::map<ConnId, Vote> votes_;
+  std::map<uint32_t, PendingClaim> claims_;
+  uint32_t next_request_ = 1;
+  double tokens_ = 0;
+  TimeMs tokens_ms_ = 0;
+  TimeMs now_ms_ = 0;
+  std::vector<ServerAction> actions_;
+  std::vector<ServerEvent> events_;
+};
+
+}  // namespace mtcp::core

@@ -1,0 +1,605 @@
+// Server engine, part 2: moving a connection between members (docs/PROTOCOL.md §5).
+//
+// Theory of operation.
+//  * Every connection has an ownership epoch. Exactly one member may serve a given epoch.
+//  * A member that verified a client's MIGRATE claims the next epoch:
+//      lazy  - it asks the owner (the client names it); the owner freezes the connection, closes
+//              its subflow and answers GRANT with the whole state. The owner's grant is the
+//              hand-off; a second claim for the same connection is denied (already_claimed,
+//              with a hint to the new owner, which the claimer may follow).
+//      eager - it asks every member. Each member votes at most once per epoch (first claim
+//              wins), the owner also freezes and hands over its latest state, replicas send
+//              theirs if fresher than the claimer's. The claim wins with a majority of votes
+//              (self included) once the owner has answered, or at claim_timeout_ms without the
+//              owner (it is presumed dead). Two claimers of one epoch cannot both reach a
+//              majority (TEST-MATRIX #7).
+//  * With ack_after_replication the owner acknowledges client input only once a majority of
+//    the pool holds it, so any majority that elects a new owner includes a member holding
+//    every acknowledged byte: S2 can take over after S1 crashed (TEST-MATRIX #4).
+#include <algorithm>
+#include <cassert>
+
+#include "core/server.h"
+
+namespace mtcp::core {
+
+namespace {
+constexpr size_t kReplLogChunkBytes = 1u << 20;  // one REPL_LOG message carries at most this
+}
+
+void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
+  wire::ControlMessage m{cfg_.self, to, std::move(body)};
+  auto bytes = wire::encode_control(cfg_.pool_key, m);
+  if (!bytes) {
+    ++counters_.limit_refusals;
+    return;
+  }
+  actions_.push_back({ServerAction::Kind::send_control, 0, to, std::move(bytes.value())});
+}
+
+void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, TimeMs now) {
+  now_ms_ = now;
+  auto m = wire::decode_control(cfg_.pool_key, message);
+  if (!m || m->to != cfg_.self || m->from != from || from == cfg_.self) {
+    ++counters_.control_malformed;
+    return;
+  }
+  bool member = std::any_of(cfg_.pool.begin(), cfg_.pool.end(), [&](const auto& a) { return a.server_id == from; });
+  if (!member) {
+    ++counters_.control_malformed;
+    return;
+  }
+  std::visit(
+      [&](auto&& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, wire::Claim>) on_claim(from, body, now);
+        else if constexpr (std::is_same_v<T, wire::Grant>) on_grant(from, std::move(body), now);
+        else if constexpr (std::is_same_v<T, wire::Deny>) on_deny(from, body, now);
+        else if constexpr (std::is_same_v<T, wire::ReplState>) on_repl_state(from, std::move(body), now);
+        else if constexpr (std::is_same_v<T, wire::ReplLog>) on_repl_log(from, std::move(body), now);
+        else if constexpr (std::is_same_v<T, wire::ReplAck>) on_repl_ack(from, body, now);
+        else on_release(from, body, now);
+      },
+      std::move(m->body));
+}
+
+// ---- claimer side -------------------------------------------------------------------------
+
+void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now) {
+  ConnId id = m.cert.conn_id;
+  for (const auto& [rid, p] : claims_) {
+    if (p.conn == id) return refuse(sub, Error::already_claimed);
+  }
+  if (claims_.size() >= cfg_.limits.pending_migrations_max) {
+    ++counters_.limit_refusals;
+    return refuse(sub, Error::pending_table_full);
+  }
+  Conn* local = find(id);
+  bool eager = cfg_.limits.transfer_mode == TransferMode::eager;
+  if (!eager && local && local->role == Role::owner) {
+    // Lazy, and the client comes back to its owner (a cut subflow): resume locally.
+    if (m.counter <= local->counter) return refuse(sub, Error::stale_counter);
+    // Same application instance: only the output is resent from what the client has.
+    Status st = local->out.rewind(m.client_rcv_nxt);
+    if (!st) return refuse(sub, st.error());
+    local->counter = m.counter;
+    ++local->epoch;
+    local->acked_in = 0;
+    local->fin_sent = false;
+    attach(*local, sub, now);
+    send_accept(*local, sub, now);
+    ++counters_.migrations_done;
+    events_.push_back({ServerEvent::Kind::resumed, id, Error::ok});
+    return;
+  }
+  PendingClaim p;
+  p.conn = id;
+  p.sub = sub;
+  p.request = m;
+  p.mode = cfg_.limits.transfer_mode;
+  p.deadline_ms = now + cfg_.limits.claim_timeout_ms;
+  uint32_t rid = next_request_++;
+  if (rid == 0) rid = next_request_++;
+  if (!eager) {
+    ServerId ask = m.prev_owner;
+    if (local && local->role == Role::frozen) ask = local->handed_to;
+    if (ask == cfg_.self || ask == 0 ||
+        std::none_of(cfg_.pool.begin(), cfg_.pool.end(), [&](const auto& a) { return a.server_id == ask; }))
+      return refuse(sub, Error::unknown_connection);
+    p.asked = ask;
+    subs_.at(sub).phase = Phase::claiming;
+    auto [it, ok] = claims_.emplace(rid, std::move(p));
+    send_claim(it->second, rid, ask);
+    return;
+  }
+  // Eager: propose the epoch after the highest this member knows of, vote for ourselves.
+  uint64_t known = 0;
+  if (local) known = local->epoch;
+  if (auto v = votes_.find(id); v != votes_.end()) known = std::max(known, v->second.epoch);
+  p.epoch = known + 1;
+  votes_[id] = {p.epoch, cfg_.self};
+  if (local && local->role == Role::owner) {
+    p.owner_answered = true;  // we are the owner: our own state is the hand-off
+    freeze(*local, cfg_.self, p.epoch);
+  }
+  subs_.at(sub).phase = Phase::claiming;
+  auto [it, ok] = claims_.emplace(rid, std::move(p));
+  for (const auto& mem : cfg_.pool) {
+    if (mem.server_id != cfg_.self) send_claim(it->second, rid, mem.server_id);
+  }
+  check_claim(rid, now, false);
+}
+
+void ServerEngine::send_claim(PendingClaim& p, uint32_t request_id, ServerId to) {
+  wire::Claim c;
+  c.conn_id = p.conn;
+  c.epoch = p.epoch;
+  c.request_id = request_id;
+  c.mode = p.mode;
+  if (const Conn* local = find(p.conn)) c.have = local->pos();
+  send_control(to, c);
+}
+
+void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
+  auto it = claims_.find(g.request_id);
+  if (it == claims_.end() || it->second.conn != g.conn_id) {
+    ++counters_.stale_messages;
+    return;
+  }
+  PendingClaim& p = it->second;
+  if (p.mode == TransferMode::lazy) {
+    if (from != p.asked || !g.from_owner || g.state.empty()) {
+      ++counters_.control_malformed;
+      return;
+    }
+    auto st = wire::decode_state(g.state, cfg_.limits.snapshot_bytes_max);
+    if (!st || st->conn_id != p.conn || st->epoch != g.epoch) {
+      ++counters_.control_malformed;
+      return claim_failed(g.request_id, st ? Error::bad_field : st.error(), 0);
+    }
+    p.epoch = g.epoch;
+    p.best = std::move(st.value());
+    p.owner_answered = true;
+    p.granted.insert(from);
+    return claim_won(g.request_id, now);
+  }
+  if (g.epoch != p.epoch) {
+    ++counters_.stale_messages;
+    return;
+  }
+  p.granted.insert(from);
+  if (g.from_owner) p.owner_answered = true;
+  if (!g.state.empty()) {
+    auto st = wire::decode_state(g.state, cfg_.limits.snapshot_bytes_max);
+    if (!st || st->conn_id != p.conn) {
+      ++counters_.control_malformed;
+    } else {
+      wire::ReplicaPos pos{st->epoch, st->snap_id, st->in_end()};
+      const Conn* local = find(p.conn);
+      if (st->snapshot_elided && (!local || local->snap_id != st->snap_id)) {
+        ++counters_.control_malformed;  // elided against a snapshot we do not hold
+      } else if (!p.best || pos > p.best_pos) {
+        if (st->snapshot_elided) {
+          st->snapshot = local->snapshot;
+          st->snapshot_elided = false;
+        }
+        p.best_pos = pos;
+        p.best = std::move(st.value());
+      }
+    }
+  }
+  check_claim(g.request_id, now, false);
+}
+
+void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
+  auto it = claims_.find(d.request_id);
+  if (it == claims_.end() || it->second.conn != d.conn_id) {
+    ++counters_.stale_messages;
+    return;
+  }
+  PendingClaim& p = it->second;
+  if (p.mode == TransferMode::lazy) {
+    if (from != p.asked) return;
+    // Follow the hint to the member that holds the connection now (bounded hops).
+    bool followable = (d.reason == Error::not_owner || d.reason == Error::already_claimed) && d.owner_id != 0 &&
+                      d.owner_id != cfg_.self && d.owner_id != from;
+    if (followable && p.hops < cfg_.limits.claim_hops_max) {
+      ++p.hops;
+      p.asked = d.owner_id;
+      p.deadline_ms = now + cfg_.limits.claim_timeout_ms;
+      return send_claim(p, d.request_id, d.owner_id);
+    }
+    // Point the client at the last member named as holder (its grant may have been lost).
+    ServerId hint = d.owner_id != 0 ? d.owner_id : (p.hops > 0 ? p.asked : 0);
+    return claim_failed(d.request_id, d.reason, hint);
+  }
+  if (d.epoch != p.epoch) return;
+  // Eager: someone voted for another claimer of this epoch or knows a newer one; our claim
+  // cannot reach a majority that includes that voter, so give up now rather than at timeout.
+  p.deny_reason = d.reason;
+  p.deny_hint = d.owner_id;
+  // Remember the newer epoch so the next claim for this connection proposes above it.
+  Vote& v = votes_[d.conn_id];
+  if (d.owner_epoch > v.epoch) v = {d.owner_epoch, d.owner_id};
+  if (d.reason == Error::stale_epoch || d.reason == Error::already_claimed)
+    return claim_failed(d.request_id, Error::already_claimed, d.owner_id);
+  check_claim(d.request_id, now, false);
+}
+
+void ServerEngine::check_claim(uint32_t request_id, TimeMs now, bool deadline) {
+  auto it = claims_.find(request_id);
+  if (it == claims_.end()) return;
+  PendingClaim& p = it->second;
+  if (p.mode == TransferMode::lazy) {
+    if (deadline) claim_failed(request_id, Error::owner_unreachable, 0);
+    return;
+  }
+  size_t votes = p.granted.size() + 1;
+  if (votes >= majority() && (p.owner_answered || deadline)) return claim_won(request_id, now);
+  if (deadline) claim_failed(request_id, p.granted.empty() ? Error::owner_unreachable : Error::claim_lost, p.deny_hint);
+}
+
+void ServerEngine::claim_failed(uint32_t request_id, Error e, ServerId hint) {
+  auto it = claims_.find(request_id);
+  if (it == claims_.end()) return;
+  SubflowId sub = it->second.sub;
+  claims_.erase(it);
+  ++counters_.migrations_failed;
+  if (sub != 0) refuse(sub, e, hint);
+}
+
+void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
+  auto it = claims_.find(request_id);
+  assert(it != claims_.end());
+  PendingClaim p = std::move(it->second);
+  claims_.erase(it);
+  Conn* local = find(p.conn);
+  // The state to continue from: the freshest of ours and what the grants carried.
+  bool from_remote = false;
+  wire::ConnState st;
+  if (p.best && (!local || p.best_pos > local->pos())) {
+    st = std::move(*p.best);
+    from_remote = true;
+  } else if (local) {
+    st = export_state(*local, false);
+  } else {
+    ++counters_.migrations_failed;
+    if (p.sub) refuse(p.sub, Error::unknown_connection);
+    return;
+  }
+  bool was_owner_instance = local && !from_remote && local->handed_to == cfg_.self && local->role != Role::replica;
+  if (!local) {
+    if (conns_.size() >= cfg_.limits.connections_max) {
+      ++counters_.limit_refusals;
+      ++counters_.migrations_failed;
+      if (p.sub) refuse(p.sub, Error::conn_table_full);
+      return;
+    }
+    auto [cit, ok] = conns_.emplace(p.conn, Conn(cfg_.limits.send_log_bytes_max));
+    local = &cit->second;
+    local->id = p.conn;
+  }
+  Conn& c = *local;
+  c.role = Role::owner;
+  c.handed_to = 0;
+  c.peers.clear();
+  st.epoch = p.mode == TransferMode::lazy ? p.epoch : std::max(p.epoch, st.epoch);
+  uint64_t rcv = p.sub ? p.request.client_rcv_nxt : st.out_log_start;
+  Status ok = install_state(c, std::move(st), rcv);
+  c.epoch = p.epoch;
+  if (!ok) {
+    // The state cannot continue this client's stream (should not happen with honest peers).
+    ++counters_.migrations_failed;
+    if (p.sub) refuse(p.sub, ok.error());
+    return;
+  }
+  if (p.request.counter <= c.counter && p.sub) {
+    ++counters_.migrations_failed;
+    refuse(p.sub, Error::stale_counter);
+    return;
+  }
+  c.counter = std::max(c.counter, p.request.counter);
+  if (p.mode == TransferMode::lazy) {
+    send_control(p.asked, wire::Release{c.id, c.epoch});
+  }
+  ++counters_.migrations_done;
+  c.news_ms = now;
+  if (p.sub && subs_.contains(p.sub)) {
+    attach(c, p.sub, now);
+    send_accept(c, p.sub, now);
+  }
+  events_.push_back({was_owner_instance ? ServerEvent::Kind::resumed : ServerEvent::Kind::imported, c.id, Error::ok});
+  if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
+}
+
+// ---- voter / owner side -------------------------------------------------------------------
+
+void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
+  Conn* c = find(m.conn_id);
+  auto deny = [&](Error e, ServerId owner, uint64_t epoch) {
+    ++counters_.claims_denied;
+    send_control(from, wire::Deny{m.conn_id, m.epoch, m.request_id, e, owner, epoch});
+  };
+  if (m.mode != cfg_.limits.transfer_mode) return deny(Error::bad_field, 0, 0);
+  if (m.mode == TransferMode::lazy) {
+    if (!c) return deny(Error::unknown_connection, 0, 0);
+    if (c->role == Role::frozen) {
+      // Repeated claim from the member we handed to (our GRANT was lost): grant again.
+      if (c->handed_to == from) {
+        ++counters_.claims_granted;
+        wire::ConnState st = export_state(*c, false);
+        st.epoch = c->handed_epoch;
+        auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
+        if (!bytes) return deny(bytes.error(), 0, 0);
+        return send_control(from, wire::Grant{c->id, c->handed_epoch, m.request_id, true, c->pos(), std::move(bytes.value())});
+      }
+      return deny(Error::already_claimed, c->handed_to, c->handed_epoch);
+    }
+    if (c->role != Role::owner) return deny(Error::not_owner, 0, 0);
+    // docs/PROTOCOL.md §5.2: the owner freezes, stops serving and hands the state over.
+    uint64_t next = c->epoch + 1;
+    wire::ConnState st = export_state(*c, false);
+    st.epoch = next;
+    auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
+    if (!bytes) return deny(bytes.error(), 0, 0);
+    freeze(*c, from, next);
+    c->news_ms = now;
+    ++counters_.claims_granted;
+    return send_control(from, wire::Grant{c->id, next, m.request_id, true, c->pos(), std::move(bytes.value())});
+  }
+  // Eager: one vote per epoch, first claim wins; repeated claims by the same claimer are
+  // answered again (its earlier GRANT may have been lost).
+  Vote& v = votes_[m.conn_id];
+  uint64_t known = std::max(v.epoch, c ? c->epoch : 0);
+  bool repeat = v.epoch == m.epoch && v.claimer == from;
+  if (!repeat && m.epoch <= known) {
+    votes_.erase(m.conn_id);  // keep the table small when nothing was recorded
+    if (v.epoch != 0) votes_[m.conn_id] = v;
+    return deny(v.epoch >= m.epoch ? Error::already_claimed : Error::stale_epoch, v.claimer, known);
+  }
+  if (!repeat && votes_.size() > cfg_.limits.connections_max) {
+    votes_.erase(m.conn_id);
+    return deny(Error::conn_table_full, 0, 0);
+  }
+  v = {m.epoch, from};
+  ++counters_.claims_granted;
+  wire::Grant g;
+  g.conn_id = m.conn_id;
+  g.epoch = m.epoch;
+  g.request_id = m.request_id;
+  if (!c) return send_control(from, std::move(g));
+  g.from_owner = c->role == Role::owner || (c->role == Role::replica && c->handed_to == from && c->handed_epoch == m.epoch);
+  if (c->role == Role::owner) freeze(*c, from, m.epoch);
+  g.pos = c->pos();
+  if (g.pos > m.have || g.from_owner) {
+    bool elide = m.have.snap_id == c->snap_id && m.have.epoch != 0 && c->snap_id != 0;
+    auto bytes = wire::encode_state(export_state(*c, elide), cfg_.limits.snapshot_bytes_max);
+    if (bytes) g.state = std::move(bytes.value());
+  }
+  send_control(from, std::move(g));
+}
+
+// Stop serving: close the client's subflow, fence the app, keep what a successor needs.
+void ServerEngine::freeze(Conn& c, ServerId to, uint64_t epoch) {
+  bool was_owner = c.role == Role::owner;
+  detach(c);
+  c.handed_to = to;
+  c.handed_epoch = epoch;
+  c.role = cfg_.limits.transfer_mode == TransferMode::eager ? Role::replica : Role::frozen;
+  // Output after the snapshot is regenerated by replay; only output before it is kept.
+  c.out.truncate(c.snap_out_seq);
+  c.app_in = c.snap_in_seq;
+  c.app_out = c.snap_out_seq;
+  c.peers.clear();
+  if (was_owner) events_.push_back({ServerEvent::Kind::fenced, c.id, Error::ok});
+}
+
+wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot) const {
+  wire::ConnState s;
+  s.conn_id = c.id;
+  s.epoch = c.epoch;
+  s.migrations = c.counter;
+  s.issuer_id = c.issuer;
+  s.snap_id = c.snap_id;
+  s.snap_in_seq = c.snap_in_seq;
+  s.snap_out_seq = c.snap_out_seq;
+  s.snapshot_elided = elide_snapshot;
+  if (!elide_snapshot) s.snapshot = c.snapshot;
+  if (c.out.base() >= c.snap_out_seq) {
+    s.out_log_start = c.snap_out_seq;
+  } else {
+    s.out_log_start = c.out.base();
+    s.out_log = c.out.copy(c.out.base(), std::min(c.snap_out_seq, c.out.end()));
+  }
+  s.in_log = c.in_log.flatten(0, c.in_log.size());
+  s.client_fin = c.client_fin;
+  return s;
+}
+
+// Make c continue from s for a client that already has output below client_rcv_nxt.
+Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt) {
+  if (client_rcv_nxt < s.out_log_start) return Error::state_gap;
+  c.epoch = s.epoch;
+  c.counter = std::max(c.counter, s.migrations);
+  c.issuer = s.issuer_id;
+  c.snap_id = s.snap_id;
+  c.snap_in_seq = s.snap_in_seq;
+  c.snap_out_seq = s.snap_out_seq;
+  if (!s.snapshot_elided) c.snapshot = std::move(s.snapshot);
+  c.in_log.clear();
+  if (!s.in_log.empty()) c.in_log.push(Slice(make_block(std::move(s.in_log))));
+  c.app_in = c.snap_in_seq;
+  c.replay_until = c.in_end();
+  c.client_fin = s.client_fin;
+  c.client_fin_at = s.client_fin ? c.in_end() : 0;
+  // The client has everything below client_rcv_nxt: resend from there. Bytes between it and
+  // the snapshot come from the transferred output log; bytes after the snapshot are produced
+  // again by the application's replay and the part the client has is suppressed.
+  c.out.reset(client_rcv_nxt);
+  if (client_rcv_nxt < c.snap_out_seq) {
+    size_t from = static_cast<size_t>(client_rcv_nxt - s.out_log_start);
+    if (from < s.out_log.size()) {
+      Bytes tail(s.out_log.begin() + static_cast<std::ptrdiff_t>(from), s.out_log.end());
+      if (!c.out.append(Slice(make_block(std::move(tail))))) return Error::send_log_full;
+    }
+  }
+  c.app_out = c.snap_out_seq;
+  c.acked_in = 0;
+  c.app_closed = false;
+  c.fin_sent = false;
+  return {};
+}
+
+// ---- eager replication --------------------------------------------------------------------
+
+void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
+  if (cfg_.limits.transfer_mode != TransferMode::eager || c.role != Role::owner) return;
+  for (const auto& mem : cfg_.pool) {
+    if (mem.server_id == cfg_.self) continue;
+    Peer& p = c.peers[mem.server_id];
+    bool stale_ack = p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()};
+    bool retry = stale_ack && now >= p.last_send_ms + cfg_.limits.replication_retry_ms;
+    if (force_state || p.sent_epoch != c.epoch || p.sent_snap != c.snap_id) {
+      send_repl_state(c, mem.server_id, p, now);
+      continue;
+    }
+    uint64_t from = p.sent_in_end;
+    if (retry) {
+      // Go back to what the alternate confirmed (messages may have been lost).
+      if (p.acked.epoch != c.epoch || p.acked.snap_id != c.snap_id) {
+        send_repl_state(c, mem.server_id, p, now);
+        continue;
+      }
+      from = p.acked.in_end;
+    }
+    from = std::max(from, c.snap_in_seq);
+    uint64_t end = c.in_end();
+    if (from >= end && !retry) continue;
+    if (from >= end && retry) {
+      // Nothing new but no ack yet: resend the tail so the alternate answers.
+      p.last_send_ms = now;
+      send_control(mem.server_id, wire::ReplLog{c.id, c.epoch, c.snap_id, end, c.out.base(), {}});
+      continue;
+    }
+    while (from < end) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(end - from, kReplLogChunkBytes));
+      wire::ReplLog m{c.id, c.epoch, c.snap_id, from, c.out.base(),
+                      c.in_log.flatten(static_cast<size_t>(from - c.snap_in_seq), n)};
+      counters_.replication_bytes_sent += n;
+      ++counters_.replication_msgs_sent;
+      send_control(mem.server_id, std::move(m));
+      from += n;
+    }
+    p.sent_in_end = end;
+    p.last_send_ms = now;
+  }
+}
+
+void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
+  auto bytes = wire::encode_state(export_state(c, false), cfg_.limits.snapshot_bytes_max);
+  if (!bytes) {
+    ++counters_.limit_refusals;
+    return;
+  }
+  counters_.replication_bytes_sent += bytes->size();
+  ++counters_.replication_msgs_sent;
+  send_control(to, wire::ReplState{c.id, c.epoch, std::move(bytes.value())});
+  p.sent_epoch = c.epoch;
+  p.sent_snap = c.snap_id;
+  p.sent_in_end = c.in_end();
+  p.last_send_ms = now;
+}
+
+void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now) {
+  auto st = wire::decode_state(m.state, cfg_.limits.snapshot_bytes_max);
+  if (!st || st->conn_id != m.conn_id || st->epoch != m.epoch || st->snapshot_elided) {
+    ++counters_.control_malformed;
+    return;
+  }
+  Conn* c = find(m.conn_id);
+  auto v = votes_.find(m.conn_id);
+  uint64_t known = std::max(c ? c->epoch : 0, v != votes_.end() ? v->second.epoch : 0);
+  // Accept only from the owner of the newest epoch we know of (I4: a fenced owner's pushes
+  // are ignored).
+  bool voted_other = v != votes_.end() && v->second.epoch == m.epoch && v->second.claimer != from;
+  bool owner_here = c && c->role == Role::owner && c->epoch >= m.epoch;
+  if (m.epoch < known || voted_other || owner_here) {
+    ++counters_.stale_messages;
+    return;
+  }
+  if (!c) {
+    if (conns_.size() >= cfg_.limits.connections_max) {
+      ++counters_.limit_refusals;
+      return;
+    }
+    auto [it, ok] = conns_.emplace(m.conn_id, Conn(cfg_.limits.send_log_bytes_max));
+    c = &it->second;
+    c->id = m.conn_id;
+  }
+  if (c->role == Role::owner) {
+    // A newer epoch owned elsewhere: we were fenced without hearing the claim.
+    detach(*c);
+    events_.push_back({ServerEvent::Kind::fenced, c->id, Error::ok});
+  }
+  c->role = Role::replica;
+  c->handed_to = from;
+  c->handed_epoch = m.epoch;
+  c->peers.clear();
+  wire::ReplicaPos mine = c->pos();
+  wire::ReplicaPos theirs{st->epoch, st->snap_id, st->in_end()};
+  if (theirs >= mine || c->epoch < st->epoch) {
+    uint64_t keep_from = st->out_log_start;
+    (void)install_state(*c, std::move(st.value()), keep_from);
+  }
+  c->news_ms = now;
+  send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), false});
+}
+
+void ServerEngine::on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now) {
+  Conn* c = find(m.conn_id);
+  if (!c || c->role == Role::owner || m.epoch < c->epoch) {
+    if (!c || c->role != Role::owner) send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
+    ++counters_.stale_messages;
+    return;
+  }
+  if (m.epoch > c->epoch || m.snap_id != c->snap_id || m.start > c->in_end() || m.start < c->snap_in_seq) {
+    send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), true});
+    return;
+  }
+  uint64_t end = c->in_end();
+  uint64_t skip = end - m.start;
+  if (skip < m.bytes.size()) {
+    Bytes tail(m.bytes.begin() + static_cast<std::ptrdiff_t>(skip), m.bytes.end());
+    c->in_log.push(Slice(make_block(std::move(tail))));
+  }
+  if (m.out_acked > c->out.base() && m.out_acked <= c->out.end()) (void)c->out.ack(m.out_acked);
+  c->news_ms = now;
+  send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), false});
+}
+
+void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now) {
+  Conn* c = find(m.conn_id);
+  if (!c || c->role != Role::owner || m.epoch > c->epoch) {
+    ++counters_.stale_messages;
+    return;
+  }
+  Peer& p = c->peers[from];
+  if (m.need_state) {
+    send_repl_state(*c, from, p, now);
+    return;
+  }
+  if (m.epoch != c->epoch) return;
+  if (p.acked < m.pos) p.acked = m.pos;
+}
+
+void ServerEngine::on_release(ServerId from, const wire::Release& m, TimeMs now) {
+  (void)now;
+  Conn* c = find(m.conn_id);
+  if (!c || c->role == Role::owner) return;
+  // Lazy: our successor installed the state, the frozen copy can go. Eager: the owner closed.
+  if (c->role == Role::frozen && c->handed_to != from) return;
+  if (c->role == Role::replica && m.epoch < c->epoch) return;
+  free_conn(m.conn_id, Error::ok);
+}
+
+}  // namespace mtcp::core

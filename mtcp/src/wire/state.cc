@@ -1,0 +1,88 @@
+#include "wire/state.h"
+
+#include "wire/bytes.h"
+
+namespace mtcp::wire {
+namespace {
+constexpr uint8_t kStateVersion = 1;
+constexpr uint8_t kFlagElided = 0x01;
+constexpr uint8_t kFlagClientFin = 0x02;
+}  // namespace
+
+Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max) {
+  if (s.snapshot.size() > snapshot_bytes_max || s.snapshot.size() > kSnapshotBytesMax)
+    return Error::snapshot_too_large;
+  if (s.out_log.size() > kStateLogBytesMax || s.in_log.size() > kStateLogBytesMax)
+    return Error::state_too_large;
+  Bytes out;
+  out.reserve(64 + s.snapshot.size() + s.out_log.size() + s.in_log.size());
+  Writer w(out);
+  w.u8(kStateVersion);
+  w.u8(static_cast<uint8_t>((s.snapshot_elided ? kFlagElided : 0) | (s.client_fin ? kFlagClientFin : 0)));
+  w.u16(0);
+  w.u64(s.conn_id);
+  w.u64(s.epoch);
+  w.u32(s.migrations);
+  w.u32(s.issuer_id);
+  w.u64(s.snap_id);
+  w.u64(s.snap_in_seq);
+  w.u64(s.snap_out_seq);
+  w.u32(static_cast<uint32_t>(s.snapshot.size()));
+  w.bytes(s.snapshot);
+  w.u64(s.out_log_start);
+  w.u32(static_cast<uint32_t>(s.out_log.size()));
+  w.bytes(s.out_log);
+  w.u32(static_cast<uint32_t>(s.in_log.size()));
+  w.bytes(s.in_log);
+  return out;
+}
+
+Result<ConnState> decode_state(std::span<const uint8_t> bytes, size_t snapshot_bytes_max) {
+  Reader r(bytes);
+  ConnState s;
+  uint8_t version = r.u8();
+  uint8_t flags = r.u8();
+  uint16_t reserved = r.u16();
+  if (!r.ok()) return Error::truncated;
+  if (version != kStateVersion) return Error::unsupported_version;
+  if ((flags & ~(kFlagElided | kFlagClientFin)) != 0 || reserved != 0) return Error::bad_field;
+  s.snapshot_elided = (flags & kFlagElided) != 0;
+  s.client_fin = (flags & kFlagClientFin) != 0;
+  s.conn_id = r.u64();
+  s.epoch = r.u64();
+  s.migrations = r.u32();
+  s.issuer_id = r.u32();
+  s.snap_id = r.u64();
+  s.snap_in_seq = r.u64();
+  s.snap_out_seq = r.u64();
+  uint32_t snap_len = r.u32();
+  if (!r.ok()) return Error::truncated;
+  if (snap_len > snapshot_bytes_max || snap_len > kSnapshotBytesMax) return Error::snapshot_too_large;
+  auto snap = r.bytes(snap_len);
+  s.out_log_start = r.u64();
+  uint32_t out_len = r.u32();
+  if (!r.ok()) return Error::truncated;
+  if (out_len > kStateLogBytesMax) return Error::state_too_large;
+  auto out_log = r.bytes(out_len);
+  uint32_t in_len = r.u32();
+  if (!r.ok()) return Error::truncated;
+  if (in_len > kStateLogBytesMax) return Error::state_too_large;
+  auto in_log = r.bytes(in_len);
+  if (!r.ok()) return Error::truncated;
+  if (!r.done()) return Error::bad_length;
+  // Sequence relations (docs/PROTOCOL.md §6): the output log ends at the snapshot's output
+  // position, and nothing wraps the 64-bit space.
+  if (s.conn_id == 0 || s.epoch == 0) return Error::bad_field;
+  if (s.out_log_start + out_len != s.snap_out_seq || s.out_log_start > s.snap_out_seq)
+    return Error::bad_field;
+  if (s.snap_in_seq + in_len < s.snap_in_seq) return Error::bad_field;
+  if (s.snap_id == 0 && (s.snap_in_seq != 0 || s.snap_out_seq != 0 || snap_len != 0))
+    return Error::bad_field;
+  if (s.snapshot_elided && snap_len != 0) return Error::bad_field;
+  s.snapshot.assign(snap.begin(), snap.end());
+  s.out_log.assign(out_log.begin(), out_log.end());
+  s.in_log.assign(in_log.begin(), in_log.end());
+  return s;
+}
+
+}  // namespace mtcp::wire

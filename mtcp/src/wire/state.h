@@ -1,0 +1,42 @@
+// The transferred connection state (docs/PROTOCOL.md §6): what a new owner needs to continue a
+// connection exactly where the client is. Paper §2: "M-TCP logs and transfers from S1 data
+// received and acknowledged since the last snapshot. It also transfers unacknowledged data sent
+// before the last snapshot, for retransmission."
+#pragma once
+#include <cstdint>
+#include <span>
+
+#include "common/buffer.h"
+#include "common/limits.h"
+#include "common/result.h"
+
+namespace mtcp::wire {
+
+struct ConnState {
+  uint64_t conn_id = 0;
+  uint64_t epoch = 0;        // ownership epoch this state belongs to
+  uint32_t migrations = 0;   // completed migrations; the next MIGRATE must carry migrations+1
+  uint32_t issuer_id = 0;    // server that created the connection
+  // Snapshot taken by the application at a consistent point.
+  uint64_t snap_id = 0;      // 0: no snapshot yet, the application starts fresh
+  uint64_t snap_in_seq = 0;  // input bytes consumed when the snapshot was taken
+  uint64_t snap_out_seq = 0; // output bytes written when the snapshot was taken
+  bool snapshot_elided = false;  // snapshot bytes omitted: the receiver holds snap_id already
+  Bytes snapshot;
+  // Output written before the snapshot and not yet acknowledged: [out_log_start, snap_out_seq).
+  uint64_t out_log_start = 0;
+  Bytes out_log;
+  // Input received since the snapshot: [snap_in_seq, snap_in_seq + in_log.size()).
+  Bytes in_log;
+  bool client_fin = false;   // the client closed its direction at in_end()
+
+  uint64_t in_end() const { return snap_in_seq + in_log.size(); }
+};
+
+// Encodes; fails with snapshot_too_large / state_too_large if a cap would be exceeded.
+Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max = kSnapshotBytesMax);
+// Decodes and validates every length and sequence relation.
+Result<ConnState> decode_state(std::span<const uint8_t> bytes,
+                               size_t snapshot_bytes_max = kSnapshotBytesMax);
+
+}  // namespace mtcp::wire

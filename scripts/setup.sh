@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs the build and test dependencies on a fresh Debian 12 machine (run as root).
+# Idempotent: when every package is already installed it returns without touching apt.
+set -euo pipefail
+
+readonly PACKAGES=(
+  build-essential cmake ninja-build g++
+  clang-14 libclang-rt-14-dev clang-format clang-tidy
+  libssl-dev libgtest-dev googletest libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libasio-dev
+  git python3
+)
+
+is_installed() {
+  local status
+  status="$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)"
+  [[ "${status}" == "installed" ]]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! is_installed "${pkg}"; then
+    missing+=("${pkg}")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+
+echo "setup: missing ${#missing[@]} package(s): ${missing[*]}"
+if ((EUID != 0)); then
+  echo "setup: error: installing packages needs root; rerun as root" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "setup: apt-get update"
+if ! apt-get update; then
+  echo "setup: error: apt-get update failed" >&2
+  exit 1
+fi
+echo "setup: apt-get install ${missing[*]}"
+if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+  echo "setup: error: apt-get install failed" >&2
+  exit 1
+fi
+
+still_missing=()
+for pkg in "${missing[@]}"; do
+  if ! is_installed "${pkg}"; then
+    still_missing+=("${pkg}")
+  fi
+done
+if ((${#still_missing[@]} != 0)); then
+  echo "setup: error: still not installed: ${still_missing[*]}" >&2
+  exit 1
+fi
+echo "setup: done"
