@@ -41,6 +41,8 @@ struct Limits {
   uint64_t replica_timeout_ms = 600000;  // replica without news is freed after this
   uint32_t migrate_requests_per_s_max = 2000;  // token bucket on MIGRATE per server
   uint32_t migrate_attempts_max = 8;  // client: attempts in a row before the connection fails
+  uint64_t retry_backoff_ms = 50;     // client: wait before the 2nd attempt in a row, doubling
+  uint64_t retry_backoff_max_ms = 2000;  // client: longest wait between two attempts
   uint32_t claim_hops_max = 3;        // lazy: owner hints followed before giving up
 
   TransferMode transfer_mode = TransferMode::lazy;

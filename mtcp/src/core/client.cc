@@ -27,6 +27,7 @@ void ClientEngine::connect(ServerId server, TimeMs now) {
 Status ClientEngine::migrate(ServerId target, TimeMs now) {
   if (state_ != ClientState::established) return Error::closed;
   if (attempt_) return Error::pending_table_full;
+  retry_at_ms_ = kNever;
   if (std::find(pool_.begin(), pool_.end(), target) == pool_.end()) return Error::bad_field;
   start_attempt(target, !primary_.has_value(), now);
   return {};
@@ -55,13 +56,22 @@ void ClientEngine::start_attempt(ServerId target, bool recovery, TimeMs now) {
 // The primary subflow is gone or an attempt failed without one: try the next candidate, or
 // fail the connection once migrate_attempts_max attempts in a row have failed.
 void ClientEngine::recover(ServerId preferred, TimeMs now) {
-  if (state_ != ClientState::established || attempt_) return;
+  if (state_ != ClientState::established || attempt_ || retry_at_ms_ != kNever) return;
   if (attempts_in_row_ >= limits_.migrate_attempts_max) {
     fail(Error::no_alternate);
     return;
   }
   ServerId target = preferred != 0 ? preferred : next_candidate(last_target_ ? last_target_ : server_);
-  start_attempt(target, true, now);
+  if (attempts_in_row_ == 0) {
+    start_attempt(target, true, now);
+    return;
+  }
+  // Back off exponentially: a control network that is slow for a moment must not use up
+  // every attempt in a burst.
+  uint64_t shift = std::min<uint64_t>(attempts_in_row_ - 1, 20);
+  TimeMs wait = std::min<TimeMs>(limits_.retry_backoff_max_ms, limits_.retry_backoff_ms << shift);
+  retry_at_ms_ = now + wait;
+  retry_target_ = target;
 }
 
 ServerId ClientEngine::next_candidate(ServerId after) const {
@@ -455,6 +465,10 @@ void ClientEngine::on_timer(TimeMs now) {
     return;
   }
   if (attempt_ && now >= attempt_->deadline_ms) attempt_failed(Error::migration_timeout, 0, now);
+  if (!attempt_ && retry_at_ms_ != kNever && now >= retry_at_ms_) {
+    retry_at_ms_ = kNever;
+    if (state_ == ClientState::established && !primary_) start_attempt(retry_target_, true, now);
+  }
   if (state_ == ClientState::established && peer_fin_ && !peer_closed_reported_ && rcv_nxt_ == peer_fin_at_) {
     peer_closed_reported_ = true;
     ClientEvent ev{};
@@ -468,6 +482,7 @@ TimeMs ClientEngine::next_deadline() const {
   TimeMs t = kNever;
   if (state_ == ClientState::connecting) t = connect_deadline_ms_;
   if (attempt_) t = std::min(t, attempt_->deadline_ms);
+  t = std::min(t, retry_at_ms_);
   return t;
 }
 

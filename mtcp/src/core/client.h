@@ -89,6 +89,10 @@ class ClientEngine {
   const std::vector<ServerId>& pool() const { return pool_; }
   const Counters& counters() const { return counters_; }
   std::optional<SubflowId> primary() const { return primary_; }
+  const cert::Certificate& certificate() const { return cert_; }
+  std::optional<SubflowId> attempt_subflow() const {
+    return attempt_ ? std::optional<SubflowId>(attempt_->subflow) : std::nullopt;
+  }
 
  private:
   struct Subflow {
@@ -135,6 +139,8 @@ class ClientEngine {
   std::optional<Attempt> attempt_;
   uint32_t attempts_in_row_ = 0;
   ServerId last_target_ = 0;
+  TimeMs retry_at_ms_ = kNever;  // a recovery attempt waits for its back-off
+  ServerId retry_target_ = 0;
 
   ConnId conn_id_ = 0;
   ServerId server_ = 0;

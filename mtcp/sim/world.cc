@@ -1,0 +1,763 @@
+#include "sim/world.h"
+
+#include <algorithm>
+#include <cassert>
+#include <sstream>
+
+#include "wire/control.h"
+#include "wire/frame.h"
+
+namespace mtcp::sim {
+
+using core::ClientAction;
+using core::ClientEngine;
+using core::ClientEvent;
+using core::ServerAction;
+using core::ServerEngine;
+using core::ServerEvent;
+using core::ServerId;
+using core::SubflowId;
+using core::TimeMs;
+
+namespace {
+
+constexpr size_t kWindowBytes = 96u << 10;   // bytes in flight per subflow direction
+constexpr TimeMs kSimLimitMs = 600'000;      // a seed that has not finished by then is stuck
+constexpr uint64_t kStepLimit = 20'000'000;  // events + services: guards against a livelock
+
+template <typename T>
+T pick(Prng& r, std::initializer_list<T> xs) {
+  return *(xs.begin() + static_cast<std::ptrdiff_t>(r.range(0, xs.size() - 1)));
+}
+
+}  // namespace
+
+Scenario make_scenario(uint64_t seed) {
+  Prng r(seed * 0x9E3779B97F4A7C15ull + 17);
+  Scenario s;
+  s.servers = static_cast<uint32_t>(pick<uint64_t>(r, {3, 3, 3, 4, 5}));
+  uint64_t m = r.range(0, 9);
+  s.mode = m < 4 ? TransferMode::lazy : TransferMode::eager;
+  s.ack_after_replication = m >= 7;
+  s.seg_max = static_cast<uint32_t>(pick<uint64_t>(r, {29, 1460, 1460, 16384, 65536}));
+  bool tiny = s.seg_max < 512;
+  s.input_bytes = tiny ? r.range(1000, 12000) : r.range(4000, 160000);
+  s.app.stream_seed = r.next();
+  s.app.response_max = static_cast<uint32_t>(tiny ? pick<uint64_t>(r, {0, 32}) : pick<uint64_t>(r, {0, 32, 256, 2048}));
+  s.app.snapshot_every = r.range(256, 32768);
+  s.app.pad_bytes = static_cast<uint32_t>(pick<uint64_t>(r, {0, 1, 100, 4068, 4069, 30000}));
+  s.seg_delay_max_ms = static_cast<uint32_t>(r.range(0, 4));
+  s.ctl_delay_max_ms = static_cast<uint32_t>(r.range(0, 8));
+  s.ctl_loss = r.chance(0.3) ? static_cast<double>(r.range(1, 5)) / 100.0 : 0.0;
+  s.random_migrations = static_cast<uint32_t>(r.range(0, 10));
+  s.pingpong = r.chance(0.25) ? static_cast<uint32_t>(r.range(20, 120)) : 0;
+  s.cuts = static_cast<uint32_t>(r.range(0, 4));
+  s.partitions = static_cast<uint32_t>(r.range(0, 2));
+  s.ctl_spikes = r.chance(0.3) ? static_cast<uint32_t>(r.range(1, 2)) : 0;
+  if (r.chance(0.35)) {
+    s.crash = pick<Scenario::Crash>(r, {Scenario::Crash::at_time, Scenario::Crash::on_claim, Scenario::Crash::after_grant});
+  }
+  s.forged = static_cast<uint32_t>(r.range(0, 2));
+  s.claim_timeout_ms = r.range(50, 400);
+  s.migrate_timeout_ms = r.range(300, 2000);
+  return s;
+}
+
+namespace {
+
+struct Seg {
+  TimeMs at = 0;
+  Slice bytes;
+};
+struct Dir {
+  std::deque<Seg> q;      // in flight, in order
+  std::deque<Slice> ready;  // arrived, not yet taken by the receiver
+  size_t in_flight = 0;
+  TimeMs last_at = 0;
+};
+struct Link {
+  uint64_t id = 0;
+  ServerId server = 0;
+  SubflowId csub = 0;
+  bool client_open = true;
+  bool server_open = false;
+  bool server_arrived = false;
+  uint32_t gen = 0;
+  Dir c2s, s2c;
+  // A forging attacker instead of the client.
+  bool attacker = false;
+  int attack_variant = 0;
+  bool attack_sent = false;
+  bool attack_done = false;
+  SliceQueue attack_in;
+  wire::FrameDecoder attack_dec;
+};
+
+enum class EvKind { seg_c2s, seg_s2c, open_arrive, close_client, close_server, control, crash_now };
+struct Ev {
+  EvKind kind;
+  uint64_t link = 0;
+  uint32_t gen = 0;
+  ServerId from = 0, to = 0;
+  Bytes msg;
+};
+
+enum class TrigKind { migrate, pingpong, cut_primary, cut_attempt, partition, spike, crash, forge };
+struct Trigger {
+  uint64_t at_bytes = 0;
+  TrigKind kind;
+};
+
+struct ServerNode {
+  ServerId id = 0;
+  std::unique_ptr<Prng> rng;
+  std::unique_ptr<ServerEngine> engine;
+  std::map<core::ConnId, std::unique_ptr<ServerApp>> apps;
+};
+
+class World {
+ public:
+  World(uint64_t seed, bool verbose, std::string* log)
+      : seed_(seed), sc_(make_scenario(seed)), rng_(seed), verbose_(verbose), log_(log), model_(sc_.app) {
+    out_.seed = seed;
+    out_.scenario = sc_;
+    limits_.frame_payload_bytes_max = 16u << 10;
+    limits_.send_log_bytes_max = 256u << 10;
+    limits_.recv_buffer_bytes_max = 256u << 10;
+    limits_.input_log_bytes_max = 256u << 10;
+    limits_.snapshot_bytes_max = 64u << 10;
+    limits_.claim_timeout_ms = sc_.claim_timeout_ms;
+    limits_.migrate_timeout_ms = sc_.migrate_timeout_ms;
+    limits_.transfer_mode = sc_.mode;
+    limits_.ack_after_replication = sc_.ack_after_replication;
+    limits_.migrate_attempts_max = 12;
+    std::vector<wire::Alternate> pool;
+    for (ServerId i = 1; i <= sc_.servers; ++i) pool.push_back({i, "sim:" + std::to_string(i)});
+    cert::Key key{};
+    rng_.fill(key);
+    for (ServerId i = 1; i <= sc_.servers; ++i) {
+      ServerNode n;
+      n.id = i;
+      n.rng = std::make_unique<Prng>(rng_.next());
+      core::ServerConfig cfg{i, pool, key, limits_};
+      n.engine = std::make_unique<ServerEngine>(cfg, *n.rng);
+      servers_.emplace(i, std::move(n));
+    }
+    client_rng_ = std::make_unique<Prng>(rng_.next());
+    client_ = std::make_unique<ClientEngine>(limits_, *client_rng_);
+    expected_out_ = model_.total_for(sc_.input_bytes);
+    plan_triggers();
+  }
+
+  Outcome run() {
+    client_->connect(1, now_);
+    uint64_t steps = 0;
+    while (true) {
+      service();
+      if (finished()) break;
+      TimeMs t = next_time();
+      if (t == core::kNever) {
+        violation("stuck: nothing scheduled and the transfer is not finished");
+        break;
+      }
+      now_ = std::max(now_, t);
+      if (now_ > kSimLimitMs) {
+        violation("stuck: simulated time limit reached before the transfer finished");
+        break;
+      }
+      while (!events_.empty() && events_.begin()->first.first <= now_) {
+        auto node = events_.extract(events_.begin());
+        handle(std::move(node.mapped()));
+        if (++steps > kStepLimit) break;
+      }
+      if (client_->next_deadline() <= now_) client_->on_timer(now_);
+      for (auto& [id, n] : servers_) {
+        if (n.engine && n.engine->next_deadline() <= now_) n.engine->on_timer(now_);
+      }
+      if (++steps > kStepLimit) {
+        violation("runaway: step limit reached");
+        break;
+      }
+    }
+    finish();
+    return out_;
+  }
+
+ private:
+  // ---- scenario ----
+  void plan_triggers() {
+    auto at = [&] { return rng_.range(1, std::max<uint64_t>(2, sc_.input_bytes - 1)); };
+    for (uint32_t i = 0; i < sc_.random_migrations; ++i) triggers_.push_back({at(), TrigKind::migrate});
+    if (sc_.pingpong) triggers_.push_back({at(), TrigKind::pingpong});
+    for (uint32_t i = 0; i < sc_.cuts; ++i) triggers_.push_back({at(), rng_.chance(0.5) ? TrigKind::cut_primary : TrigKind::cut_attempt});
+    for (uint32_t i = 0; i < sc_.partitions; ++i) triggers_.push_back({at(), TrigKind::partition});
+    for (uint32_t i = 0; i < sc_.ctl_spikes; ++i) triggers_.push_back({at(), TrigKind::spike});
+    for (uint32_t i = 0; i < sc_.forged; ++i) triggers_.push_back({at(), TrigKind::forge});
+    if (sc_.crash != Scenario::Crash::none) triggers_.push_back({at(), TrigKind::crash});
+    std::stable_sort(triggers_.begin(), triggers_.end(), [](auto& a, auto& b) { return a.at_bytes < b.at_bytes; });
+  }
+
+  void fire_triggers() {
+    while (next_trigger_ < triggers_.size() && triggers_[next_trigger_].at_bytes <= written_) {
+      if (client_->state() != core::ClientState::established) return;
+      Trigger t = triggers_[next_trigger_++];
+      switch (t.kind) {
+        case TrigKind::migrate:
+          if (!client_->migrating()) start_migration(random_other(client_->server()));
+          break;
+        case TrigKind::pingpong:
+          pp_left_ = sc_.pingpong;
+          pp_a_ = client_->server();
+          pp_b_ = random_other(pp_a_);
+          say("ping-pong burst of " + std::to_string(pp_left_) + " between S" + std::to_string(pp_a_) + " and S" + std::to_string(pp_b_));
+          break;
+        case TrigKind::cut_primary:
+        case TrigKind::cut_attempt: {
+          std::optional<SubflowId> sub = t.kind == TrigKind::cut_attempt ? client_->attempt_subflow() : std::nullopt;
+          if (!sub) sub = client_->primary();
+          if (sub) {
+            if (auto it = by_csub_.find(*sub); it != by_csub_.end()) {
+              say("cut subflow " + std::to_string(it->second) + " to S" + std::to_string(links_.at(it->second).server));
+              cut(it->second);
+              ++out_.cuts_done;
+            }
+          }
+          break;
+        }
+        case TrigKind::partition: {
+          ServerId a = static_cast<ServerId>(rng_.range(1, sc_.servers));
+          ServerId b = random_other(a);
+          TimeMs until = now_ + rng_.range(20, 900);
+          partitions_.push_back({std::min(a, b), std::max(a, b), until});
+          say("partition S" + std::to_string(a) + "-S" + std::to_string(b) + " until " + std::to_string(until) + "ms");
+          break;
+        }
+        case TrigKind::spike:
+          spike_until_ = now_ + rng_.range(100, 1500);
+          say("control delay spike until " + std::to_string(spike_until_) + "ms");
+          break;
+        case TrigKind::crash:
+          if (sc_.crash == Scenario::Crash::at_time) crash(client_->server());
+          else crash_armed_ = true;
+          break;
+        case TrigKind::forge:
+          forge();
+          break;
+      }
+    }
+  }
+
+  ServerId random_other(ServerId s) {
+    ServerId o = s;
+    while (o == s) o = static_cast<ServerId>(rng_.range(1, sc_.servers));
+    return o;
+  }
+
+  void start_migration(ServerId target) {
+    Status st = client_->migrate(target, now_);
+    if (st) say("migrate S" + std::to_string(client_->server()) + " -> S" + std::to_string(target));
+  }
+
+  // ---- events ----
+  void schedule(TimeMs at, Ev ev) { events_.emplace(std::make_pair(at, ++seq_), std::move(ev)); }
+
+  TimeMs next_time() const {
+    TimeMs t = events_.empty() ? core::kNever : events_.begin()->first.first;
+    t = std::min(t, client_->next_deadline());
+    for (const auto& [id, n] : servers_) {
+      if (n.engine) t = std::min(t, n.engine->next_deadline());
+    }
+    return t;
+  }
+
+  void handle(Ev ev) {
+    switch (ev.kind) {
+      case EvKind::seg_c2s:
+      case EvKind::seg_s2c: {
+        auto it = links_.find(ev.link);
+        if (it == links_.end() || it->second.gen != ev.gen) return;
+        Dir& d = ev.kind == EvKind::seg_c2s ? it->second.c2s : it->second.s2c;
+        if (d.q.empty()) return;  // the direction was reset by a close: a stale event
+        d.ready.push_back(std::move(d.q.front().bytes));
+        d.q.pop_front();
+        return;
+      }
+      case EvKind::open_arrive: {
+        auto it = links_.find(ev.link);
+        if (it == links_.end() || it->second.gen != ev.gen || !it->second.client_open) return;
+        Link& l = it->second;
+        ServerNode& n = servers_.at(l.server);
+        if (!n.engine) {
+          close_client_side(l, now_ + rng_.range(1, 20));
+          return;
+        }
+        l.server_arrived = true;
+        l.server_open = true;
+        n.engine->on_subflow_open(l.id, now_);
+        return;
+      }
+      case EvKind::close_client: {
+        auto it = links_.find(ev.link);
+        if (it == links_.end() || !it->second.client_open) return;
+        it->second.client_open = false;
+        if (!it->second.attacker) client_->on_subflow_closed(it->second.csub, now_);
+        return;
+      }
+      case EvKind::close_server: {
+        auto it = links_.find(ev.link);
+        if (it == links_.end() || !it->second.server_open) return;
+        it->second.server_open = false;
+        ServerNode& n = servers_.at(it->second.server);
+        if (n.engine) n.engine->on_subflow_closed(it->second.id, now_);
+        return;
+      }
+      case EvKind::control: {
+        ServerNode& n = servers_.at(ev.to);
+        if (!n.engine || partitioned(ev.from, ev.to)) return;
+        if (crash_armed_ && sc_.crash == Scenario::Crash::on_claim && ctl_type(ev.msg) == wire::ControlType::claim &&
+            ev.to == client_->server()) {
+          say("S" + std::to_string(ev.to) + " crashes on receiving a CLAIM");
+          crash_armed_ = false;
+          crash(ev.to);
+          return;
+        }
+        n.engine->on_control(ev.from, ev.msg, now_);
+        return;
+      }
+      case EvKind::crash_now:
+        crash(ev.to);
+        return;
+    }
+  }
+
+  static wire::ControlType ctl_type(const Bytes& m) { return static_cast<wire::ControlType>(m.size() > 5 ? m[5] : 0); }
+
+  bool partitioned(ServerId a, ServerId b) const {
+    ServerId lo = std::min(a, b), hi = std::max(a, b);
+    for (const auto& p : partitions_) {
+      if (p.a == lo && p.b == hi && now_ < p.until) return true;
+    }
+    return false;
+  }
+
+  // ---- links ----
+  Link& new_link(ServerId server, SubflowId csub) {
+    uint64_t id = ++next_link_;
+    Link& l = links_[id];
+    l.id = id;
+    l.server = server;
+    l.csub = csub;
+    TimeMs arrive = now_ + rng_.range(0, 3);
+    l.c2s.last_at = arrive;
+    schedule(arrive, Ev{EvKind::open_arrive, id, l.gen, 0, 0, {}});
+    return l;
+  }
+
+  void send_bytes(Link& l, bool c2s, std::vector<Slice>& slices) {
+    Dir& d = c2s ? l.c2s : l.s2c;
+    for (auto& s : slices) {
+      size_t off = 0;
+      while (off < s.len) {
+        size_t n = std::min<size_t>(s.len - off, rng_.range(1, sc_.seg_max));
+        TimeMs at = std::max(d.last_at, now_ + rng_.range(0, sc_.seg_delay_max_ms));
+        d.last_at = at;
+        d.q.push_back({at, s.sub(off, n)});
+        d.in_flight += n;
+        schedule(at, Ev{c2s ? EvKind::seg_c2s : EvKind::seg_s2c, l.id, l.gen, 0, 0, {}});
+        off += n;
+      }
+    }
+    slices.clear();
+  }
+
+  void close_client_side(Link& l, TimeMs at) { schedule(std::max(at, l.s2c.last_at), Ev{EvKind::close_client, l.id, l.gen, 0, 0, {}}); }
+  void close_server_side(Link& l, TimeMs at) { schedule(std::max(at, l.c2s.last_at), Ev{EvKind::close_server, l.id, l.gen, 0, 0, {}}); }
+
+  // A cut: in-flight bytes are lost, each side learns of it a little later.
+  void cut(uint64_t id) {
+    Link& l = links_.at(id);
+    ++l.gen;
+    l.c2s = Dir{};
+    l.s2c = Dir{};
+    if (l.client_open) schedule(now_ + rng_.range(0, 30), Ev{EvKind::close_client, l.id, l.gen, 0, 0, {}});
+    if (l.server_open || !l.server_arrived) {
+      l.server_arrived = true;  // an open that was in flight is lost too
+      if (l.server_open) schedule(now_ + rng_.range(0, 30), Ev{EvKind::close_server, l.id, l.gen, 0, 0, {}});
+    }
+  }
+
+  void crash(ServerId s) {
+    ServerNode& n = servers_.at(s);
+    if (!n.engine) return;
+    say("CRASH S" + std::to_string(s));
+    n.engine.reset();
+    n.apps.clear();
+    out_.crashed = true;
+    crashed_.insert(s);
+    for (auto& [id, l] : links_) {
+      if (l.server != s) continue;
+      l.server_open = false;
+      if (l.client_open) {
+        ++l.gen;
+        l.c2s = Dir{};
+        l.s2c = Dir{};
+        schedule(now_ + rng_.range(1, 50), Ev{EvKind::close_client, l.id, l.gen, 0, 0, {}});
+      }
+    }
+  }
+
+  // ---- forged migrations (TEST-MATRIX I3) ----
+  void forge() {
+    if (client_->conn_id() == 0) return;
+    ServerId target = static_cast<ServerId>(rng_.range(1, sc_.servers));
+    if (!servers_.at(target).engine) return;
+    Link& l = new_link(target, 0);
+    l.attacker = true;
+    l.attack_variant = static_cast<int>(rng_.range(0, 2));
+    say("forged MIGRATE (variant " + std::to_string(l.attack_variant) + ") to S" + std::to_string(target));
+    Bytes b(wire::kPreface.begin(), wire::kPreface.end());
+    wire::encode(wire::Hello{wire::kVersion, wire::HelloKind::migrate, client_->conn_id()}, b);
+    std::vector<Slice> v{Slice(make_block(std::move(b)))};
+    send_bytes(l, true, v);
+  }
+
+  void attacker_read(Link& l, Slice s) {
+    l.attack_in.push(std::move(s));
+    while (!l.attack_done) {
+      auto f = l.attack_dec.next(l.attack_in);
+      if (!f || !f.value()) return;
+      wire::Frame fr = std::move(*f.value());
+      if (auto* ch = std::get_if<wire::ChallengeFrame>(&fr); ch && !l.attack_sent) {
+        wire::Migrate m;
+        m.cert = client_->certificate();
+        m.counter = static_cast<uint32_t>(rng_.range(1, 1000));
+        m.prev_owner = client_->server();
+        rng_.fill(m.proof);
+        if (l.attack_variant == 1) m.cert.expires_at_ms += 1000000;  // tampered certificate
+        if (l.attack_variant == 2) m.proof = cert::make_proof(cert::Key{}, ch->nonce, l.server, m.cert.conn_id, m.counter);
+        Bytes b;
+        wire::encode(m, b);
+        std::vector<Slice> v{Slice(make_block(std::move(b)))};
+        send_bytes(l, true, v);
+        l.attack_sent = true;
+      } else if (auto* rf = std::get_if<wire::Refuse>(&fr)) {
+        l.attack_done = true;
+        if (rf->reason == Error::bad_proof || rf->reason == Error::cert_expired || rf->reason == Error::rate_limited) ++out_.forged_refused;
+        else violation("I3: forged MIGRATE refused with an unexpected reason: " + std::string(to_string(rf->reason)));
+      } else if (std::holds_alternative<wire::Accept>(fr)) {
+        l.attack_done = true;
+        violation("I3: forged MIGRATE accepted by S" + std::to_string(l.server));
+      }
+    }
+  }
+
+  // ---- the per-step work of every node ----
+  void service() {
+    for (int round = 0; round < 1000; ++round) {
+      bool moved = false;
+      moved |= service_client();
+      for (auto& [id, n] : servers_) moved |= service_server(n);
+      moved |= deliver_ready();
+      check_owners();
+      if (!moved) return;
+    }
+  }
+
+  bool service_client() {
+    bool moved = false;
+    for (auto& a : client_->take_actions()) {
+      moved = true;
+      if (a.kind == ClientAction::Kind::open_subflow) {
+        Link& l = new_link(a.server, a.subflow);
+        by_csub_[a.subflow] = l.id;
+      } else {
+        auto it = by_csub_.find(a.subflow);
+        if (it == by_csub_.end()) continue;
+        Link& l = links_.at(it->second);
+        by_csub_.erase(it);
+        if (!l.client_open) continue;
+        l.client_open = false;
+        l.s2c = Dir{};
+        if (l.server_open || !l.server_arrived) close_server_side(l, now_ + rng_.range(0, 3));
+      }
+    }
+    for (auto& e : client_->take_events()) {
+      moved = true;
+      on_client_event(e);
+    }
+    if (client_->state() == core::ClientState::established) {
+      fire_triggers();
+      if (pp_left_ > 0 && !client_->migrating()) {
+        --pp_left_;
+        start_migration(client_->server() == pp_a_ ? pp_b_ : pp_a_);
+      }
+      // Application: write the input stream (zero-copy slices), read and check the output.
+      while (written_ < sc_.input_bytes && client_->write_space() > 0) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>({sc_.input_bytes - written_, client_->write_space(), rng_.range(1, 40000)}));
+        Bytes b(n);
+        for (size_t i = 0; i < n; ++i) b[i] = input_byte(sc_.app.stream_seed, written_ + i);
+        if (!client_->write(Slice(make_block(std::move(b))))) break;
+        written_ += n;
+        moved = true;
+      }
+      std::vector<Slice> got;
+      client_->read_slices(SIZE_MAX, got);
+      for (const auto& s : got) {
+        std::string why;
+        if (!model_.check(s.span(), written_, why)) {
+          violation(why);
+          break;
+        }
+        moved = true;
+      }
+    }
+    for (auto& [csub, id] : by_csub_) {
+      Link& l = links_.at(id);
+      if (!l.client_open) continue;
+      while (client_->wants_transmit(csub) && l.c2s.in_flight < kWindowBytes) {
+        std::vector<Slice> out;
+        size_t n = client_->poll_transmit(csub, kWindowBytes - l.c2s.in_flight, out);
+        if (n == 0) break;
+        send_bytes(l, true, out);
+        moved = true;
+      }
+    }
+    return moved;
+  }
+
+  void on_client_event(const ClientEvent& e) {
+    switch (e.kind) {
+      case ClientEvent::Kind::connected:
+        say("connected to S" + std::to_string(e.to) + " conn " + std::to_string(client_->conn_id()));
+        break;
+      case ClientEvent::Kind::migrated:
+        ++out_.migrations_done;
+        say("migrated S" + std::to_string(e.from) + " -> S" + std::to_string(e.to) + " in " +
+            std::to_string(e.done_ms - e.started_ms) + "ms (client had " + std::to_string(e.rcv_at) +
+            " B of output, server held " + std::to_string(e.snd_at) + " B of input)");
+        break;
+      case ClientEvent::Kind::migration_failed:
+        ++out_.migrations_failed;
+        if (e.error == Error::ok) violation("migration failed without a reason");
+        say("migration S" + std::to_string(e.from) + " -> S" + std::to_string(e.to) + " failed: " + std::string(to_string(e.error)));
+        break;
+      case ClientEvent::Kind::failed:
+        if (e.error == Error::ok) violation("connection failed without a reason");
+        say("connection FAILED: " + std::string(to_string(e.error)));
+        break;
+      case ClientEvent::Kind::hint:
+      case ClientEvent::Kind::peer_closed:
+        break;
+    }
+  }
+
+  bool service_server(ServerNode& n) {
+    if (!n.engine) return false;
+    bool moved = false;
+    ServerEngine& eng = *n.engine;
+    for (auto& a : eng.take_actions()) {
+      moved = true;
+      switch (a.kind) {
+        case ServerAction::Kind::send_control: {
+          wire::ControlType t = ctl_type(a.bytes);
+          if (t == wire::ControlType::claim) note_claim(n.id);
+          if (rng_.chance(sc_.ctl_loss) || partitioned(n.id, a.peer)) break;
+          TimeMs at = now_ + rng_.range(0, sc_.ctl_delay_max_ms);
+          if (now_ < spike_until_) at += rng_.range(50, 1200);
+          schedule(at, Ev{EvKind::control, 0, 0, n.id, a.peer, std::move(a.bytes)});
+          if (t == wire::ControlType::grant && crash_armed_ && sc_.crash == Scenario::Crash::after_grant) {
+            crash_armed_ = false;
+            say("S" + std::to_string(n.id) + " crashes right after sending a GRANT");
+            schedule(now_, Ev{EvKind::crash_now, 0, 0, 0, n.id, {}});
+          }
+          break;
+        }
+        case ServerAction::Kind::close_subflow: {
+          auto it = links_.find(a.subflow);
+          if (it == links_.end()) break;
+          Link& l = it->second;
+          // Flush what the engine still queued (REFUSE, RESET), then close.
+          std::vector<Slice> out;
+          while (eng.poll_transmit(l.id, SIZE_MAX, out) > 0) {}
+          if (l.server_open) {
+            if (l.client_open) send_bytes(l, false, out);
+            l.server_open = false;
+            l.c2s = Dir{};
+            eng.on_subflow_closed(l.id, now_);
+            if (l.client_open) close_client_side(l, now_ + rng_.range(0, 3));
+          }
+          break;
+        }
+        case ServerAction::Kind::plain_tcp:
+          violation("subflow " + std::to_string(a.subflow) + " treated as plain TCP");
+          break;
+      }
+    }
+    for (auto& e : eng.take_events()) {
+      moved = true;
+      switch (e.kind) {
+        case ServerEvent::Kind::opened:
+        case ServerEvent::Kind::imported: {
+          auto app = std::make_unique<ServerApp>(sc_.app, e.conn, [this, id = n.id](const std::string& w) {
+            violation("S" + std::to_string(id) + ": " + w);
+          });
+          app->import(eng);
+          n.apps[e.conn] = std::move(app);
+          break;
+        }
+        case ServerEvent::Kind::resumed:
+          if (!n.apps.contains(e.conn)) violation("S" + std::to_string(n.id) + " resumed a connection it has no instance for");
+          break;
+        case ServerEvent::Kind::fenced:
+        case ServerEvent::Kind::closed:
+          n.apps.erase(e.conn);
+          break;
+      }
+    }
+    for (auto& [conn, app] : n.apps) moved |= app->step(eng);
+    for (auto& [id, l] : links_) {
+      if (l.server != n.id || !l.server_open) continue;
+      while (eng.wants_transmit(l.id) && l.s2c.in_flight < kWindowBytes) {
+        std::vector<Slice> out;
+        size_t k = eng.poll_transmit(l.id, kWindowBytes - l.s2c.in_flight, out);
+        if (k == 0) break;
+        if (l.client_open) send_bytes(l, false, out);
+        moved = true;
+      }
+    }
+    return moved;
+  }
+
+  bool deliver_ready() {
+    bool moved = false;
+    for (auto& [id, l] : links_) {
+      while (!l.c2s.ready.empty() && l.server_open) {
+        ServerNode& n = servers_.at(l.server);
+        if (!n.engine || !n.engine->wants_read(l.id)) break;
+        Slice s = std::move(l.c2s.ready.front());
+        l.c2s.ready.pop_front();
+        l.c2s.in_flight -= s.len;
+        n.engine->on_subflow_data(l.id, std::move(s), now_);
+        moved = true;
+      }
+      while (!l.s2c.ready.empty() && l.client_open) {
+        if (l.attacker) {
+          Slice s = std::move(l.s2c.ready.front());
+          l.s2c.ready.pop_front();
+          l.s2c.in_flight -= s.len;
+          attacker_read(l, std::move(s));
+          moved = true;
+          continue;
+        }
+        if (!client_->wants_read(l.csub)) break;
+        Slice s = std::move(l.s2c.ready.front());
+        l.s2c.ready.pop_front();
+        l.s2c.in_flight -= s.len;
+        client_->on_subflow_data(l.csub, std::move(s), now_);
+        moved = true;
+      }
+    }
+    return moved;
+  }
+
+  // I4: at most one server owns any epoch of the connection, ever.
+  void check_owners() {
+    for (auto& [id, n] : servers_) {
+      if (!n.engine) continue;
+      for (core::ConnId c : n.engine->owned_connections()) {
+        auto info = n.engine->conn_info(c);
+        auto [it, fresh] = owner_of_epoch_.emplace(info->epoch, id);
+        if (!fresh && it->second != id) {
+          violation("I4: epoch " + std::to_string(info->epoch) + " owned by S" + std::to_string(it->second) + " and S" + std::to_string(id));
+          it->second = id;
+        }
+      }
+    }
+  }
+
+  void note_claim(ServerId by) {
+    for (const auto& [s, t] : last_claim_) {
+      if (s != by && now_ < t + sc_.claim_timeout_ms) {
+        ++out_.concurrent_claims;
+        break;
+      }
+    }
+    last_claim_[by] = now_;
+  }
+
+  bool finished() {
+    if (!out_.violations.empty() && out_.violations.size() > 20) return true;
+    if (client_->state() == core::ClientState::failed) return true;
+    bool done = written_ == sc_.input_bytes && model_.received() == expected_out_ &&
+                client_->send_log().base() == sc_.input_bytes && !client_->migrating() && pp_left_ == 0;
+    if (done) out_.completed = true;
+    return done;
+  }
+
+  void finish() {
+    out_.sim_ms = now_;
+    out_.bytes_in = written_;
+    out_.bytes_out = model_.received();
+    if (client_->state() == core::ClientState::failed) {
+      out_.failed_explicitly = true;
+      out_.failure = client_->failure();
+      // Failure is an allowed outcome only where the scenario makes survival impossible:
+      // lazy transfer or eager without ack-after-replication, after a crash.
+      bool excusable = out_.crashed && !(sc_.mode == TransferMode::eager && sc_.ack_after_replication);
+      if (!excusable) violation("connection failed (" + std::string(to_string(out_.failure)) + ") where it had to survive");
+    }
+    if (model_.received() > expected_out_) violation("I1: more output than the input produces");
+  }
+
+  void violation(const std::string& what) {
+    say("VIOLATION: " + what);
+    out_.violations.push_back(what);
+  }
+  void say(const std::string& line) {
+    if (verbose_ && log_) *log_ += "[t=" + std::to_string(now_) + "ms] " + line + "\n";
+  }
+
+  struct Partition {
+    ServerId a, b;
+    TimeMs until;
+  };
+
+  uint64_t seed_;
+  Scenario sc_;
+  Prng rng_;
+  bool verbose_;
+  std::string* log_;
+  Outcome out_;
+  Limits limits_;
+  TimeMs now_ = 0;
+  uint64_t seq_ = 0;
+  std::map<std::pair<TimeMs, uint64_t>, Ev> events_;
+  std::map<ServerId, ServerNode> servers_;
+  std::unique_ptr<Prng> client_rng_;
+  std::unique_ptr<ClientEngine> client_;
+  std::map<uint64_t, Link> links_;
+  std::map<SubflowId, uint64_t> by_csub_;
+  uint64_t next_link_ = 0;
+  OutputModel model_;
+  uint64_t expected_out_ = 0;
+  uint64_t written_ = 0;
+  std::vector<Trigger> triggers_;
+  size_t next_trigger_ = 0;
+  uint32_t pp_left_ = 0;
+  ServerId pp_a_ = 0, pp_b_ = 0;
+  std::vector<Partition> partitions_;
+  TimeMs spike_until_ = 0;
+  bool crash_armed_ = false;
+  std::set<ServerId> crashed_;
+  std::map<uint64_t, ServerId> owner_of_epoch_;
+  std::map<ServerId, TimeMs> last_claim_;
+};
+
+}  // namespace
+
+Outcome run_seed(uint64_t seed, bool verbose, std::string* log) {
+  World w(seed, verbose, log);
+  return w.run();
+}
+
+}  // namespace mtcp::sim

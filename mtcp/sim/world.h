@@ -1,0 +1,66 @@
+// The deterministic simulator: one seed drives one client, a pool of servers running the
+// reference application, a network of subflows (chopped, delayed, cut) and a control network
+// (delayed, lossy, partitioned), plus crashes and forged migrations. Checkers run throughout.
+// Same seed, same run: nothing here reads a clock or an outside random source.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/client.h"
+#include "core/server.h"
+#include "sim/prng.h"
+#include "sim/ref_app.h"
+
+namespace mtcp::sim {
+
+// What one seed chose; printed with --verbose and summed in the JSON report.
+struct Scenario {
+  uint32_t servers = 3;
+  TransferMode mode = TransferMode::lazy;
+  bool ack_after_replication = false;
+  uint64_t input_bytes = 0;
+  AppParams app;
+  uint32_t seg_max = 0;            // largest segment a subflow chops into
+  uint32_t seg_delay_max_ms = 0;   // per-segment delay
+  uint32_t ctl_delay_max_ms = 0;
+  double ctl_loss = 0;
+  uint32_t random_migrations = 0;
+  uint32_t pingpong = 0;           // length of the ping-pong burst (0: none)
+  uint32_t cuts = 0;               // subflow cuts
+  uint32_t partitions = 0;         // control partitions between two servers
+  uint32_t ctl_spikes = 0;         // control delay spikes (make claims overlap)
+  enum class Crash { none, at_time, on_claim, after_grant } crash = Crash::none;
+  uint32_t forged = 0;             // forged / replayed migration attempts
+  uint64_t migrate_timeout_ms = 0;
+  uint64_t claim_timeout_ms = 0;
+};
+
+struct Outcome {
+  uint64_t seed = 0;
+  Scenario scenario;
+  bool completed = false;          // every byte both ways delivered and checked
+  bool failed_explicitly = false;  // the connection ended with an explicit error
+  Error failure = Error::ok;
+  bool crashed = false;
+  uint64_t migrations_done = 0;
+  uint64_t migrations_failed = 0;
+  uint64_t concurrent_claims = 0;  // a claim sent while another member's claim was undecided
+  uint64_t forged_refused = 0;
+  uint64_t cuts_done = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint64_t sim_ms = 0;
+  std::vector<std::string> violations;
+};
+
+Scenario make_scenario(uint64_t seed);
+// Runs one seed. With verbose, a line per migration and fault goes to `log`.
+Outcome run_seed(uint64_t seed, bool verbose, std::string* log);
+
+}  // namespace mtcp::sim

@@ -1,0 +1,430 @@
+// Unit tests for the server-to-server control-message codec (wire/control.h).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "cert/cert.h"
+#include "common/buffer.h"
+#include "common/errors.h"
+#include "common/limits.h"
+#include "wire/control.h"
+
+namespace mtcp::wire {
+namespace {
+
+cert::Key filled_key(uint8_t v) {
+  cert::Key k{};
+  k.fill(v);
+  return k;
+}
+const cert::Key kKey = filled_key(0x42);
+const cert::Key kOtherKey = filled_key(0x43);
+
+Bytes pattern_bytes(size_t n, uint8_t seed) {
+  Bytes b(n);
+  for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(seed + 11 * i);
+  return b;
+}
+
+void put_u32(Bytes& b, size_t at, uint32_t v) {
+  for (size_t i = 0; i < 4; ++i) b[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+}
+void put_u16(Bytes& b, size_t at, uint16_t v) {
+  b[at] = static_cast<uint8_t>(v >> 8);
+  b[at + 1] = static_cast<uint8_t>(v);
+}
+
+// Header offsets (control.h): magic 0, version 4, type 5, reserved 6, from 8, to 12, length 16.
+constexpr size_t kVersionAt = 4;
+constexpr size_t kTypeAt = 5;
+constexpr size_t kReservedAt = 6;
+constexpr size_t kLengthAt = 16;
+
+Bytes encode_ok(const ControlMessage& m, const cert::Key& key = kKey) {
+  auto r = encode_control(key, m);
+  EXPECT_TRUE(r.ok()) << to_string(r.error());
+  return r.ok() ? r.value() : Bytes{};
+}
+
+// Replace the MAC of `msg` with a valid one for its (possibly edited) header and body, so the
+// body parser is reached.
+Bytes resign(Bytes msg, const cert::Key& key = kKey) {
+  msg.resize(msg.size() - kControlMacBytes);
+  put_u32(msg, kLengthAt, static_cast<uint32_t>(msg.size() - kControlHeaderBytes));
+  cert::Mac tag = cert::control_mac(key, msg);
+  msg.insert(msg.end(), tag.begin(), tag.end());
+  return msg;
+}
+
+// The body of an encoded message (between header and MAC).
+Bytes body_of(const Bytes& msg) {
+  return Bytes(msg.begin() + kControlHeaderBytes, msg.end() - kControlMacBytes);
+}
+// A signed message with `m`'s header and the given body.
+Bytes with_body(const Bytes& msg, const Bytes& body) {
+  Bytes out(msg.begin(), msg.begin() + kControlHeaderBytes);
+  out.insert(out.end(), body.begin(), body.end());
+  out.resize(out.size() + kControlMacBytes);
+  return resign(out);
+}
+
+Error decode_error(std::span<const uint8_t> bytes, const cert::Key& key = kKey) {
+  auto r = decode_control(key, bytes);
+  if (r.ok()) {
+    ADD_FAILURE() << "decoded";
+    return Error::ok;
+  }
+  return r.error();
+}
+
+std::vector<ControlMessage> samples() {
+  std::vector<ControlMessage> v;
+  v.push_back({1, 2,
+               Claim{.conn_id = 0x1111222233334444ULL,
+                     .epoch = 7,
+                     .request_id = 0xABCDEF01U,
+                     .mode = TransferMode::eager,
+                     .have = {.epoch = 6, .snap_id = 3, .in_end = 999}}});
+  v.push_back({3, 4, Claim{.conn_id = 5, .epoch = 1, .request_id = 1, .mode = TransferMode::lazy, .have = {}}});
+  v.push_back({5, 6,
+               Grant{.conn_id = 9,
+                     .epoch = 8,
+                     .request_id = 77,
+                     .from_owner = true,
+                     .pos = {.epoch = 7, .snap_id = 2, .in_end = 123},
+                     .state = pattern_bytes(500, 1)}});
+  v.push_back({7, 8, Grant{.conn_id = 9, .epoch = 8, .request_id = 78, .from_owner = false, .pos = {1, 2, 3}, .state = {}}});
+  v.push_back({9, 10,
+               Deny{.conn_id = 11,
+                    .epoch = 12,
+                    .request_id = 13,
+                    .reason = Error::already_claimed,
+                    .owner_id = 14,
+                    .owner_epoch = 15}});
+  v.push_back({11, 12, ReplState{.conn_id = 16, .epoch = 17, .state = pattern_bytes(1000, 2)}});
+  v.push_back({13, 14,
+               ReplLog{.conn_id = 18,
+                       .epoch = 19,
+                       .snap_id = 20,
+                       .start = 0xFFFFFFFF00000000ULL,
+                       .out_acked = 21,
+                       .bytes = pattern_bytes(77, 3)}});
+  v.push_back({15, 16, ReplLog{.conn_id = 18, .epoch = 19, .snap_id = 0, .start = 0, .out_acked = 0, .bytes = {}}});
+  v.push_back({17, 18, ReplAck{.conn_id = 22, .epoch = 23, .pos = {24, 25, 26}, .need_state = true}});
+  v.push_back({19, 20, ReplAck{.conn_id = 22, .epoch = 23, .pos = {24, 25, 26}, .need_state = false}});
+  v.push_back({0xFFFFFFFFU, 0, Release{.conn_id = 27, .epoch = 28}});
+  return v;
+}
+
+void expect_fields(const Claim& a, const Claim& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.request_id, b.request_id);
+  EXPECT_EQ(a.mode, b.mode);
+  EXPECT_EQ(a.have, b.have);
+}
+void expect_fields(const Grant& a, const Grant& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.request_id, b.request_id);
+  EXPECT_EQ(a.from_owner, b.from_owner);
+  EXPECT_EQ(a.pos, b.pos);
+  EXPECT_EQ(a.state, b.state);
+}
+void expect_fields(const Deny& a, const Deny& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.request_id, b.request_id);
+  EXPECT_EQ(a.reason, b.reason);
+  EXPECT_EQ(a.owner_id, b.owner_id);
+  EXPECT_EQ(a.owner_epoch, b.owner_epoch);
+}
+void expect_fields(const ReplState& a, const ReplState& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.state, b.state);
+}
+void expect_fields(const ReplLog& a, const ReplLog& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.snap_id, b.snap_id);
+  EXPECT_EQ(a.start, b.start);
+  EXPECT_EQ(a.out_acked, b.out_acked);
+  EXPECT_EQ(a.bytes, b.bytes);
+}
+void expect_fields(const ReplAck& a, const ReplAck& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.pos, b.pos);
+  EXPECT_EQ(a.need_state, b.need_state);
+}
+void expect_fields(const Release& a, const Release& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+}
+
+void expect_same(const ControlMessage& want, const ControlMessage& got) {
+  EXPECT_EQ(want.from, got.from);
+  EXPECT_EQ(want.to, got.to);
+  ASSERT_EQ(want.body.index(), got.body.index());
+  std::visit(
+      [&](const auto& w) {
+        using T = std::decay_t<decltype(w)>;
+        expect_fields(w, std::get<T>(got.body));
+      },
+      want.body);
+}
+
+uint32_t get_u32(const Bytes& b, size_t at) {
+  return (uint32_t{b[at]} << 24) | (uint32_t{b[at + 1]} << 16) | (uint32_t{b[at + 2]} << 8) | b[at + 3];
+}
+
+// ---------------------------------------------------------------- round trips
+
+TEST(ControlRoundTrip, EveryMessage) {
+  for (const ControlMessage& m : samples()) {
+    SCOPED_TRACE(to_string(type_of(m.body)));
+    Bytes b = encode_ok(m);
+    ASSERT_GE(b.size(), kControlHeaderBytes + kControlMacBytes);
+    EXPECT_EQ(get_u32(b, 0), kControlMagic);
+    EXPECT_EQ(b[kVersionAt], kControlVersion);
+    EXPECT_EQ(b[kTypeAt], static_cast<uint8_t>(type_of(m.body)));
+    EXPECT_EQ(b[kReservedAt], 0);
+    EXPECT_EQ(b[kReservedAt + 1], 0);
+    EXPECT_EQ(get_u32(b, 8), m.from);
+    EXPECT_EQ(get_u32(b, 12), m.to);
+    EXPECT_EQ(get_u32(b, kLengthAt), b.size() - kControlHeaderBytes - kControlMacBytes);
+    auto size = control_message_size(std::span<const uint8_t>(b).first(kControlHeaderBytes));
+    ASSERT_TRUE(size.ok()) << to_string(size.error());
+    EXPECT_EQ(size.value(), b.size());
+    auto r = decode_control(kKey, b);
+    ASSERT_TRUE(r.ok()) << to_string(r.error());
+    expect_same(m, r.value());
+    EXPECT_EQ(encode_ok(r.value()), b);
+  }
+}
+
+TEST(ControlRoundTrip, MagicIsAsciiMTCC) {
+  Bytes b = encode_ok(samples()[0]);
+  EXPECT_EQ(Bytes(b.begin(), b.begin() + 4), (Bytes{'M', 'T', 'C', 'C'}));
+}
+
+TEST(ControlRoundTrip, DenyEveryReasonRange) {
+  for (Error e : {Error::truncated, Error::rate_limited, Error::stale_counter, Error::already_claimed,
+                  Error::claim_lost, Error::stale_epoch, Error::not_owner, Error::subflow_lost}) {
+    SCOPED_TRACE(to_string(e));
+    ControlMessage m{1, 2, Deny{.conn_id = 1, .epoch = 1, .request_id = 1, .reason = e, .owner_id = 0, .owner_epoch = 0}};
+    auto r = decode_control(kKey, encode_ok(m));
+    ASSERT_TRUE(r.ok()) << to_string(r.error());
+    EXPECT_EQ(std::get<Deny>(r.value().body).reason, e);
+  }
+}
+
+// ---------------------------------------------------------------- authentication
+
+TEST(ControlAuth, WrongKeyIsBadMac) {
+  for (const ControlMessage& m : samples()) {
+    SCOPED_TRACE(to_string(type_of(m.body)));
+    EXPECT_EQ(decode_error(encode_ok(m), kOtherKey), Error::bad_mac);
+    EXPECT_EQ(decode_error(encode_ok(m, kOtherKey), kKey), Error::bad_mac);
+  }
+}
+
+TEST(ControlAuth, EveryBitFlipOfAClaimIsRejected) {
+  const ControlMessage m = samples()[0];
+  const Bytes good = encode_ok(m);
+  for (size_t i = 0; i < good.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      Bytes b = good;
+      b[i] = static_cast<uint8_t>(b[i] ^ (1u << bit));
+      auto r = decode_control(kKey, b);
+      if (r.ok()) {
+        // Impossible unless the codec ignores a bit; then at least the content must be the same.
+        ADD_FAILURE() << "flip of byte " << i << " bit " << bit << " decoded";
+        expect_same(m, r.value());
+      }
+    }
+  }
+}
+
+TEST(ControlAuth, EveryByteReplacementOfAClaimIsRejected) {
+  const Bytes good = encode_ok(samples()[0]);
+  for (size_t i = 0; i < good.size(); ++i) {
+    Bytes b = good;
+    b[i] = static_cast<uint8_t>(~b[i]);
+    EXPECT_FALSE(decode_control(kKey, b).ok()) << i;
+  }
+}
+
+TEST(ControlAuth, MacCoversTheHeader) {
+  // Change `from` and `to` (which the body parser never checks): only the MAC notices.
+  Bytes b = encode_ok(samples()[0]);
+  b[8] ^= 0x01;
+  EXPECT_EQ(decode_error(b), Error::bad_mac);
+  b = encode_ok(samples()[0]);
+  b[15] ^= 0x80;
+  EXPECT_EQ(decode_error(b), Error::bad_mac);
+  // A different valid type with the same body: MAC fails before the body is parsed.
+  b = encode_ok(samples()[0]);
+  b[kTypeAt] = static_cast<uint8_t>(ControlType::release);
+  EXPECT_EQ(decode_error(b), Error::bad_mac);
+}
+
+// ---------------------------------------------------------------- header errors
+
+TEST(ControlHeader, BadMagic) {
+  for (size_t i = 0; i < 4; ++i) {
+    Bytes b = encode_ok(samples()[0]);
+    b[i] ^= 0x20;
+    EXPECT_EQ(decode_error(b), Error::bad_magic);
+    EXPECT_EQ(control_message_size(b).error(), Error::bad_magic);
+  }
+}
+
+TEST(ControlHeader, BadVersion) {
+  for (uint8_t v : {uint8_t{0}, uint8_t{2}, uint8_t{0xFF}}) {
+    Bytes b = encode_ok(samples()[0]);
+    b[kVersionAt] = v;
+    EXPECT_EQ(decode_error(b), Error::unsupported_version);
+    EXPECT_EQ(decode_error(resign(b)), Error::unsupported_version);
+  }
+}
+
+TEST(ControlHeader, UnknownType) {
+  int unknown = 0;
+  for (int t = 0; t < 256; ++t) {
+    bool known = false;
+    for (ControlType k : {ControlType::claim, ControlType::grant, ControlType::deny, ControlType::repl_state,
+                          ControlType::repl_log, ControlType::repl_ack, ControlType::release}) {
+      known = known || static_cast<int>(k) == t;
+    }
+    if (known) continue;
+    ++unknown;
+    Bytes b = encode_ok(samples()[0]);
+    b[kTypeAt] = static_cast<uint8_t>(t);
+    EXPECT_EQ(decode_error(resign(b)), Error::unknown_type) << t;
+    EXPECT_EQ(control_message_size(b).error(), Error::unknown_type) << t;
+  }
+  EXPECT_EQ(unknown, 256 - 7);
+}
+
+TEST(ControlHeader, ReservedMustBeZero) {
+  Bytes b = encode_ok(samples()[0]);
+  put_u16(b, kReservedAt, 1);
+  EXPECT_EQ(decode_error(resign(b)), Error::bad_field);
+}
+
+TEST(ControlHeader, TooLargeFromTheHeaderAlone) {
+  Bytes head = encode_ok(samples()[0]);
+  head.resize(kControlHeaderBytes);
+  const uint32_t body_max = static_cast<uint32_t>(kControlMessageBytesMax - kControlHeaderBytes - kControlMacBytes);
+  put_u32(head, kLengthAt, body_max);
+  auto at_max = control_message_size(head);
+  ASSERT_TRUE(at_max.ok()) << to_string(at_max.error());
+  EXPECT_EQ(at_max.value(), kControlMessageBytesMax);
+  // Only the header is here: decode says truncated, it does not wait for or read the body.
+  EXPECT_EQ(decode_error(head), Error::truncated);
+
+  for (uint32_t len : {body_max + 1, 0xFFFFFFFFU - 51, 0xFFFFFFFFU}) {
+    SCOPED_TRACE(len);
+    put_u32(head, kLengthAt, len);
+    EXPECT_EQ(control_message_size(head).error(), Error::too_large);
+    EXPECT_EQ(decode_error(head), Error::too_large);
+  }
+}
+
+TEST(ControlHeader, SizeNeedsAWholeHeader) {
+  Bytes b = encode_ok(samples()[0]);
+  for (size_t n = 0; n < kControlHeaderBytes; ++n) {
+    EXPECT_EQ(control_message_size(std::span<const uint8_t>(b).first(n)).error(), Error::truncated) << n;
+  }
+}
+
+TEST(ControlHeader, EncodeRefusesAMessageOverTheCap) {
+  ControlMessage m{1, 2, ReplState{.conn_id = 1, .epoch = 1, .state = Bytes(kControlMessageBytesMax, 0)}};
+  auto r = encode_control(kKey, m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::too_large);
+}
+
+TEST(ControlHeader, TruncatedAtEveryLength) {
+  for (const ControlMessage& m : samples()) {
+    SCOPED_TRACE(to_string(type_of(m.body)));
+    Bytes b = encode_ok(m);
+    for (size_t n = 0; n < b.size(); ++n) {
+      EXPECT_EQ(decode_error(std::span<const uint8_t>(b).first(n)), Error::truncated) << n;
+    }
+  }
+}
+
+TEST(ControlHeader, TrailingBytes) {
+  for (const ControlMessage& m : samples()) {
+    SCOPED_TRACE(to_string(type_of(m.body)));
+    Bytes b = encode_ok(m);
+    b.push_back(0);
+    EXPECT_EQ(decode_error(b), Error::bad_length);
+  }
+}
+
+// ---------------------------------------------------------------- body errors (valid MAC)
+
+TEST(ControlBody, DenyReasonMustBeANamedNonZeroError) {
+  for (Error e : {Error::ok, static_cast<Error>(1), static_cast<Error>(999), static_cast<Error>(0xFFFF)}) {
+    SCOPED_TRACE(static_cast<int>(e));
+    ControlMessage m{1, 2, Deny{.conn_id = 1, .epoch = 1, .request_id = 1, .reason = e, .owner_id = 0, .owner_epoch = 0}};
+    EXPECT_EQ(decode_error(encode_ok(m)), Error::bad_field);
+  }
+}
+
+TEST(ControlBody, BooleanAndEnumBytes) {
+  // CLAIM mode (offset 20 of the body), GRANT from_owner (offset 20), REPL_ACK need_state (last).
+  Bytes claim = encode_ok(samples()[0]);
+  Bytes body = body_of(claim);
+  body[20] = 2;
+  EXPECT_EQ(decode_error(with_body(claim, body)), Error::bad_field);
+
+  Bytes grant = encode_ok(samples()[2]);
+  body = body_of(grant);
+  body[20] = 2;
+  EXPECT_EQ(decode_error(with_body(grant, body)), Error::bad_field);
+
+  Bytes ack = encode_ok(samples()[8]);
+  body = body_of(ack);
+  body.back() = 0xFF;
+  EXPECT_EQ(decode_error(with_body(ack, body)), Error::bad_field);
+}
+
+TEST(ControlBody, WrongBodyLengths) {
+  for (const ControlMessage& m : samples()) {
+    SCOPED_TRACE(to_string(type_of(m.body)));
+    Bytes msg = encode_ok(m);
+    Bytes body = body_of(msg);
+    Bytes longer = body;
+    longer.push_back(0);
+    EXPECT_EQ(decode_error(with_body(msg, longer)), Error::bad_length);
+    for (size_t n = 0; n < body.size(); ++n) {
+      Bytes shorter(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(n));
+      EXPECT_EQ(decode_error(with_body(msg, shorter)), Error::bad_length) << n;
+    }
+  }
+}
+
+TEST(ControlBody, BlobLengthBeyondTheBody) {
+  // GRANT: conn 8, epoch 8, request 4, flag 1, pos 24 -> blob length at body offset 45.
+  Bytes grant = encode_ok(samples()[2]);
+  for (uint32_t len : {501u, 0x7FFFFFFFU, 0xFFFFFFFFU}) {
+    Bytes body = body_of(grant);
+    put_u32(body, 45, len);
+    EXPECT_EQ(decode_error(with_body(grant, body)), Error::bad_length) << len;
+  }
+  Bytes body = body_of(grant);
+  put_u32(body, 45, 499);
+  EXPECT_EQ(decode_error(with_body(grant, body)), Error::bad_length);
+}
+
+}  // namespace
+}  // namespace mtcp::wire

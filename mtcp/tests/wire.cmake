@@ -1,0 +1,12 @@
+# Unit tests for mtcp_wire (frames, control messages, connection state) and the core's send
+# log. Included by tests/CMakeLists.txt (owned by the lead); source paths are relative to this
+# file so it can be included from any directory.
+foreach(name frame control state)
+  add_executable(test_${name} ${CMAKE_CURRENT_LIST_DIR}/test_${name}.cc)
+  target_link_libraries(test_${name} PRIVATE mtcp_wire mtcp_warnings GTest::gtest_main)
+  add_test(NAME ${name} COMMAND test_${name})
+endforeach()
+
+add_executable(test_send_log ${CMAKE_CURRENT_LIST_DIR}/test_send_log.cc)
+target_link_libraries(test_send_log PRIVATE mtcp_core mtcp_warnings GTest::gtest_main)
+add_test(NAME send_log COMMAND test_send_log)
