@@ -133,7 +133,7 @@ class World {
     limits_.migrate_attempts_max = 12;
     std::vector<wire::Alternate> pool;
     for (ServerId i = 1; i <= sc_.servers; ++i) pool.push_back({i, "sim:" + std::to_string(i)});
-    cert::Key key{};
+    cert::Key& key = key_;
     rng_.fill(key);
     for (ServerId i = 1; i <= sc_.servers; ++i) {
       ServerNode n;
@@ -299,6 +299,7 @@ class World {
       case EvKind::close_client: {
         auto it = links_.find(ev.link);
         if (it == links_.end() || !it->second.client_open) return;
+        deliver_link(it->second);  // bytes that arrived before the close are read first
         it->second.client_open = false;
         if (!it->second.attacker) client_->on_subflow_closed(it->second.csub, now_);
         return;
@@ -306,6 +307,7 @@ class World {
       case EvKind::close_server: {
         auto it = links_.find(ev.link);
         if (it == links_.end() || !it->second.server_open) return;
+        deliver_link(it->second);
         it->second.server_open = false;
         ServerNode& n = servers_.at(it->second.server);
         if (n.engine) n.engine->on_subflow_closed(it->second.id, now_);
@@ -321,6 +323,7 @@ class World {
           crash(ev.to);
           return;
         }
+        if (verbose_) trace_control(ev);
         n.engine->on_control(ev.from, ev.msg, now_);
         return;
       }
@@ -328,6 +331,33 @@ class World {
         crash(ev.to);
         return;
     }
+  }
+
+  void trace_control(const Ev& ev) {
+    auto m = wire::decode_control(key_, ev.msg);
+    if (!m) return;
+    std::string line = "  ctl S" + std::to_string(ev.from) + "->S" + std::to_string(ev.to) + " " +
+                       std::string(wire::to_string(wire::type_of(m->body)));
+    std::visit(
+        [&](const auto& b) {
+          using T = std::decay_t<decltype(b)>;
+          line += " epoch " + std::to_string(b.epoch);
+          if constexpr (std::is_same_v<T, wire::Grant>) {
+            line += b.from_owner ? " from-owner" : "";
+            if (!b.state.empty()) {
+              if (auto st = wire::decode_state(b.state)) {
+                line += " state(snap " + std::to_string(st->snap_id) + ", in " + std::to_string(st->snap_in_seq) + ".." +
+                        std::to_string(st->in_end()) + ")";
+              }
+            }
+          }
+          if constexpr (std::is_same_v<T, wire::Deny>) {
+            line += " " + std::string(to_string(b.reason)) + " owner S" + std::to_string(b.owner_id);
+          }
+          if constexpr (std::is_same_v<T, wire::ReplAck>) line += " in_end " + std::to_string(b.pos.in_end);
+        },
+        m->body);
+    say(line);
   }
 
   static wire::ControlType ctl_type(const Bytes& m) { return static_cast<wire::ControlType>(m.size() > 5 ? m[5] : 0); }
@@ -539,7 +569,8 @@ class World {
       case ClientEvent::Kind::migration_failed:
         ++out_.migrations_failed;
         if (e.error == Error::ok) violation("migration failed without a reason");
-        say("migration S" + std::to_string(e.from) + " -> S" + std::to_string(e.to) + " failed: " + std::string(to_string(e.error)));
+        say("migration S" + std::to_string(e.from) + " -> S" + std::to_string(e.to) + " failed: " + std::string(to_string(e.error)) +
+            (e.error == Error::state_gap ? " (server holds " + std::to_string(e.snd_at) + " B, client acked " + std::to_string(client_->send_log().base()) + " B)" : ""));
         break;
       case ClientEvent::Kind::failed:
         if (e.error == Error::ok) violation("connection failed without a reason");
@@ -580,6 +611,7 @@ class World {
           std::vector<Slice> out;
           while (eng.poll_transmit(l.id, SIZE_MAX, out) > 0) {}
           if (l.server_open) {
+            if (verbose_) say("  S" + std::to_string(n.id) + " closes subflow " + std::to_string(l.id));
             if (l.client_open) send_bytes(l, false, out);
             l.server_open = false;
             l.c2s = Dir{};
@@ -595,6 +627,12 @@ class World {
     }
     for (auto& e : eng.take_events()) {
       moved = true;
+      static constexpr const char* kNames[] = {"opened", "imported", "resumed", "fenced", "closed"};
+      if (verbose_) {
+        auto info = eng.conn_info(e.conn);
+        say("  S" + std::to_string(n.id) + " " + kNames[static_cast<int>(e.kind)] +
+            (info ? " epoch " + std::to_string(info->epoch) + " in_end " + std::to_string(info->in_end) + " snap " + std::to_string(info->snap_id) : ""));
+      }
       switch (e.kind) {
         case ServerEvent::Kind::opened:
         case ServerEvent::Kind::imported: {
@@ -630,7 +668,13 @@ class World {
 
   bool deliver_ready() {
     bool moved = false;
-    for (auto& [id, l] : links_) {
+    for (auto& [id, l] : links_) moved |= deliver_link(l);
+    return moved;
+  }
+
+  bool deliver_link(Link& l) {
+    bool moved = false;
+    {
       while (!l.c2s.ready.empty() && l.server_open) {
         ServerNode& n = servers_.at(l.server);
         if (!n.engine || !n.engine->wants_read(l.id)) break;
@@ -729,6 +773,7 @@ class World {
   std::string* log_;
   Outcome out_;
   Limits limits_;
+  cert::Key key_{};
   TimeMs now_ = 0;
   uint64_t seq_ = 0;
   std::map<std::pair<TimeMs, uint64_t>, Ev> events_;

@@ -219,7 +219,12 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
       if (state_ != ClientState::established || !(is_primary || is_attempt)) return violation();
       // An ack on the attempt subflow before ACCEPT is a violation: the server must accept first.
       if (is_attempt) return violation();
-      if (!send_.ack(std::get<wire::Ack>(f).dsn)) return violation();
+      uint64_t dsn = std::get<wire::Ack>(f).dsn;
+      if (dsn > send_.end()) return violation();
+      // While a migration is under way the old server's acks are held back: the log keeps
+      // what the new server may lack, so a stale replica means a resend, not a gap.
+      if (attempt_) held_ack_ = std::max(held_ack_, dsn);
+      else (void)send_.ack(dsn);
       return;
     }
     case wire::FrameType::hint: {
@@ -282,6 +287,7 @@ void ClientEngine::on_challenge(SubflowId sub, const wire::ChallengeFrame& c) {
   m.counter = attempt_->counter;
   m.prev_owner = server_;
   m.client_rcv_nxt = rcv_nxt_;
+  m.client_snd_una = send_.base();
   // docs/PROTOCOL.md §6: the proof binds the server's fresh challenge, the target (the server id
   // it announced must be the one we dialled), the connection and this attempt's counter.
   if (c.server_id != attempt_->target) {
@@ -312,6 +318,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
     ev.from = at.from;
     ev.to = at.target;
     ev.error = Error::state_gap;
+    ev.snd_at = a.server_rcv_nxt;  // what the new server holds, below what was acknowledged
     ev.started_ms = at.started_ms;
     ev.done_ms = now;
     events_.push_back(ev);
@@ -329,6 +336,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   secret_ = a.secret;
   (void)send_.ack(a.server_rcv_nxt);
   (void)send_.rewind(a.server_rcv_nxt);
+  held_ack_ = 0;
   fin_sent_ = false;
   attempts_in_row_ = 0;
   ++counters_.migrations_done;
@@ -348,6 +356,8 @@ void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
   Attempt at = *attempt_;
   attempt_.reset();
   close_subflow(at.subflow);
+  if (held_ack_ > send_.base() && primary_) (void)send_.ack(held_ack_);
+  held_ack_ = 0;
   ++counters_.migrations_failed;
   ClientEvent ev{};
   ev.kind = ClientEvent::Kind::migration_failed;

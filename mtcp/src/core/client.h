@@ -156,6 +156,7 @@ class ClientEngine {
   SliceQueue recv_;
   uint64_t rcv_nxt_ = 0;
   uint64_t acked_rcv_ = 0;  // last rcv_nxt we acknowledged
+  uint64_t held_ack_ = 0;   // ack from the old server received while migrating, applied later
   bool ack_pending_ = false;
   bool fin_ = false;       // we closed: CLOSE after send_.end()
   bool fin_sent_ = false;

@@ -220,7 +220,7 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   p.deny_hint = d.owner_id;
   // Remember the newer epoch so the next claim for this connection proposes above it.
   Vote& v = votes_[d.conn_id];
-  if (d.owner_epoch > v.epoch) v = {d.owner_epoch, d.owner_id};
+  if (d.owner_epoch >= v.epoch) v = {d.owner_epoch, d.owner_id};
   if (d.reason == Error::stale_epoch || d.reason == Error::already_claimed)
     return claim_failed(d.request_id, Error::already_claimed, d.owner_id);
   check_claim(d.request_id, now, false);
@@ -267,7 +267,18 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     if (p.sub) refuse(p.sub, Error::unknown_connection);
     return;
   }
+  // Never take over with less input than the client saw acknowledged: without the owner's
+  // answer that means our copies are stale (eager without ack-after-replication, or a
+  // partition); give up the claim and let the client retry rather than fence a live owner
+  // with a state that cannot continue the stream.
+  if (p.sub && st.in_end() < p.request.client_snd_una) {
+    Error e = p.owner_answered ? Error::state_gap : Error::owner_unreachable;
+    ++counters_.migrations_failed;
+    refuse(p.sub, e);
+    return;
+  }
   bool was_owner_instance = local && !from_remote && local->handed_to == cfg_.self && local->role != Role::replica;
+  bool created = !local;
   if (!local) {
     if (conns_.size() >= cfg_.limits.connections_max) {
       ++counters_.limit_refusals;
@@ -289,6 +300,7 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   c.epoch = p.epoch;
   if (!ok) {
     // The state cannot continue this client's stream (should not happen with honest peers).
+    if (created) conns_.erase(p.conn);
     ++counters_.migrations_failed;
     if (p.sub) refuse(p.sub, ok.error());
     return;
@@ -349,19 +361,19 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
   }
   // Eager: one vote per epoch, first claim wins; repeated claims by the same claimer are
   // answered again (its earlier GRANT may have been lost).
-  Vote& v = votes_[m.conn_id];
+  Vote v;
+  if (auto it = votes_.find(m.conn_id); it != votes_.end()) v = it->second;
   uint64_t known = std::max(v.epoch, c ? c->epoch : 0);
   bool repeat = v.epoch == m.epoch && v.claimer == from;
   if (!repeat && m.epoch <= known) {
-    votes_.erase(m.conn_id);  // keep the table small when nothing was recorded
-    if (v.epoch != 0) votes_[m.conn_id] = v;
-    return deny(v.epoch >= m.epoch ? Error::already_claimed : Error::stale_epoch, v.claimer, known);
+    bool claimed = v.epoch >= m.epoch && v.claimer != 0;
+    return deny(claimed ? Error::already_claimed : Error::stale_epoch, claimed ? v.claimer : 0, known);
   }
-  if (!repeat && votes_.size() > cfg_.limits.connections_max) {
-    votes_.erase(m.conn_id);
+  if (!repeat && !votes_.contains(m.conn_id) && votes_.size() >= cfg_.limits.connections_max) {
+    ++counters_.limit_refusals;
     return deny(Error::conn_table_full, 0, 0);
   }
-  v = {m.epoch, from};
+  votes_[m.conn_id] = {m.epoch, from};
   ++counters_.claims_granted;
   wire::Grant g;
   g.conn_id = m.conn_id;
@@ -418,7 +430,9 @@ wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot) c
 
 // Make c continue from s for a client that already has output below client_rcv_nxt.
 Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt) {
-  if (client_rcv_nxt < s.out_log_start) return Error::state_gap;
+  // The old owner may have seen the client acknowledge more than the MIGRATE said it had
+  // (the client keeps reading the old subflow until ACCEPT): it has those bytes too.
+  client_rcv_nxt = std::max(client_rcv_nxt, s.out_log_start);
   c.epoch = s.epoch;
   c.counter = std::max(c.counter, s.migrations);
   c.issuer = s.issuer_id;
@@ -517,13 +531,11 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
     return;
   }
   Conn* c = find(m.conn_id);
-  auto v = votes_.find(m.conn_id);
-  uint64_t known = std::max(c ? c->epoch : 0, v != votes_.end() ? v->second.epoch : 0);
-  // Accept only from the owner of the newest epoch we know of (I4: a fenced owner's pushes
-  // are ignored).
-  bool voted_other = v != votes_.end() && v->second.epoch == m.epoch && v->second.claimer != from;
+  // Accept pushes from the owner of the newest epoch pushed so far: once a new owner has
+  // pushed, a fenced owner's pushes are ignored (I4). Votes do not block pushes: a claim that
+  // lost must not starve the owner that is still serving.
   bool owner_here = c && c->role == Role::owner && c->epoch >= m.epoch;
-  if (m.epoch < known || voted_other || owner_here) {
+  if ((c && m.epoch < c->epoch) || owner_here) {
     ++counters_.stale_messages;
     return;
   }
@@ -535,6 +547,7 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
     auto [it, ok] = conns_.emplace(m.conn_id, Conn(cfg_.limits.send_log_bytes_max));
     c = &it->second;
     c->id = m.conn_id;
+    c->role = Role::replica;
   }
   if (c->role == Role::owner) {
     // A newer epoch owned elsewhere: we were fenced without hearing the claim.

@@ -11,7 +11,7 @@ namespace {
 // Body sizes of the fixed-layout frames (docs/PROTOCOL.md §4).
 constexpr size_t kHelloBody = 12;
 constexpr size_t kChallengeBody = 4 + 32;
-constexpr size_t kMigrateBody = cert::kCertificateWireBytes + 4 + 4 + 8 + 32;
+constexpr size_t kMigrateBody = cert::kCertificateWireBytes + 4 + 4 + 8 + 8 + 32;
 constexpr size_t kAcceptBody = 8 + 8 + cert::kCertificateWireBytes + 32;
 constexpr size_t kAckBody = 8;
 constexpr size_t kHintBody = 6;
@@ -69,6 +69,7 @@ struct Encoder {
     w.u32(f.counter);
     w.u32(f.prev_owner);
     w.u64(f.client_rcv_nxt);
+    w.u64(f.client_snd_una);
     w.bytes(f.proof);
   }
   void operator()(const Accept& f) {
@@ -150,6 +151,7 @@ Result<Frame> parse_body(FrameType t, std::span<const uint8_t> body) {
       f.counter = r.u32();
       f.prev_owner = r.u32();
       f.client_rcv_nxt = r.u64();
+      f.client_snd_una = r.u64();
       r.array(f.proof);
       if (f.counter == 0 || f.cert.conn_id == 0) return Error::bad_field;
       return Frame{f};

@@ -70,6 +70,7 @@ struct Migrate {
   uint32_t counter = 0;          // migrations so far + 1: binds the proof to this attempt
   uint32_t prev_owner = 0;       // server the client was last attached to
   uint64_t client_rcv_nxt = 0;   // server->client bytes the client already has
+  uint64_t client_snd_una = 0;   // client->server bytes acknowledged so far (the new owner must hold them)
   cert::Mac proof{};
 };
 struct Accept {
