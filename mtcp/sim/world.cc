@@ -711,7 +711,7 @@ class World {
       for (core::ConnId c : n.engine->owned_connections()) {
         auto info = n.engine->conn_info(c);
         auto [it, fresh] = owner_of_epoch_.emplace(info->epoch, id);
-        if (!fresh && it->second != id) {
+        if (!fresh && it->second != id && i4_reported_.insert(info->epoch).second) {
           violation("I4: epoch " + std::to_string(info->epoch) + " owned by S" + std::to_string(it->second) + " and S" + std::to_string(id));
           it->second = id;
         }
@@ -795,6 +795,7 @@ class World {
   bool crash_armed_ = false;
   std::set<ServerId> crashed_;
   std::map<uint64_t, ServerId> owner_of_epoch_;
+  std::set<uint64_t> i4_reported_;
   std::map<ServerId, TimeMs> last_claim_;
 };
 

@@ -116,6 +116,7 @@ std::vector<Frame> sample_frames() {
                          .counter = 3,
                          .prev_owner = 9,
                          .client_rcv_nxt = 0x0102030405060708ULL,
+                         .client_snd_una = 0x1112131415161718ULL,
                          .proof = pattern<32>(0x22)});
   v.emplace_back(Accept{.epoch = 4,
                         .server_rcv_nxt = 0x1111222233334444ULL,
@@ -158,6 +159,7 @@ void expect_fields(const Migrate& a, const Migrate& b) {
   EXPECT_EQ(a.counter, b.counter);
   EXPECT_EQ(a.prev_owner, b.prev_owner);
   EXPECT_EQ(a.client_rcv_nxt, b.client_rcv_nxt);
+  EXPECT_EQ(a.client_snd_una, b.client_snd_una);
   EXPECT_EQ(a.proof, b.proof);
 }
 void expect_fields(const Accept& a, const Accept& b) {
@@ -652,8 +654,8 @@ TEST(FrameBadInput, WrongLengthForEveryFixedSizeType) {
       {Hello{.version = kVersion, .kind = HelloKind::migrate, .conn_id = 5}, 12},
       {ChallengeFrame{.server_id = 1, .nonce = pattern<32>(1)}, 36},
       {Migrate{.cert = sample_cert(1), .counter = 1, .prev_owner = 2, .client_rcv_nxt = 3,
-               .proof = pattern<32>(2)},
-       cert::kCertificateWireBytes + 48},
+               .client_snd_una = 4, .proof = pattern<32>(2)},
+       cert::kCertificateWireBytes + 56},
       {Accept{.epoch = 1, .server_rcv_nxt = 2, .cert = sample_cert(1), .secret = pattern<32>(3)},
        cert::kCertificateWireBytes + 48},
       {Ack{.dsn = 1}, 8},
@@ -754,7 +756,8 @@ TEST(FrameBadInput, ResetUnknownCode) {
 }
 
 TEST(FrameBadInput, MigrateFields) {
-  Migrate m{.cert = sample_cert(8), .counter = 0, .prev_owner = 1, .client_rcv_nxt = 2, .proof = pattern<32>(1)};
+  Migrate m{.cert = sample_cert(8), .counter = 0, .prev_owner = 1, .client_rcv_nxt = 2, .client_snd_una = 3,
+            .proof = pattern<32>(1)};
   expect_refused(enc(m), Error::bad_field);
   m.counter = 1;
   m.cert.conn_id = 0;

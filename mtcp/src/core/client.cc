@@ -27,9 +27,11 @@ void ClientEngine::connect(ServerId server, TimeMs now) {
 Status ClientEngine::migrate(ServerId target, TimeMs now) {
   if (state_ != ClientState::established) return Error::closed;
   if (attempt_) return Error::pending_table_full;
-  retry_at_ms_ = kNever;
   if (std::find(pool_.begin(), pool_.end(), target) == pool_.end()) return Error::bad_field;
-  start_attempt(target, !primary_.has_value(), now);
+  // Without a subflow the engine is already recovering (with back-off and the servers'
+  // hints); a policy cannot start another attempt then.
+  if (!primary_) return Error::pending_table_full;
+  start_attempt(target, false, now);
   return {};
 }
 
@@ -358,6 +360,9 @@ void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
   close_subflow(at.subflow);
   if (held_ack_ > send_.base() && primary_) (void)send_.ack(held_ack_);
   held_ack_ = 0;
+  // Only recovery attempts (no subflow left) count towards migrate_attempts_max: a policy
+  // that tries and fails while the connection is healthy does not use up the budget.
+  if (primary_) attempts_in_row_ = 0;
   ++counters_.migrations_failed;
   ClientEvent ev{};
   ev.kind = ClientEvent::Kind::migration_failed;

@@ -47,7 +47,8 @@ class ClientEngine {
   // Connection control.
   void connect(ServerId server, TimeMs now);
   // Start a migration to target. Errors: closed (not established), pending_table_full (an
-  // attempt is already running), bad_field (unknown server).
+  // attempt is already running, or the engine is recovering a lost subflow by itself),
+  // bad_field (unknown server).
   Status migrate(ServerId target, TimeMs now);
   // Half-close: a CLOSE frame follows the last written byte.
   void close();

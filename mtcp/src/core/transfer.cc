@@ -116,7 +116,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
   uint64_t known = 0;
   if (local) known = local->epoch;
   if (auto v = votes_.find(id); v != votes_.end()) known = std::max(known, v->second.epoch);
-  p.epoch = known + 1;
+  p.epoch = std::max<uint64_t>(known, 1) + 1;  // a connection starts at epoch 1
   votes_[id] = {p.epoch, cfg_.self};
   if (local && local->role == Role::owner) {
     p.owner_answered = true;  // we are the owner: our own state is the hand-off
@@ -265,6 +265,13 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   } else {
     ++counters_.migrations_failed;
     if (p.sub) refuse(p.sub, Error::unknown_connection);
+    return;
+  }
+  // The epoch we won must be newer than the state we continue from: a copy of that epoch or
+  // a newer one arrived while we were collecting votes, so another member owns it (I4).
+  if (p.mode == TransferMode::eager && st.epoch >= p.epoch) {
+    ++counters_.migrations_failed;
+    if (p.sub) refuse(p.sub, Error::claim_lost);
     return;
   }
   // Never take over with less input than the client saw acknowledged: without the owner's
