@@ -739,6 +739,20 @@ class World {
   }
 
   void finish() {
+    if (verbose_) {
+      say("end: client state " + std::to_string(static_cast<int>(client_->state())) + " on S" + std::to_string(client_->server()) +
+          ", input written " + std::to_string(written_) + "/" + std::to_string(sc_.input_bytes) + ", acked " +
+          std::to_string(client_->send_log().base()) + ", sent " + std::to_string(client_->send_log().sent()) + ", output " +
+          std::to_string(model_.received()) + "/" + std::to_string(expected_out_) + (client_->migrating() ? ", migrating" : ""));
+      for (auto& [id, n] : servers_) {
+        if (!n.engine) continue;
+        if (auto info = n.engine->conn_info(client_->conn_id())) {
+          say("end: S" + std::to_string(id) + " role " + std::to_string(static_cast<int>(info->role)) + " epoch " + std::to_string(info->epoch) +
+              (info->attached ? " attached" : " detached") + " in_end " + std::to_string(info->in_end) + " app_in " +
+              std::to_string(info->app_in) + " out " + std::to_string(info->out_acked) + ".." + std::to_string(info->out_end));
+        }
+      }
+    }
     out_.sim_ms = now_;
     out_.bytes_in = written_;
     out_.bytes_out = model_.received();

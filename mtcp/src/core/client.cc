@@ -339,6 +339,9 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   (void)send_.ack(a.server_rcv_nxt);
   (void)send_.rewind(a.server_rcv_nxt);
   held_ack_ = 0;
+  // Tell the new server at once how much output we hold: it may be more than MIGRATE said.
+  acked_rcv_ = 0;
+  ack_pending_ = true;
   fin_sent_ = false;
   attempts_in_row_ = 0;
   ++counters_.migrations_done;

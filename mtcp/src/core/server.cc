@@ -244,10 +244,19 @@ void ServerEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
   switch (wire::type_of(f)) {
     case FrameType::data:
       return on_data(sub, *c, std::move(std::get<wire::Data>(f)));
-    case FrameType::ack:
-      if (!c->out.ack(std::get<wire::Ack>(f).dsn)) return violation();
+    case FrameType::ack: {
+      uint64_t dsn = std::get<wire::Ack>(f).dsn;
+      if (dsn > c->out.end()) {
+        // After a migration the client may already hold output this server has not produced
+        // again yet (it kept reading the old subflow after MIGRATE): the replay below dsn is
+        // suppressed (docs/PROTOCOL.md §4.3).
+        c->out.reset(dsn);
+      } else if (!c->out.ack(dsn)) {
+        return violation();
+      }
       maybe_free(*c);
       return;
+    }
     case FrameType::close: {
       uint64_t at = std::get<wire::Close>(f).final_dsn;
       if (at != c->in_end() || (c->client_fin && at != c->client_fin_at)) return violation();
