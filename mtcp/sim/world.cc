@@ -720,6 +720,7 @@ class World {
   }
 
   void note_claim(ServerId by) {
+    if (auto it = last_claim_.find(by); it != last_claim_.end() && it->second == now_) return;  // same round
     for (const auto& [s, t] : last_claim_) {
       if (s != by && now_ < t + sc_.claim_timeout_ms) {
         ++out_.concurrent_claims;

@@ -424,6 +424,8 @@ void ServerEngine::free_conn(ConnId id, Error why) {
     }
   }
   detach(*c);
+  if (retired_.size() < cfg_.limits.connections_max || retired_.contains(id))
+    retired_[id] = {std::max(c->epoch, c->handed_epoch), now_ms_ + cfg_.limits.orphan_timeout_ms};
   conns_.erase(id);
   votes_.erase(id);
   ++counters_.connections_freed;
@@ -594,6 +596,7 @@ void ServerEngine::on_timer(TimeMs now) {
     }
   }
   for (auto& [id, e] : expired) free_conn(id, e);
+  std::erase_if(retired_, [&](const auto& kv) { return now >= kv.second.until_ms; });
 }
 
 TimeMs ServerEngine::next_deadline() const {

@@ -169,6 +169,7 @@ class ServerEngine {
     uint64_t epoch = 0;
     TransferMode mode = TransferMode::lazy;
     ServerId asked = 0;  // lazy: the member asked
+    bool adopt_only = false;  // lazy: no client waiting; take over only what was handed to us
     uint32_t hops = 0;
     TimeMs deadline_ms = 0;
     std::set<ServerId> granted;
@@ -207,6 +208,7 @@ class ServerEngine {
   void send_claim(PendingClaim& p, uint32_t request_id, ServerId to);
   void on_claim(ServerId from, const wire::Claim& m, TimeMs now);
   void on_grant(ServerId from, wire::Grant&& m, TimeMs now);
+  void adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now);
   void on_deny(ServerId from, const wire::Deny& m, TimeMs now);
   void on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now);
   void on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now);
@@ -229,6 +231,13 @@ class ServerEngine {
   std::map<SubflowId, Sub> subs_;
   std::map<ConnId, Conn> conns_;
   std::map<ConnId, Vote> votes_;
+  // Connections freed here, with the last epoch we knew: a very late GRANT for an older epoch
+  // must not bring them back (kept orphan_timeout_ms, at most connections_max entries).
+  struct Retired {
+    uint64_t epoch = 0;
+    TimeMs until_ms = 0;
+  };
+  std::map<ConnId, Retired> retired_;
   std::map<uint32_t, PendingClaim> claims_;
   uint32_t next_request_ = 1;
   double tokens_ = 0;

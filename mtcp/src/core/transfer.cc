@@ -136,6 +136,7 @@ void ServerEngine::send_claim(PendingClaim& p, uint32_t request_id, ServerId to)
   c.epoch = p.epoch;
   c.request_id = request_id;
   c.mode = p.mode;
+  c.adopt_only = p.adopt_only;
   if (const Conn* local = find(p.conn)) c.have = local->pos();
   send_control(to, c);
 }
@@ -144,6 +145,7 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
   auto it = claims_.find(g.request_id);
   if (it == claims_.end() || it->second.conn != g.conn_id) {
     ++counters_.stale_messages;
+    if (g.from_owner && cfg_.limits.transfer_mode == TransferMode::lazy) adopt_late_grant(from, std::move(g), now);
     return;
   }
   PendingClaim& p = it->second;
@@ -156,6 +158,10 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
     if (!st || st->conn_id != p.conn || st->epoch != g.epoch) {
       ++counters_.control_malformed;
       return claim_failed(g.request_id, st ? Error::bad_field : st.error(), 0);
+    }
+    if (auto r = retired_.find(p.conn); r != retired_.end() && r->second.epoch >= g.epoch) {
+      // We held a newer epoch of this connection ourselves: this owner's copy is stale.
+      return claim_failed(g.request_id, Error::stale_epoch, 0);
     }
     p.epoch = g.epoch;
     p.best = std::move(st.value());
@@ -191,6 +197,29 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
   check_claim(g.request_id, now, false);
 }
 
+// Lazy: an owner answered a claim of ours after it had timed out. The owner may be frozen,
+// pointing clients at us, with nobody holding the connection. A late GRANT is not installed as
+// it is (it may be very old); instead we claim again with adopt_only: the member grants only if
+// it is still frozen and handed to us, so taking over never fences a live owner.
+void ServerEngine::adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now) {
+  if (find(g.conn_id)) return;
+  if (auto r = retired_.find(g.conn_id); r != retired_.end() && r->second.epoch >= g.epoch) return;
+  for (const auto& [rid, p] : claims_) {
+    if (p.conn == g.conn_id) return;  // a claim of ours is under way already
+  }
+  if (claims_.size() >= cfg_.limits.pending_migrations_max) return;
+  PendingClaim p;
+  p.conn = g.conn_id;
+  p.mode = TransferMode::lazy;
+  p.asked = from;
+  p.adopt_only = true;
+  p.deadline_ms = now + cfg_.limits.claim_timeout_ms;
+  uint32_t rid = next_request_++;
+  if (rid == 0) rid = next_request_++;
+  auto [it, ok] = claims_.emplace(rid, std::move(p));
+  send_claim(it->second, rid, from);
+}
+
 void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   auto it = claims_.find(d.request_id);
   if (it == claims_.end() || it->second.conn != d.conn_id) {
@@ -201,7 +230,7 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   if (p.mode == TransferMode::lazy) {
     if (from != p.asked) return;
     // Follow the hint to the member that holds the connection now (bounded hops).
-    bool followable = (d.reason == Error::not_owner || d.reason == Error::already_claimed) && d.owner_id != 0 &&
+    bool followable = !p.adopt_only && (d.reason == Error::not_owner || d.reason == Error::already_claimed) && d.owner_id != 0 &&
                       d.owner_id != cfg_.self && d.owner_id != from;
     if (followable && p.hops < cfg_.limits.claim_hops_max) {
       ++p.hops;
@@ -262,6 +291,14 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     from_remote = true;
   } else if (local) {
     st = export_state(*local, false);
+  } else if (p.mode == TransferMode::eager && p.sub && p.request.client_snd_una == 0) {
+    // No member holds a copy (the owner died before its first push arrived) but the client
+    // still holds its whole input: the initial state (no snapshot, empty logs) continues the
+    // stream exactly, by replay from the start.
+    st.conn_id = p.conn;
+    st.epoch = 1;
+    st.issuer_id = p.request.cert.issuer_id;
+    from_remote = true;
   } else {
     ++counters_.migrations_failed;
     if (p.sub) refuse(p.sub, Error::unknown_connection);
@@ -354,7 +391,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
       }
       return deny(Error::already_claimed, c->handed_to, c->handed_epoch);
     }
-    if (c->role != Role::owner) return deny(Error::not_owner, 0, 0);
+    if (c->role != Role::owner || m.adopt_only) return deny(Error::not_owner, 0, 0);
     // docs/PROTOCOL.md §5.2: the owner freezes, stops serving and hands the state over.
     uint64_t next = c->epoch + 1;
     wire::ConnState st = export_state(*c, false);

@@ -36,6 +36,7 @@ struct BodyEncoder {
     w.u64(m.epoch);
     w.u32(m.request_id);
     w.u8(static_cast<uint8_t>(m.mode));
+    w.u8(m.adopt_only ? 1 : 0);
     put_pos(w, m.have);
   }
   void operator()(const Grant& m) {
@@ -87,10 +88,12 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       m.epoch = r.u64();
       m.request_id = r.u32();
       uint8_t mode = r.u8();
+      uint8_t flags = r.u8();
       m.have = get_pos(r);
       if (!r.done()) return Error::bad_length;
-      if (mode > 1) return Error::bad_field;
+      if (mode > 1 || flags > 1) return Error::bad_field;
       m.mode = static_cast<TransferMode>(mode);
+      m.adopt_only = flags == 1;
       return ControlBody{m};
     }
     case ControlType::grant: {

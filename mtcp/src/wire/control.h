@@ -44,6 +44,7 @@ struct Claim {
   uint64_t epoch = 0;        // the epoch the claimer wants to own
   uint32_t request_id = 0;
   TransferMode mode = TransferMode::lazy;
+  bool adopt_only = false;   // lazy: grant only if you are frozen and handed this connection to me
   ReplicaPos have;           // what the claimer already holds (eager), zero if nothing
 };
 struct Grant {
