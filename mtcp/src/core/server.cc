@@ -250,7 +250,7 @@ void ServerEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
         // After a migration the client may already hold output this server has not produced
         // again yet (it kept reading the old subflow after MIGRATE): the replay below dsn is
         // suppressed (docs/PROTOCOL.md §4.3).
-        c->out.reset(dsn);
+        (void)resend_from(*c, dsn);
       } else if (!c->out.ack(dsn)) {
         return violation();
       }
@@ -425,7 +425,7 @@ void ServerEngine::free_conn(ConnId id, Error why) {
   }
   detach(*c);
   if (retired_.size() < cfg_.limits.connections_max || retired_.contains(id))
-    retired_[id] = {std::max(c->epoch, c->handed_epoch), now_ms_ + cfg_.limits.orphan_timeout_ms};
+    retired_[id] = {std::max(c->epoch, c->handed_epoch), c->handed_to, now_ms_ + cfg_.limits.orphan_timeout_ms};
   conns_.erase(id);
   votes_.erase(id);
   ++counters_.connections_freed;

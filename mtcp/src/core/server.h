@@ -220,6 +220,7 @@ class ServerEngine {
   void freeze(Conn& c, ServerId to, uint64_t epoch);
   wire::ConnState export_state(const Conn& c, bool elide_snapshot) const;
   Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
+  Status resend_from(Conn& c, uint64_t client_rcv_nxt);
   void replicate(Conn& c, TimeMs now, bool force_state);
   void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
   void send_control(ServerId to, wire::ControlBody body);
@@ -235,6 +236,7 @@ class ServerEngine {
   // must not bring them back (kept orphan_timeout_ms, at most connections_max entries).
   struct Retired {
     uint64_t epoch = 0;
+    ServerId successor = 0;  // who took it over from us, if anyone
     TimeMs until_ms = 0;
   };
   std::map<ConnId, Retired> retired_;

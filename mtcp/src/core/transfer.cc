@@ -80,7 +80,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     // Lazy, and the client comes back to its owner (a cut subflow): resume locally.
     if (m.counter <= local->counter) return refuse(sub, Error::stale_counter);
     // Same application instance: only the output is resent from what the client has.
-    Status st = local->out.rewind(m.client_rcv_nxt);
+    Status st = resend_from(*local, m.client_rcv_nxt);
     if (!st) return refuse(sub, st.error());
     local->counter = m.counter;
     ++local->epoch;
@@ -102,7 +102,11 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
   if (rid == 0) rid = next_request_++;
   if (!eager) {
     ServerId ask = m.prev_owner;
-    if (local && local->role == Role::frozen) ask = local->handed_to;
+    if (local && local->role == Role::frozen) {
+      // We handed it on: ask our successor, telling it which hand-off we mean.
+      ask = local->handed_to;
+      p.epoch = local->handed_epoch;
+    }
     if (ask == cfg_.self || ask == 0 ||
         std::none_of(cfg_.pool.begin(), cfg_.pool.end(), [&](const auto& a) { return a.server_id == ask; }))
       return refuse(sub, Error::unknown_connection);
@@ -229,6 +233,13 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   PendingClaim& p = it->second;
   if (p.mode == TransferMode::lazy) {
     if (from != p.asked) return;
+    // We froze and handed the connection to `from`, which says it never took it and is not
+    // about to: the hand-off failed, so we own it again, at a new epoch (docs/PROTOCOL.md §5.2).
+    if (Conn* local = find(p.conn); local && local->role == Role::frozen && local->handed_to == from &&
+                                    d.reason == Error::unknown_connection && p.epoch == local->handed_epoch && p.epoch != 0) {
+      p.epoch = local->handed_epoch + 1;
+      return claim_won(d.request_id, now);
+    }
     // Follow the hint to the member that holds the connection now (bounded hops).
     bool followable = !p.adopt_only && (d.reason == Error::not_owner || d.reason == Error::already_claimed) && d.owner_id != 0 &&
                       d.owner_id != cfg_.self && d.owner_id != from;
@@ -378,7 +389,18 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
   };
   if (m.mode != cfg_.limits.transfer_mode) return deny(Error::bad_field, 0, 0);
   if (m.mode == TransferMode::lazy) {
-    if (!c) return deny(Error::unknown_connection, 0, 0);
+    if (!c) {
+      // A claim of ours is under way: we may be about to own it.
+      for (const auto& [rid, p] : claims_) {
+        if (p.conn == m.conn_id) return deny(Error::already_claimed, 0, 0);
+      }
+      // Handed on and released: point the claimer at the successor (unless the claimer
+      // handed us a newer epoch than the one we passed on).
+      if (auto r = retired_.find(m.conn_id); r != retired_.end() && r->second.successor != 0 && !m.adopt_only &&
+                                              (m.epoch == 0 || r->second.epoch >= m.epoch))
+        return deny(Error::not_owner, r->second.successor, r->second.epoch);
+      return deny(Error::unknown_connection, 0, 0);
+    }
     if (c->role == Role::frozen) {
       // Repeated claim from the member we handed to (our GRANT was lost): grant again.
       if (c->handed_to == from) {
@@ -470,6 +492,16 @@ wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot) c
   s.in_log = c.in_log.flatten(0, c.in_log.size());
   s.client_fin = c.client_fin;
   return s;
+}
+
+// The client holds output below client_rcv_nxt: send from there. If that is beyond what the
+// application has produced (again, after an import), the replay up to it is suppressed.
+Status ServerEngine::resend_from(Conn& c, uint64_t client_rcv_nxt) {
+  if (client_rcv_nxt > c.out.end()) {
+    c.out.reset(client_rcv_nxt);
+    return {};
+  }
+  return c.out.rewind(client_rcv_nxt);
 }
 
 // Make c continue from s for a client that already has output below client_rcv_nxt.
