@@ -74,4 +74,15 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --no-tests=error -j2
 
 stage "ctest: release (build/)"
-ctest --test-dir build --output-on-failure --no-tests=error -j2
+rm -rf build/sim-results/*.json
+log="$(mktemp)"
+status=0
+ctest --test-dir build --output-on-failure --no-tests=error -j2 2>&1 | tee "${log}" || status=$?
+echo
+echo "simulator summary (all seeds ctest ran, merged from build/sim-results/):"
+python3 scripts/sim-summary.py build/sim-results || true
+echo
+# End with ctest's own summary lines, repeated after the simulator figures.
+grep -E "tests passed|tests failed|Total Test time" "${log}" || true
+rm -f "${log}"
+exit "${status}"

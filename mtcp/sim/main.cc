@@ -59,11 +59,13 @@ int main(int argc, char** argv) {
   uint64_t start = 1;
   bool json = false;
   bool verbose = false;
+  std::string json_out;
   app.add_option("--seed", seed, "Run (replay) exactly this seed");
   app.add_option("--seeds", seeds, "Run this many seeds");
   app.add_option("--start", start, "First seed of --seeds (default 1)");
   app.add_flag("--json", json, "Print a JSON summary on stdout");
   app.add_flag("-v,--verbose", verbose, "Narrate each migration and fault (with --seed)");
+  app.add_option("--json-out", json_out, "Also write the JSON summary of --seeds to this file");
   CLI11_PARSE(app, argc, argv);
   if (!seed && seeds == 0) {
     std::cerr << "mtcp-sim: give --seed N or --seeds N (see --help)\n";
@@ -138,7 +140,7 @@ int main(int argc, char** argv) {
     }
   }
   double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
-  if (json) {
+  if (json || !json_out.empty()) {
     nlohmann::json j = {{"first_seed", start},
                         {"seeds_run", seeds},
                         {"completed", completed},
@@ -153,8 +155,19 @@ int main(int argc, char** argv) {
                         {"failing_seeds", failing},
                         {"violations", violations},
                         {"wall_seconds", wall_s}};
-    std::cout << j.dump(2) << "\n";
-  } else {
+    if (!json_out.empty()) {
+      std::FILE* f = std::fopen(json_out.c_str(), "w");
+      if (!f) {
+        std::cerr << "mtcp-sim: cannot write " << json_out << "\n";
+        return 2;
+      }
+      std::string text = j.dump(2) + "\n";
+      std::fwrite(text.data(), 1, text.size(), f);
+      std::fclose(f);
+    }
+    if (json) std::cout << j.dump(2) << "\n";
+  }
+  if (!json) {
     std::cout << "mtcp-sim: seeds " << start << ".." << start + seeds - 1 << ": " << completed << " completed, " << failed
               << " failed explicitly, " << migrations_done << " migrations done, " << migrations_failed
               << " attempts failed explicitly, " << failing.size() << " seeds with violations (" << wall_s << " s)\n";

@@ -72,6 +72,8 @@ void ClientEngine::recover(ServerId preferred, TimeMs now) {
   // every attempt in a burst.
   uint64_t shift = std::min<uint64_t>(attempts_in_row_ - 1, 20);
   TimeMs wait = std::min<TimeMs>(limits_.retry_backoff_max_ms, limits_.retry_backoff_ms << shift);
+  // Up to 25% jitter, so clients cut off together do not all come back at the same instant.
+  if (wait >= 4) wait += rng_.u64() % (wait / 4);
   retry_at_ms_ = now + wait;
   retry_target_ = target;
 }

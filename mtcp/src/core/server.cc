@@ -450,6 +450,17 @@ size_t ServerEngine::conn_read(ConnId id, std::span<uint8_t> dst) {
   return n;
 }
 
+size_t ServerEngine::conn_read_slices(ConnId id, size_t max_bytes, std::vector<Slice>& out) {
+  Conn* c = owned(id);
+  if (!c) return 0;
+  size_t n = static_cast<size_t>(std::min<uint64_t>(max_bytes, c->in_end() - c->app_in));
+  c->in_log.view(static_cast<size_t>(c->app_in - c->snap_in_seq), n, out);
+  if (c->app_in < c->replay_until) counters_.replayed_input_bytes += std::min<uint64_t>(n, c->replay_until - c->app_in);
+  c->app_in += n;
+  maybe_free(*c);
+  return n;
+}
+
 bool ServerEngine::conn_input_closed(ConnId id) const {
   const Conn* c = find(id);
   return c && c->client_fin && c->app_in == c->client_fin_at;

@@ -74,6 +74,8 @@ class ServerEngine {
   // Application contract (paper §2; docs/ARCHITECTURE.md "application contract").
   size_t conn_readable(ConnId c) const;
   size_t conn_read(ConnId c, std::span<uint8_t> dst);
+  // Zero-copy read: slices of the received blocks (the input log keeps them for replay too).
+  size_t conn_read_slices(ConnId c, size_t max_bytes, std::vector<Slice>& out);
   bool conn_input_closed(ConnId c) const;  // client closed and everything was read
   // Writes at the app's output position. Bytes the client already has (replay after import)
   // are counted as written and dropped. Returns bytes accepted (may be fewer: send log full).

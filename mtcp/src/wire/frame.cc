@@ -53,8 +53,11 @@ struct Encoder {
     w.u64(f.epoch);
     put_cert(w, f.cert);
     w.bytes(f.secret);
+    // validate(ServerConfig) keeps these within their caps; an encoder never wraps a length.
+    assert(f.alternates.size() <= kAlternatesMax);
     w.u8(static_cast<uint8_t>(f.alternates.size()));
     for (const auto& a : f.alternates) {
+      assert(a.address.size() <= kAddressBytesMax);
       w.u32(a.server_id);
       w.u8(static_cast<uint8_t>(a.address.size()));
       w.bytes({reinterpret_cast<const uint8_t*>(a.address.data()), a.address.size()});
@@ -81,8 +84,10 @@ struct Encoder {
   void operator()(const Refuse& f) {
     w.u16(static_cast<uint16_t>(f.reason));
     w.u32(f.hint_server);
-    w.u8(static_cast<uint8_t>(f.text.size()));
-    w.bytes({reinterpret_cast<const uint8_t*>(f.text.data()), f.text.size()});
+    // The text is for humans: longer text is cut at kReasonTextBytesMax (documented).
+    size_t n = std::min(f.text.size(), kReasonTextBytesMax);
+    w.u8(static_cast<uint8_t>(n));
+    w.bytes({reinterpret_cast<const uint8_t*>(f.text.data()), n});
   }
   void operator()(const Data& f) {
     w.u64(f.dsn);
@@ -196,13 +201,29 @@ Result<Frame> parse_body(FrameType t, std::span<const uint8_t> body) {
     case FrameType::reset: {
       if (!exact(kResetBody)) return Error::bad_length;
       uint16_t code = r.u16();
-      if (!known_error_code(code)) return Error::bad_field;
+      if (code == 0 || !known_error_code(code)) return Error::bad_field;
       return Frame{Reset{static_cast<Error>(code)}};
     }
     case FrameType::data:
       break;  // handled by the caller without copying
   }
   return Error::unknown_type;
+}
+
+// Body length of the fixed-size frames (0 for variable-size ones), so a wrong length is
+// refused from the header alone instead of after buffering the declared body.
+size_t fixed_body(FrameType t) {
+  switch (t) {
+    case FrameType::hello: return kHelloBody;
+    case FrameType::challenge: return kChallengeBody;
+    case FrameType::migrate: return kMigrateBody;
+    case FrameType::accept: return kAcceptBody;
+    case FrameType::ack: return kAckBody;
+    case FrameType::hint: return kHintBody;
+    case FrameType::close: return kCloseBody;
+    case FrameType::reset: return kResetBody;
+    default: return 0;
+  }
 }
 
 bool valid_type(uint8_t t) {
@@ -291,6 +312,7 @@ Result<std::optional<Frame>> FrameDecoder::next(SliceQueue& in) {
   auto t = static_cast<FrameType>(type);
   size_t cap = t == FrameType::data ? payload_bytes_max_ + 8 : kFrameBodyBytesMax;
   if (body_len > cap) return Error::too_large;
+  if (size_t fixed = fixed_body(t); fixed != 0 && body_len != fixed) return Error::bad_length;
   if (in.size() < kFrameHeaderBytes + body_len) return std::optional<Frame>{};
   if (t == FrameType::data) {
     if (body_len < 8) return Error::bad_length;

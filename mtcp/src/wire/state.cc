@@ -78,7 +78,7 @@ Result<ConnState> decode_state(std::span<const uint8_t> bytes, size_t snapshot_b
   if (s.snap_in_seq + in_len < s.snap_in_seq) return Error::bad_field;
   if (s.snap_id == 0 && (s.snap_in_seq != 0 || s.snap_out_seq != 0 || snap_len != 0))
     return Error::bad_field;
-  if (s.snapshot_elided && snap_len != 0) return Error::bad_field;
+  if (s.snapshot_elided && (snap_len != 0 || s.snap_id == 0)) return Error::bad_field;
   s.snapshot.assign(snap.begin(), snap.end());
   s.out_log.assign(out_log.begin(), out_log.end());
   s.in_log.assign(in_log.begin(), in_log.end());
