@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     if (sc.seg_max < 512) ++faults["tiny_segment_seeds"];
     if (sc.seg_delay_max_ms > 0) ++faults["delayed_segment_seeds"];
     faults["forged_migrations_refused"] += out.forged_refused;
-    faults["concurrent_claims"] += out.concurrent_claims;
+    faults["competing_claims_refused"] += out.concurrent_claims;
     if (sc.app.pad_bytes >= 4096) ++faults["large_snapshot_seeds"];
     if (!out.violations.empty()) {
       failing.push_back(s);

@@ -591,7 +591,7 @@ class World {
       switch (a.kind) {
         case ServerAction::Kind::send_control: {
           wire::ControlType t = ctl_type(a.bytes);
-          if (t == wire::ControlType::claim) note_claim(n.id);
+          if (t == wire::ControlType::deny) note_deny(a.bytes);
           if (rng_.chance(sc_.ctl_loss) || partitioned(n.id, a.peer)) break;
           TimeMs at = now_ + rng_.range(0, sc_.ctl_delay_max_ms);
           if (now_ < spike_until_) at += rng_.range(50, 1200);
@@ -719,15 +719,11 @@ class World {
     }
   }
 
-  void note_claim(ServerId by) {
-    if (auto it = last_claim_.find(by); it != last_claim_.end() && it->second == now_) return;  // same round
-    for (const auto& [s, t] : last_claim_) {
-      if (s != by && now_ < t + sc_.claim_timeout_ms) {
-        ++out_.concurrent_claims;
-        break;
-      }
-    }
-    last_claim_[by] = now_;
+  // A claim refused because another member claimed the same migration first (TEST-MATRIX #7).
+  void note_deny(const Bytes& msg) {
+    auto m = wire::decode_control(key_, msg);
+    if (!m) return;
+    if (auto* d = std::get_if<wire::Deny>(&m->body); d && d->reason == Error::already_claimed) ++out_.concurrent_claims;
   }
 
   bool finished() {
@@ -811,7 +807,6 @@ class World {
   std::set<ServerId> crashed_;
   std::map<uint64_t, ServerId> owner_of_epoch_;
   std::set<uint64_t> i4_reported_;
-  std::map<ServerId, TimeMs> last_claim_;
 };
 
 }  // namespace

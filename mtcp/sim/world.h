@@ -50,7 +50,7 @@ struct Outcome {
   bool crashed = false;
   uint64_t migrations_done = 0;
   uint64_t migrations_failed = 0;
-  uint64_t concurrent_claims = 0;  // a claim sent while another member's claim was undecided
+  uint64_t concurrent_claims = 0;  // claims refused because another member claimed first
   uint64_t forged_refused = 0;
   uint64_t cuts_done = 0;
   uint64_t bytes_in = 0;
