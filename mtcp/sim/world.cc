@@ -118,7 +118,7 @@ struct ServerNode {
 class World {
  public:
   World(uint64_t seed, bool verbose, std::string* log)
-      : seed_(seed), sc_(make_scenario(seed)), rng_(seed), verbose_(verbose), log_(log), model_(sc_.app) {
+      : sc_(make_scenario(seed)), rng_(seed), verbose_(verbose), log_(log), model_(sc_.app) {
     out_.seed = seed;
     out_.scenario = sc_;
     limits_.frame_payload_bytes_max = 16u << 10;
@@ -777,7 +777,6 @@ class World {
     TimeMs until;
   };
 
-  uint64_t seed_;
   Scenario sc_;
   Prng rng_;
   bool verbose_;

@@ -82,6 +82,25 @@ inline Bytes preface_and(const wire::Frame& f) {
   return b;
 }
 inline Slice slice_of(Bytes b) { return Slice(make_block(std::move(b))); }
+// Every complete frame in b; *ok is false if the bytes do not decode (trailing partial frames
+// are not an error).
+inline std::vector<wire::Frame> decode_frames(const Bytes& b, bool* ok = nullptr) {
+  std::vector<wire::Frame> v;
+  SliceQueue q;
+  q.push(slice_of(b));
+  wire::FrameDecoder dec(kFramePayloadBytesMax);
+  if (ok) *ok = true;
+  while (true) {
+    auto f = dec.next(q);
+    if (!f) {
+      if (ok) *ok = false;
+      break;
+    }
+    if (!f.value()) break;
+    v.push_back(std::move(*f.value()));
+  }
+  return v;
+}
 inline Bytes flatten(const std::vector<Slice>& v) {
   Bytes out;
   for (const auto& s : v) out.insert(out.end(), s.span().begin(), s.span().end());
