@@ -132,6 +132,7 @@ std::vector<Frame> sample_frames() {
   v.emplace_back(Data{.dsn = 77, .payload = {}});
   v.emplace_back(Ack{.dsn = 0xFEDCBA9876543210ULL});
   v.emplace_back(Hint{.reason = HintReason::draining, .server_id = 5});
+  v.emplace_back(Renew{.cert = {.conn_id = 77, .issuer_id = 3, .issued_at_ms = 10, .expires_at_ms = 20}, .secret = {9, 8, 7}});
   v.emplace_back(Close{.final_dsn = 123456789});
   v.emplace_back(Reset{.reason = Error::protocol_violation});
   return v;
@@ -182,6 +183,10 @@ void expect_fields(const Ack& a, const Ack& b) { EXPECT_EQ(a.dsn, b.dsn); }
 void expect_fields(const Hint& a, const Hint& b) {
   EXPECT_EQ(a.reason, b.reason);
   EXPECT_EQ(a.server_id, b.server_id);
+}
+void expect_fields(const Renew& a, const Renew& b) {
+  EXPECT_EQ(a.cert, b.cert);
+  EXPECT_EQ(a.secret, b.secret);
 }
 void expect_fields(const Close& a, const Close& b) { EXPECT_EQ(a.final_dsn, b.final_dsn); }
 void expect_fields(const Reset& a, const Reset& b) { EXPECT_EQ(a.reason, b.reason); }
@@ -287,7 +292,8 @@ TEST(FrameRoundTrip, TypeOfMatchesEncodedTypeByte) {
                                  FrameType::welcome,   FrameType::challenge, FrameType::migrate,
                                  FrameType::accept,    FrameType::refuse,  FrameType::refuse,
                                  FrameType::data,      FrameType::data,    FrameType::ack,
-                                 FrameType::hint,      FrameType::close,   FrameType::reset};
+                                 FrameType::hint,      FrameType::renew,   FrameType::close,
+                                 FrameType::reset};
   auto frames = sample_frames();
   ASSERT_EQ(frames.size(), want.size());
   for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(type_of(frames[i]), want[i]);
@@ -599,7 +605,7 @@ TEST(FramePreface, PlainOnFirstMismatchingByte) {
 const std::vector<FrameType> kAllTypes = {
     FrameType::hello, FrameType::welcome, FrameType::challenge, FrameType::migrate,
     FrameType::accept, FrameType::refuse, FrameType::data, FrameType::ack,
-    FrameType::hint, FrameType::close, FrameType::reset};
+    FrameType::hint, FrameType::renew, FrameType::close, FrameType::reset};
 
 TEST(FrameBadInput, UnknownTypeFromTheHeader) {
   int unknown = 0;
@@ -613,7 +619,7 @@ TEST(FrameBadInput, UnknownTypeFromTheHeader) {
     // Even with a huge declared length: the type is checked first, from the header alone.
     EXPECT_EQ(stream_error(raw_frame(static_cast<uint8_t>(t), 0, 0, 0xFFFFFFFFU)), Error::unknown_type);
   }
-  EXPECT_EQ(unknown, 256 - 11);
+  EXPECT_EQ(unknown, 256 - 12);
 }
 
 TEST(FrameBadInput, NonZeroFlagsOrReserved) {
@@ -660,6 +666,7 @@ TEST(FrameBadInput, WrongLengthForEveryFixedSizeType) {
        cert::kCertificateWireBytes + 48},
       {Ack{.dsn = 1}, 8},
       {Hint{.reason = HintReason::overload, .server_id = 1}, 6},
+      {Renew{.cert = sample_cert(1), .secret = pattern<32>(4)}, cert::kCertificateWireBytes + 32},
       {Close{.final_dsn = 1}, 8},
       {Reset{.reason = Error::closed}, 2},
   };

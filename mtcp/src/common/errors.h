@@ -1,6 +1,6 @@
 // Error codes shared by the codecs, the engines and the wire (REFUSE, RESET and DENY carry
 // them as u16). Numbers are part of the wire format: never renumber, only append.
-// See docs/PROTOCOL.md §8.
+// See docs/PROTOCOL.md §9.
 #pragma once
 #include <cstdint>
 #include <string_view>

@@ -1,4 +1,4 @@
-// Every cap and timeout of the protocol core, in one place (docs/PROTOCOL.md §7).
+// Every cap and timeout of the protocol core, in one place (docs/PROTOCOL.md §8).
 // Units are at the end of each name. Exceeding a cap is a clear Error, never a crash or a
 // silent truncation.
 #pragma once
@@ -30,7 +30,6 @@ struct Limits {
   size_t connections_max = 65536;               // connection table (owned + replicas)
   size_t pending_migrations_max = 1024;         // migrations being verified or fetched at once
   size_t subflows_max = 65536;                  // subflows a server tracks at once
-  size_t ack_every_bytes = 64u << 10;           // acknowledge at least this often
 
   uint64_t hello_timeout_ms = 2000;      // no preface within this: treat as plain TCP
   uint64_t cert_lifetime_ms = 600000;    // certificates expire after this

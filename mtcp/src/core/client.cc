@@ -43,7 +43,9 @@ void ClientEngine::start_attempt(ServerId target, bool recovery, TimeMs now) {
   a.from = server_;
   a.counter = ++counter_;
   a.started_ms = now;
-  a.deadline_ms = now + limits_.migrate_timeout_ms;
+  // Each attempt in a row waits twice as long (up to 8x): a pool whose control network is
+  // slower than migrate_timeout_ms still gets to finish a claim.
+  a.deadline_ms = now + (limits_.migrate_timeout_ms << std::min<uint32_t>(attempts_in_row_, 3));
   a.recovery = recovery;
   a.subflow = open_subflow(target);
   auto& sf = subflows_.at(a.subflow);
@@ -153,6 +155,7 @@ void ClientEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
 }
 
 void ClientEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
+  now_ms_ = now;
   auto it = subflows_.find(sub);
   if (it == subflows_.end() || !it->second.open) return;
   it->second.in.push(std::move(bytes));
@@ -241,12 +244,21 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
       events_.push_back(ev);
       return;
     }
+    case wire::FrameType::renew: {
+      if (!is_primary || state_ != ClientState::established) return violation();
+      auto& r = std::get<wire::Renew>(f);
+      if (r.cert.conn_id != conn_id_) return violation();
+      cert_ = r.cert;
+      secret_ = r.secret;
+      return;
+    }
     case wire::FrameType::close: {
       if (state_ != ClientState::established) return violation();
       uint64_t at = std::get<wire::Close>(f).final_dsn;
       if (at < rcv_nxt_ || (peer_fin_ && at != peer_fin_at_)) return violation();
       peer_fin_ = true;
       peer_fin_at_ = at;
+      report_peer_closed();
       return;
     }
     case wire::FrameType::reset: {
@@ -296,6 +308,7 @@ void ClientEngine::on_challenge(SubflowId sub, const wire::ChallengeFrame& c) {
   // it announced must be the one we dialled), the connection and this attempt's counter.
   if (c.server_id != attempt_->target) {
     reset_subflow(sub, Error::bad_field);
+    attempt_failed(Error::bad_field, 0, now_ms_);
     return;
   }
   m.proof = cert::make_proof(secret_, c.nonce, attempt_->target, conn_id_, attempt_->counter);
@@ -338,7 +351,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   epoch_ = a.epoch;
   cert_ = a.cert;
   secret_ = a.secret;
-  (void)send_.ack(a.server_rcv_nxt);
+  // ACCEPT says where to resend from; it acknowledges nothing (ACK frames follow).
   (void)send_.rewind(a.server_rcv_nxt);
   held_ack_ = 0;
   // Tell the new server at once how much output we hold: it may be more than MIGRATE said.
@@ -407,6 +420,17 @@ void ClientEngine::on_data(SubflowId sub, wire::Data&& d) {
     recv_.push(std::move(part));
   }
   if (rcv_nxt_ != acked_rcv_) ack_pending_ = true;
+  report_peer_closed();
+}
+
+void ClientEngine::report_peer_closed() {
+  if (peer_fin_ && !peer_closed_reported_ && rcv_nxt_ == peer_fin_at_) {
+    peer_closed_reported_ = true;
+    ClientEvent ev{};
+    ev.kind = ClientEvent::Kind::peer_closed;
+    ev.from = server_;
+    events_.push_back(ev);
+  }
 }
 
 // ---- application data ---------------------------------------------------------------------
@@ -488,13 +512,6 @@ void ClientEngine::on_timer(TimeMs now) {
   if (!attempt_ && retry_at_ms_ != kNever && now >= retry_at_ms_) {
     retry_at_ms_ = kNever;
     if (state_ == ClientState::established && !primary_) start_attempt(retry_target_, true, now);
-  }
-  if (state_ == ClientState::established && peer_fin_ && !peer_closed_reported_ && rcv_nxt_ == peer_fin_at_) {
-    peer_closed_reported_ = true;
-    ClientEvent ev{};
-    ev.kind = ClientEvent::Kind::peer_closed;
-    ev.from = server_;
-    events_.push_back(ev);
   }
 }
 

@@ -124,12 +124,14 @@ class ClientEngine {
   void start_attempt(ServerId target, bool recovery, TimeMs now);
   void recover(ServerId preferred, TimeMs now);
   void fail(Error e);
+  void report_peer_closed();
   void reset_subflow(SubflowId sub, Error e);
   ServerId next_candidate(ServerId after) const;
   std::string address_of(ServerId s) const;
 
   Limits limits_;
   Random& rng_;
+  TimeMs now_ms_ = 0;  // time of the input being handled
   Counters counters_;
   ClientState state_ = ClientState::idle;
   Error failure_ = Error::ok;

@@ -20,9 +20,11 @@ Status validate(const ServerConfig& cfg) {
   if (!ids.contains(cfg.self)) return Error::bad_field;
   if (cfg.pool.size() - 1 > kAlternatesMax) return Error::alternates_too_many;
   const Limits& l = cfg.limits;
+  // Logs must fit in a transferred state (kStateLogBytesMax), snapshots under the wire cap.
   if (l.snapshot_bytes_max > kSnapshotBytesMax || l.frame_payload_bytes_max > kFramePayloadBytesMax ||
       l.frame_payload_bytes_max == 0 || l.input_log_bytes_max > kStateLogBytesMax ||
-      l.send_log_bytes_max == 0 || l.recv_buffer_bytes_max == 0)
+      l.send_log_bytes_max == 0 || l.send_log_bytes_max > kStateLogBytesMax || l.recv_buffer_bytes_max == 0 ||
+      l.cert_lifetime_ms < 2)
     return Error::bad_field;
   if (l.ack_after_replication && l.transfer_mode != TransferMode::eager) return Error::bad_field;
   return {};
@@ -311,6 +313,7 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   s.tx.push(w);
   s.phase = Phase::attached;
   c.subflow = sub;
+  c.cert_issued_ms = now;
   ++counters_.connections_opened;
   events_.push_back({ServerEvent::Kind::opened, id, Error::ok});
   if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
@@ -403,8 +406,20 @@ void ServerEngine::send_accept(Conn& c, SubflowId sub, TimeMs now) {
   a.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
   a.secret = cert::derive_secret(cfg_.pool_key, a.cert);
   subs_.at(sub).tx.push(a);
-  // The client treats everything below server_rcv_nxt as acknowledged.
-  c.acked_in = std::max(c.acked_in, a.server_rcv_nxt);
+  c.cert_issued_ms = now;
+  // ACCEPT is not an acknowledgement: ACK frames follow, from ack_target (which waits for
+  // the replicas with ack-after-replication).
+  c.acked_in = 0;
+}
+
+// A certificate at half its life is replaced, so a client that stays put for hours can
+// still migrate (docs/PROTOCOL.md §6).
+void ServerEngine::renew_cert(Conn& c, TimeMs now) {
+  wire::Renew r;
+  r.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
+  r.secret = cert::derive_secret(cfg_.pool_key, r.cert);
+  subs_.at(*c.subflow).tx.push(r);
+  c.cert_issued_ms = now;
 }
 
 void ServerEngine::maybe_free(Conn& c) {
@@ -600,6 +615,7 @@ void ServerEngine::on_timer(TimeMs now) {
     if (c.role == Role::owner) {
       if (!c.subflow && now >= c.news_ms + cfg_.limits.orphan_timeout_ms) expired.emplace_back(id, Error::subflow_lost);
       else if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, false);
+      if (c.subflow && now >= c.cert_issued_ms + cfg_.limits.cert_lifetime_ms / 2) renew_cert(c, now);
     } else if (c.role == Role::frozen) {
       if (now >= c.news_ms + cfg_.limits.orphan_timeout_ms) expired.emplace_back(id, Error::ok);
     } else if (now >= c.news_ms + cfg_.limits.replica_timeout_ms) {
@@ -621,6 +637,7 @@ TimeMs ServerEngine::next_deadline() const {
   for (const auto& [id, c] : conns_) {
     if (c.role == Role::owner) {
       if (!c.subflow) t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
+      else t = std::min(t, c.cert_issued_ms + cfg_.limits.cert_lifetime_ms / 2);
       if (cfg_.limits.transfer_mode == TransferMode::eager) {
         for (const auto& [pid, p] : c.peers) {
           if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()})

@@ -147,6 +147,7 @@ class ServerEngine {
     bool app_closed = false;
     bool fin_sent = false;
     std::map<ServerId, Peer> peers;
+    TimeMs cert_issued_ms = 0;  // the client's current certificate was issued then
     ServerId handed_to = 0;  // frozen: who received the hand-off
     uint64_t handed_epoch = 0;
     explicit Conn(size_t out_max) : out(out_max) {}
@@ -198,6 +199,7 @@ class ServerEngine {
   void attach(Conn& c, SubflowId sub, TimeMs now);
   void send_accept(Conn& c, SubflowId sub, TimeMs now);
   void maybe_free(Conn& c);
+  void renew_cert(Conn& c, TimeMs now);
   void free_conn(ConnId id, Error why);
   uint64_t ack_target(const Conn& c) const;
   Conn* find(ConnId id);

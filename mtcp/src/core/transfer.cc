@@ -186,7 +186,7 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
     } else {
       wire::ReplicaPos pos{st->epoch, st->snap_id, st->in_end()};
       const Conn* local = find(p.conn);
-      if (st->snapshot_elided && (!local || local->snap_id != st->snap_id)) {
+      if (st->snapshot_elided && (!local || local->snap_id != st->snap_id || local->epoch != st->epoch)) {
         ++counters_.control_malformed;  // elided against a snapshot we do not hold
       } else if (!p.best || pos > p.best_pos) {
         if (st->snapshot_elided) {
@@ -274,6 +274,9 @@ void ServerEngine::check_claim(uint32_t request_id, TimeMs now, bool deadline) {
     if (deadline) claim_failed(request_id, Error::owner_unreachable, 0);
     return;
   }
+  // Eager: the client that asked is gone, so nobody would use the new epoch; winning it could
+  // only fence an owner that is merely cut off from the pool. Give up.
+  if (p.sub == 0) return claim_failed(request_id, Error::migration_timeout, 0);
   size_t votes = p.granted.size() + 1;
   if (votes >= majority() && (p.owner_answered || deadline)) return claim_won(request_id, now);
   if (deadline) claim_failed(request_id, p.granted.empty() ? Error::owner_unreachable : Error::claim_lost, p.deny_hint);
@@ -360,15 +363,14 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     if (p.sub) refuse(p.sub, ok.error());
     return;
   }
+  // We own it now: the old owner's frozen copy can go, whatever happens to this client.
+  if (p.mode == TransferMode::lazy) send_control(p.asked, wire::Release{c.id, c.epoch});
   if (p.request.counter <= c.counter && p.sub) {
     ++counters_.migrations_failed;
     refuse(p.sub, Error::stale_counter);
     return;
   }
   c.counter = std::max(c.counter, p.request.counter);
-  if (p.mode == TransferMode::lazy) {
-    send_control(p.asked, wire::Release{c.id, c.epoch});
-  }
   ++counters_.migrations_done;
   c.news_ms = now;
   if (p.sub && subs_.contains(p.sub)) {
@@ -450,7 +452,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
   if (c->role == Role::owner) freeze(*c, from, m.epoch);
   g.pos = c->pos();
   if (g.pos > m.have || g.from_owner) {
-    bool elide = m.have.snap_id == c->snap_id && m.have.epoch != 0 && c->snap_id != 0;
+    // Elide the snapshot only when the claimer holds this very one: same snapshot id within
+    // the same epoch (two owners of different epochs may both have made a snapshot N).
+    bool elide = m.have.snap_id == c->snap_id && m.have.epoch == c->epoch && c->snap_id != 0;
     auto bytes = wire::encode_state(export_state(*c, elide), cfg_.limits.snapshot_bytes_max);
     if (bytes) g.state = std::move(bytes.value());
   }

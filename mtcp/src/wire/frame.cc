@@ -15,6 +15,7 @@ constexpr size_t kMigrateBody = cert::kCertificateWireBytes + 4 + 4 + 8 + 8 + 32
 constexpr size_t kAcceptBody = 8 + 8 + cert::kCertificateWireBytes + 32;
 constexpr size_t kAckBody = 8;
 constexpr size_t kHintBody = 6;
+constexpr size_t kRenewBody = cert::kCertificateWireBytes + 32;
 constexpr size_t kCloseBody = 8;
 constexpr size_t kResetBody = 2;
 constexpr size_t kWelcomeFixedBody = 8 + 4 + 8 + cert::kCertificateWireBytes + 32 + 1;
@@ -53,11 +54,12 @@ struct Encoder {
     w.u64(f.epoch);
     put_cert(w, f.cert);
     w.bytes(f.secret);
-    // validate(ServerConfig) keeps these within their caps; an encoder never wraps a length.
-    assert(f.alternates.size() <= kAlternatesMax);
+    // validate(ServerConfig) keeps these within their caps; the encoder never wraps a length
+    // byte (a test may still encode 17 alternates to check the decoder refuses them).
+    assert(f.alternates.size() <= UINT8_MAX);
     w.u8(static_cast<uint8_t>(f.alternates.size()));
     for (const auto& a : f.alternates) {
-      assert(a.address.size() <= kAddressBytesMax);
+      assert(a.address.size() <= UINT8_MAX);
       w.u32(a.server_id);
       w.u8(static_cast<uint8_t>(a.address.size()));
       w.bytes({reinterpret_cast<const uint8_t*>(a.address.data()), a.address.size()});
@@ -97,6 +99,10 @@ struct Encoder {
   void operator()(const Hint& f) {
     w.u16(static_cast<uint16_t>(f.reason));
     w.u32(f.server_id);
+  }
+  void operator()(const Renew& f) {
+    put_cert(w, f.cert);
+    w.bytes(f.secret);
   }
   void operator()(const Close& f) { w.u64(f.final_dsn); }
   void operator()(const Reset& f) { w.u16(static_cast<uint16_t>(f.reason)); }
@@ -194,6 +200,14 @@ Result<Frame> parse_body(FrameType t, std::span<const uint8_t> body) {
       if (reason < 1 || reason > 3) return Error::bad_field;
       return Frame{Hint{static_cast<HintReason>(reason), sid}};
     }
+    case FrameType::renew: {
+      if (!exact(kRenewBody)) return Error::bad_length;
+      Renew f;
+      f.cert = get_cert(r);
+      r.array(f.secret);
+      if (f.cert.conn_id == 0) return Error::bad_field;
+      return Frame{f};
+    }
     case FrameType::close: {
       if (!exact(kCloseBody)) return Error::bad_length;
       return Frame{Close{r.u64()}};
@@ -220,6 +234,7 @@ size_t fixed_body(FrameType t) {
     case FrameType::accept: return kAcceptBody;
     case FrameType::ack: return kAckBody;
     case FrameType::hint: return kHintBody;
+    case FrameType::renew: return kRenewBody;
     case FrameType::close: return kCloseBody;
     case FrameType::reset: return kResetBody;
     default: return 0;
@@ -237,6 +252,7 @@ bool valid_type(uint8_t t) {
     case FrameType::data:
     case FrameType::ack:
     case FrameType::hint:
+    case FrameType::renew:
     case FrameType::close:
     case FrameType::reset:
       return true;
@@ -250,7 +266,7 @@ FrameType type_of(const Frame& f) {
   static constexpr FrameType kTypes[] = {FrameType::hello,  FrameType::welcome, FrameType::challenge,
                                          FrameType::migrate, FrameType::accept, FrameType::refuse,
                                          FrameType::data,    FrameType::ack,    FrameType::hint,
-                                         FrameType::close,   FrameType::reset};
+                                         FrameType::renew,   FrameType::close,  FrameType::reset};
   return kTypes[f.index()];
 }
 
@@ -265,6 +281,7 @@ std::string_view to_string(FrameType t) {
     case FrameType::data: return "DATA";
     case FrameType::ack: return "ACK";
     case FrameType::hint: return "HINT";
+    case FrameType::renew: return "RENEW";
     case FrameType::close: return "CLOSE";
     case FrameType::reset: return "RESET";
   }

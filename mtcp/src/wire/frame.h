@@ -37,6 +37,7 @@ enum class FrameType : uint8_t {
   data = 0x10,
   ack = 0x11,
   hint = 0x12,
+  renew = 0x13,
   close = 0x20,
   reset = 0x21,
 };
@@ -101,6 +102,10 @@ struct Hint {
   HintReason reason = HintReason::overload;
   uint32_t server_id = 0;  // suggested target, 0 = any alternate
 };
+struct Renew {
+  cert::Certificate cert;  // replaces the client's certificate (and secret) from now on
+  cert::Key secret{};
+};
 struct Close {
   uint64_t final_dsn = 0;  // the sender's stream ends here
 };
@@ -109,7 +114,7 @@ struct Reset {
 };
 
 using Frame = std::variant<Hello, Welcome, ChallengeFrame, Migrate, Accept, Refuse, Data, Ack, Hint,
-                           Close, Reset>;
+                           Renew, Close, Reset>;
 
 FrameType type_of(const Frame& f);
 std::string_view to_string(FrameType t);

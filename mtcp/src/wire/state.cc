@@ -70,7 +70,7 @@ Result<ConnState> decode_state(std::span<const uint8_t> bytes, size_t snapshot_b
   auto in_log = r.bytes(in_len);
   if (!r.ok()) return Error::truncated;
   if (!r.done()) return Error::bad_length;
-  // Sequence relations (docs/PROTOCOL.md §6): the output log ends at the snapshot's output
+  // Sequence relations (docs/PROTOCOL.md §7): the output log ends at the snapshot's output
   // position, and nothing wraps the 64-bit space.
   if (s.conn_id == 0 || s.epoch == 0) return Error::bad_field;
   if (s.out_log_start + out_len != s.snap_out_seq || s.out_log_start > s.snap_out_seq)

@@ -1,4 +1,4 @@
-// The transferred connection state (docs/PROTOCOL.md §6): what a new owner needs to continue a
+// The transferred connection state (docs/PROTOCOL.md §7): what a new owner needs to continue a
 // connection exactly where the client is. Paper §2: "M-TCP logs and transfers from S1 data
 // received and acknowledged since the last snapshot. It also transfers unacknowledged data sent
 // before the last snapshot, for retransmission."
@@ -15,7 +15,7 @@ namespace mtcp::wire {
 struct ConnState {
   uint64_t conn_id = 0;
   uint64_t epoch = 0;        // ownership epoch this state belongs to
-  uint32_t migrations = 0;   // completed migrations; the next MIGRATE must carry migrations+1
+  uint32_t migrations = 0;   // highest migration counter accepted; a MIGRATE must carry more
   uint32_t issuer_id = 0;    // server that created the connection
   // Snapshot taken by the application at a consistent point.
   uint64_t snap_id = 0;      // 0: no snapshot yet, the application starts fresh
