@@ -642,6 +642,7 @@ TimeMs ServerEngine::next_deadline() const {
         for (const auto& [pid, p] : c.peers) {
           if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()})
             t = std::min(t, p.last_send_ms + cfg_.limits.replication_retry_ms);
+          t = std::min(t, p.last_send_ms + cfg_.limits.replica_timeout_ms / 2);
         }
       }
     } else if (c.role == Role::frozen) {

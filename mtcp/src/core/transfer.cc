@@ -552,7 +552,10 @@ void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
     if (mem.server_id == cfg_.self) continue;
     Peer& p = c.peers[mem.server_id];
     bool stale_ack = p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()};
-    bool retry = stale_ack && now >= p.last_send_ms + cfg_.limits.replication_retry_ms;
+    // An idle connection still tells its alternates it is alive, so their copies do not
+    // expire (replica_timeout_ms) while the owner serves.
+    bool keepalive = now >= p.last_send_ms + cfg_.limits.replica_timeout_ms / 2;
+    bool retry = (stale_ack && now >= p.last_send_ms + cfg_.limits.replication_retry_ms) || keepalive;
     if (force_state || p.sent_epoch != c.epoch || p.sent_snap != c.snap_id) {
       send_repl_state(c, mem.server_id, p, now);
       continue;
