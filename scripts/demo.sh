@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Main demo: installs dependencies, builds the release tree, then runs the deterministic
-# simulator: one seed verbosely (each migration printed as it happens), then a 200-seed summary.
+# simulator: one seed narrated (a client and four servers, eager transfer with
+# ack-after-replication, a ping-pong burst, cut subflows, forged migrations and the owner
+# crashing in the middle of a migration), then a 500-seed summary as JSON.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,10 +20,13 @@ if [[ ! -x "${SIM}" ]]; then
   exit 1
 fi
 
-echo
-echo "==> demo: one seed, every migration shown ($SIM --seed 1 --verbose)"
-"${SIM}" --seed 1 --verbose
+readonly DEMO_SEED="${MTCP_DEMO_SEED:-159}"
 
 echo
-echo "==> demo: 200 seeds, summary ($SIM --seeds 200)"
-"${SIM}" --seeds 200
+echo "==> demo: seed ${DEMO_SEED}, every migration and fault shown ($SIM --seed ${DEMO_SEED} -v)"
+echo "    (add -vv for every control message; any seed replays exactly)"
+"${SIM}" --seed "${DEMO_SEED}" -v
+
+echo
+echo "==> demo: 500 seeds, JSON summary ($SIM --seeds 500 --json)"
+"${SIM}" --seeds 500 --json

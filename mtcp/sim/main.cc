@@ -58,13 +58,13 @@ int main(int argc, char** argv) {
   uint64_t seeds = 0;
   uint64_t start = 1;
   bool json = false;
-  bool verbose = false;
+  int verbose = 0;
   std::string json_out;
   app.add_option("--seed", seed, "Run (replay) exactly this seed");
   app.add_option("--seeds", seeds, "Run this many seeds");
   app.add_option("--start", start, "First seed of --seeds (default 1)");
   app.add_flag("--json", json, "Print a JSON summary on stdout");
-  app.add_flag("-v,--verbose", verbose, "Narrate each migration and fault (with --seed)");
+  app.add_flag("-v,--verbose", verbose, "Narrate each migration and fault (with --seed); twice (-vv) adds control messages and server events");
   app.add_option("--json-out", json_out, "Also write the JSON summary of --seeds to this file");
   CLI11_PARSE(app, argc, argv);
   if (!seed && seeds == 0) {
@@ -90,6 +90,14 @@ int main(int argc, char** argv) {
                           {"violations", out.violations}};
       std::cout << j.dump(2) << "\n";
     } else {
+      const auto& sc = out.scenario;
+      if (verbose > 0) {
+        std::cout << "seed " << *seed << ": " << sc.servers << " servers, " << mode_name(sc) << " transfer, "
+                  << sc.input_bytes << " B of input, snapshots of " << sc.app.pad_bytes + 28 << " B every "
+                  << sc.app.snapshot_every << " B, " << sc.random_migrations << " random migrations"
+                  << (sc.pingpong ? ", ping-pong x" + std::to_string(sc.pingpong) : "") << ", " << sc.cuts << " cuts, "
+                  << sc.partitions << " partitions, crash: " << crash_name(sc.crash) << ", " << sc.forged << " forged MIGRATEs\n";
+      }
       std::cout << log;
       std::cout << "seed " << *seed << " (" << mode_name(out.scenario) << ", " << out.scenario.servers << " servers): "
                 << (out.completed ? "completed" : out.failed_explicitly ? "failed explicitly: " + std::string(mtcp::to_string(out.failure)) : "unfinished")
@@ -107,7 +115,7 @@ int main(int argc, char** argv) {
   nlohmann::json violations = nlohmann::json::array();
   std::vector<uint64_t> failing;
   for (uint64_t s = start; s < start + seeds; ++s) {
-    auto out = mtcp::sim::run_seed(s, false, nullptr);
+    auto out = mtcp::sim::run_seed(s, 0, nullptr);
     migrations_done += out.migrations_done;
     migrations_failed += out.migrations_failed;
     completed += out.completed ? 1 : 0;

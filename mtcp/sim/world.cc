@@ -117,8 +117,8 @@ struct ServerNode {
 
 class World {
  public:
-  World(uint64_t seed, bool verbose, std::string* log)
-      : sc_(make_scenario(seed)), rng_(seed), verbose_(verbose), log_(log), model_(sc_.app) {
+  World(uint64_t seed, int verbosity, std::string* log)
+      : sc_(make_scenario(seed)), rng_(seed), verbosity_(verbosity), log_(log), model_(sc_.app) {
     out_.seed = seed;
     out_.scenario = sc_;
     limits_.frame_payload_bytes_max = 16u << 10;
@@ -323,7 +323,7 @@ class World {
           crash(ev.to);
           return;
         }
-        if (verbose_) trace_control(ev);
+        if (verbosity_ >= 2) trace_control(ev);
         n.engine->on_control(ev.from, ev.msg, now_);
         return;
       }
@@ -611,7 +611,7 @@ class World {
           std::vector<Slice> out;
           while (eng.poll_transmit(l.id, SIZE_MAX, out) > 0) {}
           if (l.server_open) {
-            if (verbose_) say("  S" + std::to_string(n.id) + " closes subflow " + std::to_string(l.id));
+            if (verbosity_ >= 2) say("  S" + std::to_string(n.id) + " closes subflow " + std::to_string(l.id));
             if (l.client_open) send_bytes(l, false, out);
             l.server_open = false;
             l.c2s = Dir{};
@@ -628,7 +628,7 @@ class World {
     for (auto& e : eng.take_events()) {
       moved = true;
       static constexpr const char* kNames[] = {"opened", "imported", "resumed", "fenced", "closed"};
-      if (verbose_) {
+      if (verbosity_ >= 2) {
         auto info = eng.conn_info(e.conn);
         say("  S" + std::to_string(n.id) + " " + kNames[static_cast<int>(e.kind)] +
             (info ? " epoch " + std::to_string(info->epoch) + " in_end " + std::to_string(info->in_end) + " snap " + std::to_string(info->snap_id) : ""));
@@ -736,7 +736,7 @@ class World {
   }
 
   void finish() {
-    if (verbose_) {
+    if (verbosity_ >= 2) {
       say("end: client state " + std::to_string(static_cast<int>(client_->state())) + " on S" + std::to_string(client_->server()) +
           ", input written " + std::to_string(written_) + "/" + std::to_string(sc_.input_bytes) + ", acked " +
           std::to_string(client_->send_log().base()) + ", sent " + std::to_string(client_->send_log().sent()) + ", output " +
@@ -769,7 +769,7 @@ class World {
     out_.violations.push_back(what);
   }
   void say(const std::string& line) {
-    if (verbose_ && log_) *log_ += "[t=" + std::to_string(now_) + "ms] " + line + "\n";
+    if (verbosity_ >= 1 && log_) *log_ += "[t=" + std::to_string(now_) + "ms] " + line + "\n";
   }
 
   struct Partition {
@@ -779,7 +779,7 @@ class World {
 
   Scenario sc_;
   Prng rng_;
-  bool verbose_;
+  int verbosity_;  // 1: migrations and faults; 2: also control messages and server events
   std::string* log_;
   Outcome out_;
   Limits limits_;
@@ -810,8 +810,8 @@ class World {
 
 }  // namespace
 
-Outcome run_seed(uint64_t seed, bool verbose, std::string* log) {
-  World w(seed, verbose, log);
+Outcome run_seed(uint64_t seed, int verbosity, std::string* log) {
+  World w(seed, verbosity, log);
   return w.run();
 }
 

@@ -60,7 +60,8 @@ struct Outcome {
 };
 
 Scenario make_scenario(uint64_t seed);
-// Runs one seed. With verbose, a line per migration and fault goes to `log`.
-Outcome run_seed(uint64_t seed, bool verbose, std::string* log);
+// Runs one seed. verbosity 1 narrates migrations and faults into `log`; 2 adds every
+// control message and server event.
+Outcome run_seed(uint64_t seed, int verbosity, std::string* log);
 
 }  // namespace mtcp::sim

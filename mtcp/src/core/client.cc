@@ -159,8 +159,13 @@ void ClientEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
   auto it = subflows_.find(sub);
   if (it == subflows_.end() || !it->second.open) return;
   it->second.in.push(std::move(bytes));
+  pump(sub, now);
+}
+
+// Parse and handle the frames queued on one subflow, as far as the receive buffer allows.
+void ClientEngine::pump(SubflowId sub, TimeMs now) {
   while (true) {
-    it = subflows_.find(sub);
+    auto it = subflows_.find(sub);
     if (it == subflows_.end() || !it->second.open) return;
     Subflow& sf = it->second;
     // Back-pressure: leave DATA in the subflow queue while the app's buffer is full.
@@ -452,10 +457,25 @@ size_t ClientEngine::write_copy(std::span<const uint8_t> bytes) {
 size_t ClientEngine::read(std::span<uint8_t> dst) {
   size_t n = recv_.copy_out(0, dst);
   recv_.drop_front(n);
+  if (n > 0) resume_parsing();
   return n;
 }
 
-void ClientEngine::read_slices(size_t max_bytes, std::vector<Slice>& out) { recv_.take_front(max_bytes, out); }
+void ClientEngine::read_slices(size_t max_bytes, std::vector<Slice>& out) {
+  size_t before = recv_.size();
+  recv_.take_front(max_bytes, out);
+  if (recv_.size() != before) resume_parsing();
+}
+
+// Room in the receive buffer again: frames left queued by back-pressure are parsed now, not
+// only when the next bytes arrive (which may never happen).
+void ClientEngine::resume_parsing() {
+  std::vector<SubflowId> queued;
+  for (const auto& [id, sf] : subflows_) {
+    if (!sf.in.empty()) queued.push_back(id);
+  }
+  for (SubflowId id : queued) pump(id, now_ms_);
+}
 
 // ---- transmit -----------------------------------------------------------------------------
 
@@ -504,6 +524,7 @@ size_t ClientEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
 // ---- timers -------------------------------------------------------------------------------
 
 void ClientEngine::on_timer(TimeMs now) {
+  now_ms_ = now;
   if (state_ == ClientState::connecting && now >= connect_deadline_ms_) {
     fail(Error::migration_timeout);
     return;

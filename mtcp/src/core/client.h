@@ -125,6 +125,8 @@ class ClientEngine {
   void recover(ServerId preferred, TimeMs now);
   void fail(Error e);
   void report_peer_closed();
+  void pump(SubflowId sub, TimeMs now);
+  void resume_parsing();
   void reset_subflow(SubflowId sub, Error e);
   ServerId next_candidate(ServerId after) const;
   std::string address_of(ServerId s) const;

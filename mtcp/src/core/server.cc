@@ -204,6 +204,7 @@ size_t ServerEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
     used += b.size();
     out.emplace_back(make_block(std::move(b)));
     c->fin_sent = true;
+    maybe_free(*c);  // last use of c: it may be gone after this
   }
   return used;
 }

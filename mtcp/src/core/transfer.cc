@@ -141,6 +141,7 @@ void ServerEngine::send_claim(PendingClaim& p, uint32_t request_id, ServerId to)
   c.request_id = request_id;
   c.mode = p.mode;
   c.adopt_only = p.adopt_only;
+  c.counter = p.request.counter;
   if (const Conn* local = find(p.conn)) c.have = local->pos();
   send_control(to, c);
 }
@@ -263,6 +264,7 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   if (d.owner_epoch >= v.epoch) v = {d.owner_epoch, d.owner_id};
   if (d.reason == Error::stale_epoch || d.reason == Error::already_claimed)
     return claim_failed(d.request_id, Error::already_claimed, d.owner_id);
+  if (d.reason == Error::stale_counter) return claim_failed(d.request_id, Error::stale_counter, 0);
   check_claim(d.request_id, now, false);
 }
 
@@ -333,6 +335,12 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     Error e = p.owner_answered ? Error::state_gap : Error::owner_unreachable;
     ++counters_.migrations_failed;
     refuse(p.sub, e);
+    return;
+  }
+  // Refuse a counter the state has already seen before touching anything local.
+  if (p.sub && p.request.counter <= std::max(st.migrations, local ? local->counter : 0)) {
+    ++counters_.migrations_failed;
+    refuse(p.sub, Error::stale_counter);
     return;
   }
   bool was_owner_instance = local && !from_remote && local->handed_to == cfg_.self && local->role != Role::replica;
@@ -416,6 +424,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
       return deny(Error::already_claimed, c->handed_to, c->handed_epoch);
     }
     if (c->role != Role::owner || m.adopt_only) return deny(Error::not_owner, 0, 0);
+    // A counter the connection has already seen: refuse before freezing anything (I3: a
+    // rejected attempt never disturbs the live connection).
+    if (m.counter <= c->counter) return deny(Error::stale_counter, 0, 0);
     // docs/PROTOCOL.md §5.2: the owner freezes, stops serving and hands the state over.
     uint64_t next = c->epoch + 1;
     wire::ConnState st = export_state(*c, false);
@@ -429,6 +440,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
   }
   // Eager: one vote per epoch, first claim wins; repeated claims by the same claimer are
   // answered again (its earlier GRANT may have been lost).
+  if (c && m.counter <= c->counter) return deny(Error::stale_counter, 0, 0);
   Vote v;
   if (auto it = votes_.find(m.conn_id); it != votes_.end()) v = it->second;
   uint64_t known = std::max(v.epoch, c ? c->epoch : 0);

@@ -37,6 +37,7 @@ struct BodyEncoder {
     w.u32(m.request_id);
     w.u8(static_cast<uint8_t>(m.mode));
     w.u8(m.adopt_only ? 1 : 0);
+    w.u32(m.counter);
     put_pos(w, m.have);
   }
   void operator()(const Grant& m) {
@@ -89,6 +90,7 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       m.request_id = r.u32();
       uint8_t mode = r.u8();
       uint8_t flags = r.u8();
+      m.counter = r.u32();
       m.have = get_pos(r);
       if (!r.done()) return Error::bad_length;
       if (mode > 1 || flags > 1) return Error::bad_field;

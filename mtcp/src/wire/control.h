@@ -45,6 +45,7 @@ struct Claim {
   uint32_t request_id = 0;
   TransferMode mode = TransferMode::lazy;
   bool adopt_only = false;   // lazy: grant only if you are frozen and handed this connection to me
+  uint32_t counter = 0;      // the client's migration counter: a holder refuses one not above its own
   ReplicaPos have;           // what the claimer already holds (eager), zero if nothing
 };
 struct Grant {
