@@ -82,6 +82,7 @@ struct Link {
   bool client_open = true;
   bool server_open = false;
   bool server_arrived = false;
+  bool broken = false;  // cut: nothing crosses any more, in either direction
   uint32_t gen = 0;
   Dir c2s, s2c;
   // A forging attacker instead of the client.
@@ -186,7 +187,10 @@ class World {
  private:
   // ---- scenario ----
   void plan_triggers() {
-    auto at = [&] { return rng_.range(1, std::max<uint64_t>(2, sc_.input_bytes - 1)); };
+    // Faults fire at points of progress (input acknowledged + output received), spread over
+    // the whole transfer in both directions.
+    uint64_t total = sc_.input_bytes + expected_out_;
+    auto at = [&] { return rng_.range(0, std::max<uint64_t>(1, total - 1)); };
     for (uint32_t i = 0; i < sc_.random_migrations; ++i) triggers_.push_back({at(), TrigKind::migrate});
     if (sc_.pingpong) triggers_.push_back({at(), TrigKind::pingpong});
     for (uint32_t i = 0; i < sc_.cuts; ++i) triggers_.push_back({at(), rng_.chance(0.5) ? TrigKind::cut_primary : TrigKind::cut_attempt});
@@ -198,7 +202,8 @@ class World {
   }
 
   void fire_triggers() {
-    while (next_trigger_ < triggers_.size() && triggers_[next_trigger_].at_bytes <= written_) {
+    uint64_t progress = client_->send_log().base() + model_.received();
+    while (next_trigger_ < triggers_.size() && triggers_[next_trigger_].at_bytes <= progress) {
       if (client_->state() != core::ClientState::established) return;
       Trigger t = triggers_[next_trigger_++];
       switch (t.kind) {
@@ -384,6 +389,10 @@ class World {
   }
 
   void send_bytes(Link& l, bool c2s, std::vector<Slice>& slices) {
+    if (l.broken) {
+      slices.clear();
+      return;
+    }
     Dir& d = c2s ? l.c2s : l.s2c;
     for (auto& s : slices) {
       size_t off = 0;
@@ -407,6 +416,7 @@ class World {
   void cut(uint64_t id) {
     Link& l = links_.at(id);
     ++l.gen;
+    l.broken = true;
     l.c2s = Dir{};
     l.s2c = Dir{};
     if (l.client_open) schedule(now_ + rng_.range(0, 30), Ev{EvKind::close_client, l.id, l.gen, 0, 0, {}});
