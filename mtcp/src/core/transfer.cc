@@ -107,6 +107,8 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
       ask = local->handed_to;
       p.epoch = local->handed_epoch;
     }
+    // The client names us, but we handed it on and released it: ask our successor.
+    if (ask == cfg_.self && !local) ask = successor_of(id);
     if (ask == cfg_.self || ask == 0 ||
         std::none_of(cfg_.pool.begin(), cfg_.pool.end(), [&](const auto& a) { return a.server_id == ask; }))
       return refuse(sub, Error::unknown_connection);
@@ -132,6 +134,11 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     if (mem.server_id != cfg_.self) send_claim(it->second, rid, mem.server_id);
   }
   check_claim(rid, now, false);
+}
+
+ServerId ServerEngine::successor_of(ConnId id) const {
+  auto r = retired_.find(id);
+  return r == retired_.end() ? 0 : r->second.successor;
 }
 
 void ServerEngine::send_claim(PendingClaim& p, uint32_t request_id, ServerId to) {
@@ -234,6 +241,9 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   PendingClaim& p = it->second;
   if (p.mode == TransferMode::lazy) {
     if (from != p.asked) return;
+    ServerId next = d.owner_id;
+    // A hint pointing back at us: we passed the connection on since; follow our own record.
+    if (next == cfg_.self) next = successor_of(p.conn);
     // We froze and handed the connection to `from`, which says it never took it and is not
     // about to: the hand-off failed, so we own it again, at a new epoch (docs/PROTOCOL.md §5.2).
     if (Conn* local = find(p.conn); local && local->role == Role::frozen && local->handed_to == from &&
@@ -242,16 +252,16 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
       return claim_won(d.request_id, now);
     }
     // Follow the hint to the member that holds the connection now (bounded hops).
-    bool followable = !p.adopt_only && (d.reason == Error::not_owner || d.reason == Error::already_claimed) && d.owner_id != 0 &&
-                      d.owner_id != cfg_.self && d.owner_id != from;
+    bool followable = !p.adopt_only && (d.reason == Error::not_owner || d.reason == Error::already_claimed) && next != 0 &&
+                      next != cfg_.self && next != from;
     if (followable && p.hops < cfg_.limits.claim_hops_max) {
       ++p.hops;
-      p.asked = d.owner_id;
+      p.asked = next;
       p.deadline_ms = now + cfg_.limits.claim_timeout_ms;
-      return send_claim(p, d.request_id, d.owner_id);
+      return send_claim(p, d.request_id, next);
     }
     // Point the client at the last member named as holder (its grant may have been lost).
-    ServerId hint = d.owner_id != 0 ? d.owner_id : (p.hops > 0 ? p.asked : 0);
+    ServerId hint = next != 0 ? next : (p.hops > 0 ? p.asked : 0);
     return claim_failed(d.request_id, d.reason, hint);
   }
   if (d.epoch != p.epoch) return;
