@@ -1,5 +1,7 @@
 #include "core/client.h"
 
+#include "core/receive.h"
+
 #include <algorithm>
 #include <cassert>
 
@@ -412,18 +414,9 @@ void ClientEngine::on_data(SubflowId sub, wire::Data&& d) {
     fail(Error::protocol_violation);
     return;
   }
-  uint64_t skip = std::min<uint64_t>(rcv_nxt_ - d.dsn, len);
-  counters_.duplicate_bytes_dropped += skip;
-  for (auto& s : d.payload) {
-    if (skip >= s.len) {
-      skip -= s.len;
-      continue;
-    }
-    Slice part = s.sub(static_cast<size_t>(skip), s.len - static_cast<size_t>(skip));
-    skip = 0;
-    rcv_nxt_ += part.len;
-    recv_.push(std::move(part));
-  }
+  uint64_t dup = append_new_bytes(d, rcv_nxt_, recv_);
+  counters_.duplicate_bytes_dropped += dup;
+  rcv_nxt_ += len - dup;
   if (rcv_nxt_ != acked_rcv_) ack_pending_ = true;
   report_peer_closed();
 }

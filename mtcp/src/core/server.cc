@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 
+#include "core/receive.h"
 #include "core/server.h"
 
 namespace mtcp::core {
@@ -342,23 +343,13 @@ void ServerEngine::on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now)
 
 void ServerEngine::on_data(SubflowId sub, Conn& c, wire::Data&& d) {
   uint64_t end = c.in_end();
-  uint64_t len = d.size();
   if (c.client_fin || d.dsn > end) {
     // A reliable subflow never skips bytes: a gap means a broken or hostile client.
     ++counters_.frames_malformed;
     kill_subflow(sub, Error::protocol_violation);
     return;
   }
-  uint64_t skip = std::min<uint64_t>(end - d.dsn, len);
-  counters_.duplicate_bytes_dropped += skip;
-  for (auto& part : d.payload) {
-    if (skip >= part.len) {
-      skip -= part.len;
-      continue;
-    }
-    c.in_log.push(part.sub(static_cast<size_t>(skip), part.len - static_cast<size_t>(skip)));
-    skip = 0;
-  }
+  counters_.duplicate_bytes_dropped += append_new_bytes(d, end, c.in_log);
   if (c.in_end() != end) replicate(c, now_ms_, false);
 }
 
