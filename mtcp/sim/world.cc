@@ -482,6 +482,7 @@ class World {
         l.attack_sent = true;
       } else if (auto* rf = std::get_if<wire::Refuse>(&fr)) {
         l.attack_done = true;
+        say("forged MIGRATE refused by S" + std::to_string(l.server) + ": " + std::string(to_string(rf->reason)));
         if (rf->reason == Error::bad_proof || rf->reason == Error::cert_expired || rf->reason == Error::rate_limited) ++out_.forged_refused;
         else violation("I3: forged MIGRATE refused with an unexpected reason: " + std::string(to_string(rf->reason)));
       } else if (std::holds_alternative<wire::Accept>(fr)) {
