@@ -102,6 +102,7 @@ void ClientEngine::fail(Error e) {
   ClientEvent ev{};
   ev.kind = ClientEvent::Kind::failed;
   ev.error = e;
+  ev.last_attempt = last_attempt_error_;
   ev.from = server_;
   events_.push_back(ev);
   std::vector<SubflowId> subs;
@@ -382,6 +383,7 @@ void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
   if (!attempt_) return;
   Attempt at = *attempt_;
   attempt_.reset();
+  last_attempt_error_ = e;
   close_subflow(at.subflow);
   if (held_ack_ > send_.base() && primary_) (void)send_.ack(held_ack_);
   held_ack_ = 0;

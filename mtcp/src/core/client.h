@@ -38,6 +38,7 @@ struct ClientEvent {
   TimeMs started_ms = 0;  // when the attempt began
   TimeMs done_ms = 0;
   wire::HintReason hint = wire::HintReason::overload;
+  Error last_attempt = Error::ok;  // failed: why the last migration attempt failed
 };
 
 class ClientEngine {
@@ -143,6 +144,7 @@ class ClientEngine {
   std::optional<SubflowId> primary_;
   std::optional<Attempt> attempt_;
   uint32_t attempts_in_row_ = 0;
+  Error last_attempt_error_ = Error::ok;
   ServerId last_target_ = 0;
   TimeMs retry_at_ms_ = kNever;  // a recovery attempt waits for its back-off
   ServerId retry_target_ = 0;

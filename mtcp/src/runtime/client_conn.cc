@@ -1,0 +1,167 @@
+#include "runtime/client_conn.h"
+
+#include "runtime/address.h"
+
+namespace mtcp::rt {
+
+using asio::ip::tcp;
+
+namespace {
+constexpr size_t kReadBytes = 256u << 10;
+constexpr size_t kWriteBudgetBytes = 1u << 20;
+}  // namespace
+
+struct ClientConn::Sub {
+  explicit Sub(asio::io_context& io) : sock(io) {}
+  tcp::socket sock;
+  bool connected = false;
+  bool reading = false;
+  bool writing = false;
+  std::vector<Slice> out;
+};
+
+ClientConn::ClientConn(asio::io_context& io, const PoolConfig& pool)
+    : io_(io), pool_(pool), engine_(pool.limits, rng_), timer_(io) {}
+
+ClientConn::~ClientConn() { close_all(); }
+
+void ClientConn::close_all() {
+  if (closed_) return;
+  closed_ = true;
+  timer_.cancel();
+  asio::error_code ec;
+  for (auto& [id, s] : subs_) s->sock.close(ec);
+  subs_.clear();
+}
+
+void ClientConn::connect(core::ServerId first) {
+  engine_.connect(first, now_ms());
+  service();
+}
+
+void ClientConn::open(core::SubflowId id, core::ServerId server, const std::string& address) {
+  std::string addr = address;
+  if (addr.empty()) {
+    if (const Member* m = pool_.find(server)) addr = m->data;
+  }
+  auto sub = std::make_unique<Sub>(io_);
+  Sub& s = *sub;
+  subs_.emplace(id, std::move(sub));
+  tcp::endpoint ep;
+  std::string why;
+  if (!parse_endpoint(addr, ep, why)) {
+    asio::post(io_, [this, id] { lost(id); });
+    return;
+  }
+  s.sock.async_connect(ep, [this, id](asio::error_code ec) {
+    if (closed_) return;
+    auto it = subs_.find(id);
+    if (it == subs_.end()) return;
+    if (ec) {
+      lost(id);
+      return;
+    }
+    asio::error_code ignore;
+    it->second->sock.set_option(tcp::no_delay(true), ignore);
+    it->second->connected = true;
+    service();
+  });
+}
+
+void ClientConn::lost(core::SubflowId id) {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return;
+  asio::error_code ignore;
+  it->second->sock.close(ignore);
+  subs_.erase(it);
+  engine_.on_subflow_closed(id, now_ms());
+  service();
+}
+
+void ClientConn::read_sub(core::SubflowId id) {
+  Sub& s = *subs_.at(id);
+  s.reading = true;
+  auto block = std::make_shared<Bytes>(kReadBytes);
+  s.sock.async_read_some(asio::buffer(*block), [this, id, block](asio::error_code ec, size_t n) {
+    if (closed_) return;
+    auto it = subs_.find(id);
+    if (it == subs_.end()) return;
+    it->second->reading = false;
+    if (ec) return lost(id);
+    engine_.on_subflow_data(id, Slice(BlockPtr(block), 0, n), now_ms());
+    service();
+  });
+}
+
+void ClientConn::write_sub(core::SubflowId id) {
+  Sub& s = *subs_.at(id);
+  s.out.clear();
+  engine_.poll_transmit(id, kWriteBudgetBytes, s.out);
+  if (s.out.empty()) return;
+  std::vector<asio::const_buffer> bufs;
+  bufs.reserve(s.out.size());
+  for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
+  s.writing = true;
+  asio::async_write(s.sock, bufs, [this, id](asio::error_code ec, size_t) {
+    if (closed_) return;
+    auto it = subs_.find(id);
+    if (it == subs_.end()) return;
+    it->second->writing = false;
+    it->second->out.clear();
+    if (ec) return lost(id);
+    service();
+  });
+}
+
+void ClientConn::arm_timer() {
+  if (closed_) return;
+  core::TimeMs deadline = engine_.next_deadline();
+  if (deadline == core::kNever) deadline = now_ms() + 1000;
+  core::TimeMs now = now_ms();
+  timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
+  timer_.async_wait([this](asio::error_code ec) {
+    if (ec || closed_) return;
+    engine_.on_timer(now_ms());
+    service();
+  });
+}
+
+void ClientConn::service() {
+  if (closed_) return;
+  if (in_service_) {
+    again_ = true;
+    return;
+  }
+  in_service_ = true;
+  for (int round = 0; round < 64; ++round) {
+    again_ = false;
+    bool moved = false;
+    for (auto& a : engine_.take_actions()) {
+      moved = true;
+      if (a.kind == core::ClientAction::Kind::open_subflow) {
+        open(a.subflow, a.server, a.address);
+      } else if (auto it = subs_.find(a.subflow); it != subs_.end()) {
+        asio::error_code ignore;
+        it->second->sock.shutdown(tcp::socket::shutdown_both, ignore);
+        it->second->sock.close(ignore);
+        subs_.erase(it);
+      }
+    }
+    auto events = engine_.take_events();
+    if (on_change) on_change(events);
+    if (!events.empty()) moved = true;
+    for (auto& [id, s] : subs_) {
+      if (!s->connected) continue;
+      if (!s->writing && engine_.wants_transmit(id)) {
+        write_sub(id);
+        moved = true;
+      }
+      if (!s->reading && engine_.wants_read(id)) read_sub(id);
+    }
+    if (!moved && !again_) break;
+  }
+  in_service_ = false;
+  arm_timer();
+}
+
+}  // namespace mtcp::rt

@@ -1,0 +1,46 @@
+// One M-TCP client connection on real sockets: the sans-IO ClientEngine driven by Asio.
+// The application writes and reads through engine(); after it does, it calls service().
+// on_change runs after every service round, so the application can move more data.
+#pragma once
+#include <asio.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "core/client.h"
+#include "runtime/os.h"
+#include "runtime/pool_config.h"
+
+namespace mtcp::rt {
+
+class ClientConn {
+ public:
+  ClientConn(asio::io_context& io, const PoolConfig& pool);
+  ~ClientConn();
+  void connect(core::ServerId first);
+  core::ClientEngine& engine() { return engine_; }
+  void service();
+  void close_all();
+  // Called after each service round: events to handle, data to read, room to write.
+  std::function<void(std::vector<core::ClientEvent>&)> on_change;
+
+ private:
+  struct Sub;
+  void open(core::SubflowId id, core::ServerId server, const std::string& address);
+  void read_sub(core::SubflowId id);
+  void write_sub(core::SubflowId id);
+  void lost(core::SubflowId id);
+  void arm_timer();
+
+  asio::io_context& io_;
+  PoolConfig pool_;
+  OsRandom rng_;
+  core::ClientEngine engine_;
+  asio::steady_timer timer_;
+  std::map<core::SubflowId, std::unique_ptr<Sub>> subs_;
+  bool in_service_ = false;
+  bool again_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace mtcp::rt

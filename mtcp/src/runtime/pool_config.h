@@ -1,0 +1,36 @@
+// The pool configuration file (JSON), shared by every member and by clients:
+//
+//   { "pool_key_file": "pool.key",          // 32 raw bytes or 64 hex digits; relative to this file
+//     "transfer": "lazy" | "eager",
+//     "ack_after_replication": false,
+//     "members": [ {"id": 1, "data": "127.0.0.1:7001", "control": "127.0.0.1:7101"}, ... ],
+//     "limits": { "claim_timeout_ms": 300, ... } }   // optional overrides of core Limits
+//
+// Every problem is reported with the file name and what is wrong (docs/API.md "pool file").
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cert/cert.h"
+#include "common/limits.h"
+#include "core/types.h"
+
+namespace mtcp::rt {
+
+struct Member {
+  core::ServerId id = 0;
+  std::string data;     // where clients connect
+  std::string control;  // where the other members connect
+};
+
+struct PoolConfig {
+  std::vector<Member> members;
+  cert::Key pool_key{};
+  Limits limits;
+  const Member* find(core::ServerId id) const;
+};
+
+// Loads and validates; on failure returns false with `why`.
+bool load_pool_config(const std::string& path, PoolConfig& out, std::string& why);
+
+}  // namespace mtcp::rt

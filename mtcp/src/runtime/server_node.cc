@@ -1,0 +1,351 @@
+#include "runtime/server_node.h"
+
+#include "runtime/address.h"
+#include "wire/control.h"
+
+namespace mtcp::rt {
+
+using asio::ip::tcp;
+
+namespace {
+constexpr size_t kReadBytes = 256u << 10;        // one read into one fresh block
+constexpr size_t kWriteBudgetBytes = 1u << 20;   // bytes taken from the engine per writev
+constexpr size_t kPeerQueueBytesMax = 64u << 20; // control messages waiting for one peer
+}  // namespace
+
+struct ServerNode::Sub {
+  explicit Sub(tcp::socket s) : sock(std::move(s)) {}
+  tcp::socket sock;
+  bool reading = false;
+  bool writing = false;
+  bool closing = false;      // the engine asked to close: flush, then close
+  std::vector<Slice> out;    // slices being written (kept alive until the write completes)
+};
+
+struct ServerNode::Peer {
+  explicit Peer(asio::io_context& io) : sock(io), retry(io) {}
+  tcp::socket sock;
+  asio::steady_timer retry;
+  bool connected = false;
+  bool connecting = false;
+  bool writing = false;
+  std::deque<Bytes> queue;
+  size_t queued = 0;
+};
+
+struct ServerNode::Inbound {
+  explicit Inbound(tcp::socket s) : sock(std::move(s)) {}
+  tcp::socket sock;
+  Bytes buf;
+  std::array<uint8_t, 64u << 10> chunk{};
+};
+
+ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::ServerId self, ServerApp& app)
+    : io_(io), pool_(pool), self_(self), app_(app), data_acceptor_(io), control_acceptor_(io), timer_(io) {
+  core::ServerConfig cfg;
+  cfg.self = self;
+  cfg.pool_key = pool.pool_key;
+  cfg.limits = pool.limits;
+  for (const auto& m : pool.members) cfg.pool.push_back({m.id, m.data});
+  engine_ = std::make_unique<core::ServerEngine>(cfg, rng_);
+}
+
+ServerNode::~ServerNode() { stop(); }
+
+bool ServerNode::start(std::string& why) {
+  const Member* me = pool_.find(self_);
+  if (!me) {
+    why = "server id " + std::to_string(self_) + " is not a member of the pool";
+    return false;
+  }
+  core::ServerConfig check = engine_->config();
+  if (Status st = core::validate(check); !st) {
+    why = "pool configuration refused: " + std::string(to_string(st.error()));
+    return false;
+  }
+  for (auto [acceptor, text, what] : {std::tuple{&data_acceptor_, me->data, "data"}, std::tuple{&control_acceptor_, me->control, "control"}}) {
+    tcp::endpoint ep;
+    if (!parse_endpoint(text, ep, why)) return false;
+    asio::error_code ec;
+    acceptor->open(ep.protocol(), ec);
+    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      why = std::string("cannot listen on ") + what + " address " + text + ": " + ec.message();
+      return false;
+    }
+  }
+  for (const auto& m : pool_.members) {
+    if (m.id != self_) peers_.emplace(m.id, std::make_unique<Peer>(io_));
+  }
+  accept_data();
+  accept_control();
+  arm_timer();
+  return true;
+}
+
+void ServerNode::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  asio::error_code ec;
+  data_acceptor_.close(ec);
+  control_acceptor_.close(ec);
+  timer_.cancel();
+  for (auto& [id, s] : subs_) s->sock.close(ec);
+  for (auto& [id, p] : peers_) {
+    p->sock.close(ec);
+    p->retry.cancel();
+  }
+}
+
+// ---- data subflows ------------------------------------------------------------------------
+
+void ServerNode::accept_data() {
+  data_acceptor_.async_accept([this](asio::error_code ec, tcp::socket sock) {
+    if (stopped_) return;
+    if (!ec) {
+      sock.set_option(tcp::no_delay(true), ec);
+      core::SubflowId id = next_sub_++;
+      subs_.emplace(id, std::make_unique<Sub>(std::move(sock)));
+      engine_->on_subflow_open(id, now_ms());
+      service();
+    }
+    accept_data();
+  });
+}
+
+void ServerNode::read_sub(core::SubflowId id) {
+  Sub& s = *subs_.at(id);
+  s.reading = true;
+  // Each read lands in a fresh block that the engine keeps as slices: no copy of payload.
+  auto block = std::make_shared<Bytes>(kReadBytes);
+  s.sock.async_read_some(asio::buffer(*block), [this, id, block](asio::error_code ec, size_t n) {
+    auto it = subs_.find(id);
+    if (stopped_ || it == subs_.end()) return;
+    it->second->reading = false;
+    if (ec) {
+      if (!it->second->closing) {
+        asio::error_code ignore;
+        it->second->sock.close(ignore);
+        subs_.erase(it);
+        engine_->on_subflow_closed(id, now_ms());
+      }
+    } else {
+      engine_->on_subflow_data(id, Slice(BlockPtr(block), 0, n), now_ms());
+    }
+    service();
+  });
+}
+
+void ServerNode::write_sub(core::SubflowId id) {
+  Sub& s = *subs_.at(id);
+  s.out.clear();
+  engine_->poll_transmit(id, kWriteBudgetBytes, s.out);
+  if (s.out.empty()) return;
+  std::vector<asio::const_buffer> bufs;
+  bufs.reserve(s.out.size());
+  for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
+  s.writing = true;
+  asio::async_write(s.sock, bufs, [this, id](asio::error_code ec, size_t) {
+    auto it = subs_.find(id);
+    if (stopped_ || it == subs_.end()) return;
+    it->second->writing = false;
+    it->second->out.clear();
+    if (ec) {
+      asio::error_code ignore;
+      it->second->sock.close(ignore);
+      subs_.erase(it);
+      engine_->on_subflow_closed(id, now_ms());
+    }
+    service();
+  });
+}
+
+// The engine asked to close: send what it still queued (a REFUSE, a RESET), then close.
+void ServerNode::close_sub(core::SubflowId id) {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return;
+  Sub& s = *it->second;
+  s.closing = true;
+  if (s.writing) return;  // finished in service() once the write completes
+  std::vector<Slice> rest;
+  engine_->poll_transmit(id, SIZE_MAX, rest);
+  engine_->on_subflow_closed(id, now_ms());
+  auto holder = std::make_shared<std::pair<std::unique_ptr<Sub>, std::vector<Slice>>>(std::move(it->second), std::move(rest));
+  subs_.erase(it);
+  std::vector<asio::const_buffer> bufs;
+  for (const auto& sl : holder->second) bufs.emplace_back(sl.data(), sl.len);
+  asio::async_write(holder->first->sock, bufs, [holder](asio::error_code, size_t) {
+    asio::error_code ignore;
+    holder->first->sock.shutdown(tcp::socket::shutdown_both, ignore);
+    holder->first->sock.close(ignore);
+  });
+}
+
+// ---- control channel ----------------------------------------------------------------------
+
+void ServerNode::send_control(core::ServerId to, Bytes msg) {
+  auto it = peers_.find(to);
+  if (it == peers_.end()) return;
+  Peer& p = *it->second;
+  // The engine retries what matters; a peer that does not keep up loses messages, not memory.
+  if (p.queued + msg.size() > kPeerQueueBytesMax) return;
+  p.queued += msg.size();
+  p.queue.push_back(std::move(msg));
+  if (p.connected) write_peer(to);
+  else connect_peer(to);
+}
+
+void ServerNode::connect_peer(core::ServerId to) {
+  Peer& p = *peers_.at(to);
+  if (p.connecting || p.connected) return;
+  tcp::endpoint ep;
+  std::string why;
+  if (!parse_endpoint(pool_.find(to)->control, ep, why)) return;
+  p.connecting = true;
+  p.sock = tcp::socket(io_);
+  p.sock.async_connect(ep, [this, to](asio::error_code ec) {
+    if (stopped_) return;
+    Peer& peer = *peers_.at(to);
+    peer.connecting = false;
+    if (ec) {
+      // Down or unreachable: drop what was queued (the engine resends), retry later.
+      peer.queue.clear();
+      peer.queued = 0;
+      return;
+    }
+    asio::error_code ignore;
+    peer.sock.set_option(tcp::no_delay(true), ignore);
+    peer.connected = true;
+    write_peer(to);
+  });
+}
+
+void ServerNode::write_peer(core::ServerId to) {
+  Peer& p = *peers_.at(to);
+  if (p.writing || p.queue.empty() || !p.connected) return;
+  p.writing = true;
+  auto msg = std::make_shared<Bytes>(std::move(p.queue.front()));
+  p.queue.pop_front();
+  p.queued -= msg->size();
+  asio::async_write(p.sock, asio::buffer(*msg), [this, to, msg](asio::error_code ec, size_t) {
+    if (stopped_) return;
+    Peer& peer = *peers_.at(to);
+    peer.writing = false;
+    if (ec) {
+      asio::error_code ignore;
+      peer.sock.close(ignore);
+      peer.connected = false;
+      peer.queue.clear();
+      peer.queued = 0;
+      return;
+    }
+    write_peer(to);
+  });
+}
+
+void ServerNode::accept_control() {
+  control_acceptor_.async_accept([this](asio::error_code ec, tcp::socket sock) {
+    if (stopped_) return;
+    if (!ec) read_inbound(std::make_shared<Inbound>(std::move(sock)));
+    accept_control();
+  });
+}
+
+void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
+  in->sock.async_read_some(asio::buffer(in->chunk), [this, in](asio::error_code ec, size_t n) {
+    if (stopped_ || ec) return;  // the peer reconnects when it has something to say
+    in->buf.insert(in->buf.end(), in->chunk.begin(), in->chunk.begin() + static_cast<std::ptrdiff_t>(n));
+    size_t off = 0;
+    while (in->buf.size() - off >= wire::kControlHeaderBytes) {
+      std::span<const uint8_t> head(in->buf.data() + off, in->buf.size() - off);
+      auto size = wire::control_message_size(head);
+      if (!size) {
+        // Not our protocol or not our version: drop the connection (the engine counts
+        // undecodable messages it is given; this one never gets that far).
+        asio::error_code ignore;
+        in->sock.close(ignore);
+        return;
+      }
+      if (head.size() < *size) break;
+      uint32_t from = (uint32_t{head[8]} << 24) | (uint32_t{head[9]} << 16) | (uint32_t{head[10]} << 8) | head[11];
+      engine_->on_control(from, head.first(*size), now_ms());
+      off += *size;
+    }
+    in->buf.erase(in->buf.begin(), in->buf.begin() + static_cast<std::ptrdiff_t>(off));
+    service();
+    read_inbound(in);
+  });
+}
+
+// ---- the loop -----------------------------------------------------------------------------
+
+void ServerNode::arm_timer() {
+  if (stopped_) return;
+  core::TimeMs deadline = engine_->next_deadline();
+  if (deadline == core::kNever) deadline = now_ms() + 1000;
+  core::TimeMs now = now_ms();
+  timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
+  timer_.async_wait([this](asio::error_code ec) {
+    if (ec || stopped_) return;
+    engine_->on_timer(now_ms());
+    service();
+  });
+}
+
+void ServerNode::service() {
+  if (in_service_) {
+    again_ = true;
+    return;
+  }
+  in_service_ = true;
+  for (int round = 0; round < 64; ++round) {
+    again_ = false;
+    bool moved = false;
+    for (auto& a : engine_->take_actions()) {
+      moved = true;
+      switch (a.kind) {
+        case core::ServerAction::Kind::send_control:
+          send_control(a.peer, std::move(a.bytes));
+          break;
+        case core::ServerAction::Kind::close_subflow:
+          close_sub(a.subflow);
+          break;
+        case core::ServerAction::Kind::plain_tcp: {
+          auto it = subs_.find(a.subflow);
+          if (it == subs_.end()) break;
+          tcp::socket sock = std::move(it->second->sock);
+          subs_.erase(it);
+          app_.on_plain(std::move(sock), std::move(a.bytes));
+          break;
+        }
+      }
+    }
+    for (auto& e : engine_->take_events()) {
+      moved = true;
+      app_.on_event(*engine_, e);
+    }
+    moved |= app_.step(*engine_);
+    for (auto& [id, s] : subs_) {
+      if (s->closing || s->writing) continue;
+      if (engine_->wants_transmit(id)) {
+        write_sub(id);
+        moved = true;
+      }
+    }
+    for (auto& [id, s] : subs_) {
+      if (!s->reading && !s->closing && engine_->wants_read(id)) read_sub(id);
+    }
+    std::vector<core::SubflowId> to_close;
+    for (auto& [id, s] : subs_) {
+      if (s->closing && !s->writing) to_close.push_back(id);
+    }
+    for (auto id : to_close) close_sub(id);
+    if (!moved && !again_) break;
+  }
+  in_service_ = false;
+  arm_timer();
+}
+
+}  // namespace mtcp::rt

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# End-to-end on loopback with real processes: three mtcp-perf members and a client.
+# Usage: perf_loopback.sh PATH/TO/mtcp-perf [BYTES]
+# Checks: lazy and eager transfers with a migration every 20 ms verify byte for byte (SHA-256
+# of both directions reported); SIGKILL of the serving member in eager mode with
+# ack-after-replication is survived; SIGKILL in lazy mode ends in an explicit failure naming
+# the cause; a bad pool file and a port in use are refused with exit status 2.
+# Ends only the processes it started (by PID) and removes its temporary folder.
+set -uo pipefail
+PERF="$1"
+BYTES="${2:-8000000}"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+passed=0
+failed=0
+check() {  # check NAME CONDITION-RESULT
+  if [[ "$2" == 0 ]]; then
+    echo "PASS $1"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $1"
+    failed=$((failed + 1))
+  fi
+}
+
+# Ports from a range derived from our PID, so parallel runs do not collide.
+base=$((20000 + ($$ % 2000) * 10))
+head -c 32 /dev/urandom > "$work/pool.key"
+write_pool() {  # write_pool FILE TRANSFER EXTRA
+  cat > "$1" <<JSON
+{ "pool_key_file": "pool.key", "transfer": "$2" $3,
+  "limits": { "claim_timeout_ms": 300 },
+  "members": [ {"id": 1, "data": "127.0.0.1:$((base + 1))", "control": "127.0.0.1:$((base + 4))"},
+               {"id": 2, "data": "127.0.0.1:$((base + 2))", "control": "127.0.0.1:$((base + 5))"},
+               {"id": 3, "data": "[::1]:$((base + 3))", "control": "127.0.0.1:$((base + 6))"} ] }
+JSON
+}
+write_pool "$work/lazy.json" lazy ""
+write_pool "$work/eager.json" eager ', "ack_after_replication": true'
+
+start_members() {  # start_members POOL -> sets member_pids
+  member_pids=()
+  for i in 1 2 3; do
+    "$PERF" -s --pool "$1" --id "$i" 2>"$work/member$i.log" &
+    member_pids+=("$!")
+    pids+=("$!")
+  done
+  sleep 0.5
+}
+stop_members() {
+  for p in "${member_pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${member_pids[@]}"; do wait "$p" 2>/dev/null; done
+}
+verdict() { python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print(e["verdict"], e["migrations_done"], e["error"])' "$1"; }
+
+for mode in lazy eager; do
+  start_members "$work/$mode.json"
+  "$PERF" -c --pool "$work/$mode.json" -n "$BYTES" --migrate-every 20 -J -t 120 > "$work/$mode.out"
+  rc=$?
+  echo "  $mode: $(verdict "$work/$mode.out") (exit $rc)"
+  read -r v n _ <<< "$(verdict "$work/$mode.out")"
+  [[ $rc == 0 && "$v" == ok && "$n" -ge 2 ]]
+  check "$mode transfer with a migration every 20 ms is verified ($n migrations)" $?
+  stop_members
+done
+
+# SIGKILL of the serving member (member 1, where the client starts) mid-transfer.
+for mode in eager lazy; do
+  start_members "$work/$mode.json"
+  ( sleep 0.4; kill -9 "${member_pids[0]}" ) &
+  "$PERF" -c --pool "$work/$mode.json" -n $((BYTES * 4)) -J -t 60 > "$work/kill-$mode.out"
+  rc=$?
+  echo "  kill-$mode: $(verdict "$work/kill-$mode.out") (exit $rc)"
+  v=$(verdict "$work/kill-$mode.out")
+  if [[ $mode == eager ]]; then
+    [[ $rc == 0 && "$v" == ok* ]]
+    check "eager + ack-after-replication survives SIGKILL of the serving member" $?
+  else
+    # Lazy cannot survive the owner's death: it must say so, never hang or claim success.
+    [[ $rc == 1 && "$v" == failed* && "$v" == *"owner unreachable"* ]]
+    check "lazy reports an explicit failure after SIGKILL of the owner" $?
+  fi
+  stop_members
+done
+
+# Bad input: a broken pool file and a port already in use.
+echo '{ "transfer": "sideways", "members": [] }' > "$work/bad.json"
+"$PERF" -s --pool "$work/bad.json" --id 1 2> "$work/bad.err"
+rc=$?
+[[ $rc == 2 ]] && grep -q "bad.json" "$work/bad.err"
+check "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $?
+
+start_members "$work/lazy.json"
+"$PERF" -s --pool "$work/lazy.json" --id 2 2> "$work/inuse.err"
+rc=$?
+[[ $rc == 2 ]] && grep -qi "in use" "$work/inuse.err"
+check "a member whose port is in use exits 2 ($(head -c 120 "$work/inuse.err"))" $?
+stop_members
+
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]
