@@ -57,8 +57,38 @@ class PerfApp final : public rt::ServerApp {
     for (auto& [c, app] : apps_) moved |= app->step(engine);
     return moved;
   }
+  // Plain TCP compatibility: a client that never sent the M-TCP preface gets an ordinary TCP
+  // echo service (no migration). What it sent before it was recognised comes back first.
+  void on_plain(asio::ip::tcp::socket sock, Bytes head) override {
+    auto s = std::make_shared<PlainEcho>(std::move(sock));
+    s->pending = std::move(head);
+    std::fprintf(stderr, "mtcp-perf: plain TCP client served as echo\n");
+    echo_write(s);
+  }
 
  private:
+  struct PlainEcho {
+    explicit PlainEcho(asio::ip::tcp::socket so) : sock(std::move(so)) {}
+    asio::ip::tcp::socket sock;
+    Bytes pending;
+    std::array<uint8_t, 64u << 10> buf{};
+  };
+  static void echo_read(std::shared_ptr<PlainEcho> s) {
+    s->sock.async_read_some(asio::buffer(s->buf), [s](asio::error_code ec, size_t n) {
+      if (ec) return;  // peer closed: the socket closes with the last reference
+      s->pending.assign(s->buf.begin(), s->buf.begin() + static_cast<std::ptrdiff_t>(n));
+      echo_write(s);
+    });
+  }
+  static void echo_write(std::shared_ptr<PlainEcho> s) {
+    if (s->pending.empty()) return echo_read(s);
+    asio::async_write(s->sock, asio::buffer(s->pending), [s](asio::error_code ec, size_t) {
+      if (ec) return;
+      s->pending.clear();
+      echo_read(s);
+    });
+  }
+
   sim::AppParams params_;
   std::map<core::ConnId, std::unique_ptr<sim::ServerApp>> apps_;
   uint64_t errors_ = 0;

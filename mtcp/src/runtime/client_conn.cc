@@ -44,19 +44,19 @@ void ClientConn::open(core::SubflowId id, core::ServerId server, const std::stri
   if (addr.empty()) {
     if (const Member* m = pool_.find(server)) addr = m->data;
   }
-  auto sub = std::make_unique<Sub>(io_);
+  auto sub = std::make_shared<Sub>(io_);
   Sub& s = *sub;
-  subs_.emplace(id, std::move(sub));
+  subs_.emplace(id, sub);
   tcp::endpoint ep;
   std::string why;
   if (!parse_endpoint(addr, ep, why)) {
     asio::post(io_, [this, id] { lost(id); });
     return;
   }
-  s.sock.async_connect(ep, [this, id](asio::error_code ec) {
+  s.sock.async_connect(ep, [this, id, sub](asio::error_code ec) {
     if (closed_) return;
     auto it = subs_.find(id);
-    if (it == subs_.end()) return;
+    if (it == subs_.end() || it->second != sub) return;
     if (ec) {
       lost(id);
       return;
@@ -79,13 +79,13 @@ void ClientConn::lost(core::SubflowId id) {
 }
 
 void ClientConn::read_sub(core::SubflowId id) {
-  Sub& s = *subs_.at(id);
-  s.reading = true;
+  auto sp = subs_.at(id);
+  sp->reading = true;
   auto block = std::make_shared<Bytes>(kReadBytes);
-  s.sock.async_read_some(asio::buffer(*block), [this, id, block](asio::error_code ec, size_t n) {
+  sp->sock.async_read_some(asio::buffer(*block), [this, id, block, sp](asio::error_code ec, size_t n) {
     if (closed_) return;
     auto it = subs_.find(id);
-    if (it == subs_.end()) return;
+    if (it == subs_.end() || it->second != sp) return;
     it->second->reading = false;
     if (ec) return lost(id);
     engine_.on_subflow_data(id, Slice(BlockPtr(block), 0, n), now_ms());
@@ -94,7 +94,8 @@ void ClientConn::read_sub(core::SubflowId id) {
 }
 
 void ClientConn::write_sub(core::SubflowId id) {
-  Sub& s = *subs_.at(id);
+  auto sp = subs_.at(id);
+  Sub& s = *sp;
   s.out.clear();
   engine_.poll_transmit(id, kWriteBudgetBytes, s.out);
   if (s.out.empty()) return;
@@ -102,10 +103,10 @@ void ClientConn::write_sub(core::SubflowId id) {
   bufs.reserve(s.out.size());
   for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
   s.writing = true;
-  asio::async_write(s.sock, bufs, [this, id](asio::error_code ec, size_t) {
+  asio::async_write(s.sock, bufs, [this, id, sp](asio::error_code ec, size_t) {
     if (closed_) return;
     auto it = subs_.find(id);
-    if (it == subs_.end()) return;
+    if (it == subs_.end() || it->second != sp) return;
     it->second->writing = false;
     it->second->out.clear();
     if (ec) return lost(id);

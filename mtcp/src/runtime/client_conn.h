@@ -37,7 +37,9 @@ class ClientConn {
   OsRandom rng_;
   core::ClientEngine engine_;
   asio::steady_timer timer_;
-  std::map<core::SubflowId, std::unique_ptr<Sub>> subs_;
+  // shared_ptr: every pending operation holds its subflow, so closing one while a read or a
+  // write is under way never frees the socket under Asio's feet.
+  std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
   bool in_service_ = false;
   bool again_ = false;
   bool closed_ = false;

@@ -107,7 +107,7 @@ void ServerNode::accept_data() {
     if (!ec) {
       sock.set_option(tcp::no_delay(true), ec);
       core::SubflowId id = next_sub_++;
-      subs_.emplace(id, std::make_unique<Sub>(std::move(sock)));
+      subs_.emplace(id, std::make_shared<Sub>(std::move(sock)));
       engine_->on_subflow_open(id, now_ms());
       service();
     }
@@ -116,13 +116,14 @@ void ServerNode::accept_data() {
 }
 
 void ServerNode::read_sub(core::SubflowId id) {
-  Sub& s = *subs_.at(id);
-  s.reading = true;
+  auto sp = subs_.at(id);
+  sp->reading = true;
   // Each read lands in a fresh block that the engine keeps as slices: no copy of payload.
   auto block = std::make_shared<Bytes>(kReadBytes);
-  s.sock.async_read_some(asio::buffer(*block), [this, id, block](asio::error_code ec, size_t n) {
+  sp->sock.async_read_some(asio::buffer(*block), [this, id, block, sp](asio::error_code ec, size_t n) {
+    sp->reading = false;
     auto it = subs_.find(id);
-    if (stopped_ || it == subs_.end()) return;
+    if (stopped_ || it == subs_.end() || it->second != sp) return;
     it->second->reading = false;
     if (ec) {
       if (!it->second->closing) {
@@ -139,7 +140,8 @@ void ServerNode::read_sub(core::SubflowId id) {
 }
 
 void ServerNode::write_sub(core::SubflowId id) {
-  Sub& s = *subs_.at(id);
+  auto sp = subs_.at(id);
+  Sub& s = *sp;
   s.out.clear();
   engine_->poll_transmit(id, kWriteBudgetBytes, s.out);
   if (s.out.empty()) return;
@@ -147,9 +149,10 @@ void ServerNode::write_sub(core::SubflowId id) {
   bufs.reserve(s.out.size());
   for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
   s.writing = true;
-  asio::async_write(s.sock, bufs, [this, id](asio::error_code ec, size_t) {
+  asio::async_write(s.sock, bufs, [this, id, sp](asio::error_code ec, size_t) {
+    sp->writing = false;
     auto it = subs_.find(id);
-    if (stopped_ || it == subs_.end()) return;
+    if (stopped_ || it == subs_.end() || it->second != sp) return;
     it->second->writing = false;
     it->second->out.clear();
     if (ec) {
@@ -172,7 +175,7 @@ void ServerNode::close_sub(core::SubflowId id) {
   std::vector<Slice> rest;
   engine_->poll_transmit(id, SIZE_MAX, rest);
   engine_->on_subflow_closed(id, now_ms());
-  auto holder = std::make_shared<std::pair<std::unique_ptr<Sub>, std::vector<Slice>>>(std::move(it->second), std::move(rest));
+  auto holder = std::make_shared<std::pair<std::shared_ptr<Sub>, std::vector<Slice>>>(std::move(it->second), std::move(rest));
   subs_.erase(it);
   std::vector<asio::const_buffer> bufs;
   for (const auto& sl : holder->second) bufs.emplace_back(sl.data(), sl.len);
@@ -315,8 +318,17 @@ void ServerNode::service() {
         case core::ServerAction::Kind::plain_tcp: {
           auto it = subs_.find(a.subflow);
           if (it == subs_.end()) break;
-          tcp::socket sock = std::move(it->second->sock);
+          // Take the descriptor out (release() cancels a pending read, whose handler finds the
+          // subflow gone) and give the application a fresh socket on it.
+          asio::error_code ec;
+          auto& old = it->second->sock;
+          auto proto = old.local_endpoint(ec).protocol();
+          auto fd = ec ? -1 : old.release(ec);
           subs_.erase(it);
+          if (ec || fd < 0) break;
+          tcp::socket sock(io_);
+          sock.assign(proto, fd, ec);
+          if (ec) break;
           app_.on_plain(std::move(sock), std::move(a.bytes));
           break;
         }

@@ -65,7 +65,8 @@ class ServerNode {
   asio::ip::tcp::acceptor data_acceptor_;
   asio::ip::tcp::acceptor control_acceptor_;
   asio::steady_timer timer_;
-  std::map<core::SubflowId, std::unique_ptr<Sub>> subs_;
+  // shared_ptr: pending reads and writes hold their subflow (see client_conn.h).
+  std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;
   core::SubflowId next_sub_ = 1;
   bool in_service_ = false;

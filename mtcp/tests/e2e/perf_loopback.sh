@@ -4,7 +4,8 @@
 # Checks: lazy and eager transfers with a migration every 20 ms verify byte for byte (SHA-256
 # of both directions reported); SIGKILL of the serving member in eager mode with
 # ack-after-replication is survived; SIGKILL in lazy mode ends in an explicit failure naming
-# the cause; a bad pool file and a port in use are refused with exit status 2.
+# the cause; a plain TCP client is served (echo); a bad pool file and a port in use are
+# refused with exit status 2.
 # Ends only the processes it started (by PID) and removes its temporary folder.
 set -uo pipefail
 PERF="$1"
@@ -44,6 +45,21 @@ JSON
 write_pool "$work/lazy.json" lazy ""
 write_pool "$work/eager.json" eager ', "ack_after_replication": true'
 
+wait_listening() {  # wait_listening PORT...: until each control port accepts (at most 10 s)
+  python3 - "$@" <<'PY'
+import socket, sys, time
+deadline = time.time() + 10
+for port in map(int, sys.argv[1:]):
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                sys.exit("member on control port %d did not start" % port)
+            time.sleep(0.05)
+PY
+}
 start_members() {  # start_members POOL -> sets member_pids
   member_pids=()
   for i in 1 2 3; do
@@ -51,7 +67,15 @@ start_members() {  # start_members POOL -> sets member_pids
     member_pids+=("$!")
     pids+=("$!")
   done
-  sleep 0.5
+  wait_listening $((base + 4)) $((base + 5)) $((base + 6))
+}
+kill_member1_when_serving() {  # SIGKILL member 1 once it serves a connection, 0.3 s later
+  for _ in $(seq 1 200); do
+    grep -q "opened" "$work/member1.log" 2>/dev/null && break
+    sleep 0.05
+  done
+  sleep 0.3
+  kill -9 "${member_pids[0]}"
 }
 stop_members() {
   for p in "${member_pids[@]}"; do kill "$p" 2>/dev/null; done
@@ -73,7 +97,7 @@ done
 # SIGKILL of the serving member (member 1, where the client starts) mid-transfer.
 for mode in eager lazy; do
   start_members "$work/$mode.json"
-  ( sleep 0.4; kill -9 "${member_pids[0]}" ) &
+  kill_member1_when_serving &
   "$PERF" -c --pool "$work/$mode.json" -n $((BYTES * 4)) -J -t 60 > "$work/kill-$mode.out"
   rc=$?
   echo "  kill-$mode: $(verdict "$work/kill-$mode.out") (exit $rc)"
@@ -97,6 +121,24 @@ rc=$?
 check "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $?
 
 start_members "$work/lazy.json"
+# Plain TCP compatibility: a client that never speaks M-TCP is served (echo) on the data port.
+reply=$(python3 - "$((base + 1))" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+msg = b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)) * 40
+s.sendall(msg)
+got = b""
+while len(got) < len(msg):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+print("same" if got == msg else "differs (%d of %d bytes)" % (len(got), len(msg)))
+PY
+)
+[[ "$reply" == same ]]
+check "a plain TCP client is served by a member's data port (echo: $reply)" $?
+
 "$PERF" -s --pool "$work/lazy.json" --id 2 2> "$work/inuse.err"
 rc=$?
 [[ $rc == 2 ]] && grep -qi "in use" "$work/inuse.err"
