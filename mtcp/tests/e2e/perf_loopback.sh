@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 passed=0
 failed=0
-check() {  # check NAME CONDITION-RESULT
+assert_ok() {  # assert_ok NAME EXIT-STATUS: records a PASS or a FAIL
   if [[ "$2" == 0 ]]; then
     echo "PASS $1"
     passed=$((passed + 1))
@@ -90,7 +90,7 @@ for mode in lazy eager; do
   echo "  $mode: $(verdict "$work/$mode.out") (exit $rc)"
   read -r v n _ <<< "$(verdict "$work/$mode.out")"
   [[ $rc == 0 && "$v" == ok && "$n" -ge 2 ]]
-  check "$mode transfer with a migration every 20 ms is verified ($n migrations)" $?
+  assert_ok "$mode transfer with a migration every 20 ms is verified ($n migrations)" $?
   stop_members
 done
 
@@ -104,11 +104,11 @@ for mode in eager lazy; do
   v=$(verdict "$work/kill-$mode.out")
   if [[ $mode == eager ]]; then
     [[ $rc == 0 && "$v" == ok* ]]
-    check "eager + ack-after-replication survives SIGKILL of the serving member" $?
+    assert_ok "eager + ack-after-replication survives SIGKILL of the serving member" $?
   else
     # Lazy cannot survive the owner's death: it must say so, never hang or claim success.
     [[ $rc == 1 && "$v" == failed* && "$v" == *"owner unreachable"* ]]
-    check "lazy reports an explicit failure after SIGKILL of the owner" $?
+    assert_ok "lazy reports an explicit failure after SIGKILL of the owner" $?
   fi
   stop_members
 done
@@ -118,7 +118,7 @@ echo '{ "transfer": "sideways", "members": [] }' > "$work/bad.json"
 "$PERF" -s --pool "$work/bad.json" --id 1 2> "$work/bad.err"
 rc=$?
 [[ $rc == 2 ]] && grep -q "bad.json" "$work/bad.err"
-check "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $?
+assert_ok "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $?
 
 start_members "$work/lazy.json"
 # Plain TCP compatibility: a client that never speaks M-TCP is served (echo) on the data port.
@@ -137,12 +137,12 @@ print("same" if got == msg else "differs (%d of %d bytes)" % (len(got), len(msg)
 PY
 )
 [[ "$reply" == same ]]
-check "a plain TCP client is served by a member's data port (echo: $reply)" $?
+assert_ok "a plain TCP client is served by a member's data port (echo: $reply)" $?
 
 "$PERF" -s --pool "$work/lazy.json" --id 2 2> "$work/inuse.err"
 rc=$?
 [[ $rc == 2 ]] && grep -qi "in use" "$work/inuse.err"
-check "a member whose port is in use exits 2 ($(head -c 120 "$work/inuse.err"))" $?
+assert_ok "a member whose port is in use exits 2 ($(head -c 120 "$work/inuse.err"))" $?
 stop_members
 
 echo "$passed passed, $failed failed"
