@@ -11,6 +11,7 @@ namespace {
 constexpr size_t kReadBytes = 256u << 10;        // one read into one fresh block
 constexpr size_t kWriteBudgetBytes = 1u << 20;   // bytes taken from the engine per writev
 constexpr size_t kPeerQueueBytesMax = 64u << 20; // control messages waiting for one peer
+constexpr int kRoundsPerPass = 4;                 // service rounds before yielding to the loop
 }  // namespace
 
 struct ServerNode::Sub {
@@ -303,7 +304,11 @@ void ServerNode::service() {
     return;
   }
   in_service_ = true;
-  for (int round = 0; round < 64; ++round) {
+  bool busy = false;
+  // A few rounds per pass, then yield to the event loop: a busy application must not keep a
+  // CLAIM or an ACK waiting on another socket (fairness between connections and members).
+  for (int round = 0; round < kRoundsPerPass; ++round) {
+    busy = round == kRoundsPerPass - 1;
     again_ = false;
     bool moved = false;
     for (auto& a : engine_->take_actions()) {
@@ -354,9 +359,19 @@ void ServerNode::service() {
       if (s->closing && !s->writing) to_close.push_back(id);
     }
     for (auto id : to_close) close_sub(id);
-    if (!moved && !again_) break;
+    if (!moved && !again_) {
+      busy = false;
+      break;
+    }
   }
   in_service_ = false;
+  if (busy && !service_posted_) {
+    service_posted_ = true;
+    asio::post(io_, [this] {
+      service_posted_ = false;
+      if (!stopped_) service();
+    });
+  }
   arm_timer();
 }
 

@@ -71,6 +71,7 @@ class ServerNode {
   core::SubflowId next_sub_ = 1;
   bool in_service_ = false;
   bool again_ = false;
+  bool service_posted_ = false;  // a yielded service pass is queued on the io_context
   bool stopped_ = false;
 };
 
