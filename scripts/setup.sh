@@ -9,6 +9,7 @@ readonly PACKAGES=(
   libssl-dev libgtest-dev googletest libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libasio-dev
   git python3
+  socat netcat-openbsd iproute2 iptables iputils-ping
 )
 
 is_installed() {

@@ -34,6 +34,17 @@ uint8_t input_byte(uint64_t stream_seed, uint64_t offset) {
   return static_cast<uint8_t>(splitmix64(x) >> (8 * (offset % 8)));
 }
 
+void input_fill(uint64_t stream_seed, uint64_t offset, std::span<uint8_t> dst) {
+  size_t i = 0;
+  while (i < dst.size()) {
+    uint64_t at = offset + i;
+    uint64_t x = stream_seed ^ (at / 8) * 0xD6E8FEB86659FD93ull;
+    uint64_t w = splitmix64(x);
+    for (unsigned k = static_cast<unsigned>(at % 8); k < 8 && i < dst.size(); ++k, ++i)
+      dst[i] = static_cast<uint8_t>(w >> (8 * k));
+  }
+}
+
 void RefMachine::consume(uint8_t b, Bytes& out) {
   hash_ = mix(hash_, b);
   ++consumed_;
@@ -160,6 +171,17 @@ bool OutputModel::check(std::span<const uint8_t> got, uint64_t input_available, 
     ++received_;
   }
   return true;
+}
+
+uint64_t OutputModel::total_after(uint64_t input_total) {
+  Bytes out;
+  while (machine_.consumed() < input_total) {
+    out.clear();
+    machine_.consume(input_byte(p_.stream_seed, machine_.consumed()), out);
+    produced_ += out.size();
+    expected_.insert(expected_.end(), out.begin(), out.end());
+  }
+  return produced_;
 }
 
 uint64_t OutputModel::total_for(uint64_t input_total) {

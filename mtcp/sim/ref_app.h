@@ -20,6 +20,8 @@
 namespace mtcp::sim {
 
 uint8_t input_byte(uint64_t stream_seed, uint64_t offset);
+// Fills dst with the input stream from `offset` (same bytes as input_byte, a word at a time).
+void input_fill(uint64_t stream_seed, uint64_t offset, std::span<uint8_t> dst);
 
 struct AppParams {
   uint64_t stream_seed = 1;
@@ -76,6 +78,8 @@ class OutputModel {
   bool check(std::span<const uint8_t> got, uint64_t input_available, std::string& why);
   // Output the server produces for exactly `input_total` input bytes.
   uint64_t total_for(uint64_t input_total);
+  // The same, continuing this model's own computation (input_total >= what it consumed).
+  uint64_t total_after(uint64_t input_total);
   uint64_t received() const { return received_; }
 
  private:

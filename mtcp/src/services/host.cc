@@ -1,0 +1,130 @@
+#include <array>
+
+#include "services/services.h"
+
+namespace mtcp::svc {
+
+using asio::ip::tcp;
+
+ServiceHost::ServiceHost(Kind kind, const Params& p, Log log) : kind_(kind), p_(p), log_(std::move(log)) {}
+
+void ServiceHost::on_event(core::ServerEngine& engine, const core::ServerEvent& ev) {
+  using K = core::ServerEvent::Kind;
+  switch (ev.kind) {
+    case K::opened:
+    case K::imported: {
+      auto s = make_conn_service(kind_, p_, ev.conn);
+      std::string why;
+      if (!s->import(engine, why)) {
+        ++violations_;
+        log_("connection " + std::to_string(ev.conn) + ": import refused: " + why + "; closing it");
+        (void)engine.conn_close(ev.conn);
+        return;
+      }
+      conns_[ev.conn] = std::move(s);
+      log_("connection " + std::to_string(ev.conn) + (ev.kind == K::opened ? " opened" : " migrated in"));
+      break;
+    }
+    case K::resumed:
+      break;
+    case K::fenced:
+      if (conns_.erase(ev.conn)) log_("connection " + std::to_string(ev.conn) + " moved away");
+      break;
+    case K::closed:
+      if (conns_.erase(ev.conn))
+        log_("connection " + std::to_string(ev.conn) + " closed" +
+             (ev.error == Error::ok ? "" : std::string(": ") + std::string(to_string(ev.error))));
+      break;
+  }
+}
+
+bool ServiceHost::step(core::ServerEngine& engine) {
+  bool moved = false;
+  for (auto& [conn, s] : conns_) {
+    bool ok = true;
+    std::string why;
+    moved |= s->step(engine, ok, why);
+    if (!ok) {
+      ++violations_;
+      log_("connection " + std::to_string(conn) + ": " + why);
+    }
+  }
+  return moved;
+}
+
+// ---- plain TCP: the same service, without snapshots or migration ---------------------------
+
+namespace {
+
+struct Plain : std::enable_shared_from_this<Plain> {
+  Plain(tcp::socket s, Kind k, const Params& p) : sock(std::move(s)), kind(k), params(p) {}
+  tcp::socket sock;
+  Kind kind;
+  Params params;
+  Bytes out;                 // echo: bytes to send back
+  uint64_t sent = 0;         // source: stream offset
+  bool client_done = false;  // source: the client closed its side (endless stream: stop)
+  std::array<uint8_t, 64u << 10> buf{};
+
+  void start(Bytes head) {
+    if (kind == Kind::source) {
+      read_discard();
+      write_source();
+    } else {
+      out = std::move(head);
+      echo();
+    }
+  }
+  void echo() {
+    auto self = shared_from_this();
+    if (out.empty()) {
+      sock.async_read_some(asio::buffer(buf), [self](asio::error_code ec, size_t n) {
+        if (ec) {
+          asio::error_code ignore;
+          self->sock.shutdown(tcp::socket::shutdown_send, ignore);  // half-close like the peer
+          return;
+        }
+        self->out.assign(self->buf.begin(), self->buf.begin() + static_cast<std::ptrdiff_t>(n));
+        self->echo();
+      });
+      return;
+    }
+    asio::async_write(sock, asio::buffer(out), [self](asio::error_code ec, size_t) {
+      if (ec) return;
+      self->out.clear();
+      self->echo();
+    });
+  }
+  void read_discard() {
+    auto self = shared_from_this();
+    sock.async_read_some(asio::buffer(buf), [self](asio::error_code ec, size_t) {
+      if (!ec) return self->read_discard();
+      if (self->params.source_bytes == 0) self->client_done = true;  // as over M-TCP
+    });
+  }
+  void write_source() {
+    uint64_t left = params.source_bytes ? params.source_bytes - sent : UINT64_MAX;
+    if (left == 0 || client_done) {
+      asio::error_code ignore;
+      sock.shutdown(tcp::socket::shutdown_send, ignore);
+      return;
+    }
+    out.resize(static_cast<size_t>(std::min<uint64_t>(buf.size(), left)));
+    source_fill(params.seed, sent, out);
+    auto self = shared_from_this();
+    asio::async_write(sock, asio::buffer(out), [self](asio::error_code ec, size_t n) {
+      if (ec) return;
+      self->sent += n;
+      self->write_source();
+    });
+  }
+};
+
+}  // namespace
+
+void ServiceHost::on_plain(tcp::socket sock, Bytes head) {
+  log_(std::string("plain TCP client served by ") + (kind_ == Kind::source ? "source" : "echo"));
+  std::make_shared<Plain>(std::move(sock), kind_, p_)->start(std::move(head));
+}
+
+}  // namespace mtcp::svc
