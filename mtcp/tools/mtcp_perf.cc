@@ -35,6 +35,7 @@ struct Options {
   svc::Params params;
   uint64_t bytes = 16u << 20;   // input to send (ref, echo) or output to receive (source)
   double duration_s = 0;        // instead of bytes: run this long
+  double bitrate_mbit = 0;      // pace the input at this rate (0: as fast as possible)
   uint64_t migrate_every_ms = 0;
   bool follow_hints = true;
   double interval_s = 1;
@@ -173,7 +174,8 @@ struct MigrationRecord {
 class Run {
  public:
   Run(asio::io_context& io, const Options& o)
-      : io_(io), o_(o), checker_(make_checker(o)), limit_timer_(io), interval_timer_(io), duration_timer_(io) {
+      : io_(io), o_(o), checker_(make_checker(o)), limit_timer_(io), interval_timer_(io), duration_timer_(io),
+        pace_timer_(io) {
     // Input to send: the service's input (ref, echo), or nothing (source).
     if (o.app == svc::Kind::source) input_total_ = 0;
     else input_total_ = o.duration_s > 0 ? UINT64_MAX : o.bytes;
@@ -205,9 +207,26 @@ class Run {
     input_ended_ = true;
   }
   bool input_left() const { return written_ < input_total_; }
+  // Input bytes the pacing allows now (all that is left without --bitrate). At zero, a timer
+  // calls kick() when more is allowed.
+  uint64_t allowed() {
+    uint64_t left = input_total_ - written_;
+    if (o_.bitrate_mbit <= 0) return left;
+    double budget = o_.bitrate_mbit * 1e6 / 8 * seconds() - static_cast<double>(written_);
+    if (budget >= 1) return std::min<uint64_t>(left, static_cast<uint64_t>(budget));
+    if (!pacing_) {
+      pacing_ = true;
+      pace_timer_.expires_after(std::chrono::milliseconds(1));
+      pace_timer_.async_wait([this](asio::error_code ec) {
+        pacing_ = false;
+        if (!ec && !done_) kick();
+      });
+    }
+    return 0;
+  }
   // The next block of input at written_ (hashed); the caller hands it over and calls sent().
   Bytes next_input(size_t room) {
-    Bytes b(static_cast<size_t>(std::min<uint64_t>({input_total_ - written_, room, kBlockBytes})));
+    Bytes b(static_cast<size_t>(std::min<uint64_t>({allowed(), room, kBlockBytes})));
     sim::input_fill(o_.params.seed, written_, b);
     return b;
   }
@@ -300,6 +319,7 @@ class Run {
                {"migrations", ms}};
     limit_timer_.cancel();
     interval_timer_.cancel();
+    pace_timer_.cancel();
     duration_timer_.cancel();
     stop_transport();
     io_.stop();
@@ -346,7 +366,8 @@ class Run {
     });
   }
 
-  asio::steady_timer limit_timer_, interval_timer_, duration_timer_;
+  asio::steady_timer limit_timer_, interval_timer_, duration_timer_, pace_timer_;
+  bool pacing_ = false;
   Sha256 sent_sha_, recv_sha_;
   Json intervals_ = Json::array();
   double last_t_ = 0;
@@ -440,7 +461,9 @@ class MtcpRun final : public Run {
     auto& e = conn_.engine();
     // Input in blocks handed to the engine (no copy inside M-TCP).
     while (input_left() && e.write_space() > 0) {
-      Slice s(make_block(next_input(e.write_space())));
+      Bytes b = next_input(e.write_space());
+      if (b.empty()) break;  // paced
+      Slice s(make_block(std::move(b)));
       Slice keep = s;  // the engine shares the block; `keep` lets us hash what was accepted
       if (!e.write(std::move(s))) break;
       sent(keep.span());
@@ -515,12 +538,13 @@ class PlainRun final : public Run {
       return;
     }
     wbuf_ = next_input(kBlockBytes * 4);
+    if (wbuf_.empty()) return;  // paced: kick() comes back
     writing_ = true;
+    sent(wbuf_);  // counted now: the echo of its first bytes can arrive before the write completes
     asio::async_write(sock_, asio::buffer(wbuf_), [this](asio::error_code ec, size_t) {
       writing_ = false;
       if (done_) return;
       if (ec) return finish("failed", "write: " + ec.message());
-      sent(wbuf_);
       write();
     });
   }
@@ -582,6 +606,7 @@ int main(int argc, char** argv) {
   cli.add_option("--server-id", o.first, "Member to connect to first (with -c; default: the first member)");
   cli.add_option("-n,--bytes", o.bytes, "Bytes to send (ref, echo) or to receive (source)")->capture_default_str();
   cli.add_option("-d,--duration", o.duration_s, "Run this many seconds instead of a byte count");
+  cli.add_option("-b,--bitrate", o.bitrate_mbit, "Pace the input at this many Mbit/s (0: as fast as possible)");
   cli.add_option("--migrate-every", o.migrate_every_ms, "Migrate to the next member every this many ms (0: never)");
   cli.add_flag("--ignore-hints", no_hints, "Do not migrate when the server hints (drain, overload)");
   cli.add_option("-i,--interval", o.interval_s, "Seconds between interval lines (0: none)")->capture_default_str();

@@ -85,7 +85,20 @@ void ServerEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
   pump(sub, now);
 }
 
+// Frames parsed from one input call add to the input log one after another; eager replication
+// of what they added is sent once, when the outermost pump returns (one REPL_LOG per peer per
+// read instead of one per DATA frame).
 void ServerEngine::pump(SubflowId sub, TimeMs now) {
+  ++pump_depth_;
+  pump_frames(sub, now);
+  if (--pump_depth_ > 0 || repl_dirty_.empty()) return;
+  auto dirty = std::exchange(repl_dirty_, {});
+  for (ConnId id : dirty) {
+    if (Conn* c = find(id)) replicate(*c, now, false);
+  }
+}
+
+void ServerEngine::pump_frames(SubflowId sub, TimeMs now) {
   while (true) {
     auto it = subs_.find(sub);
     if (it == subs_.end()) return;
@@ -192,6 +205,10 @@ size_t ServerEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
     used += b.size();
     out.emplace_back(make_block(std::move(b)));
     c->acked_in = ack;
+    if (c->fin_sent) {  // the ACK that was missing before the connection could be freed
+      maybe_free(*c);   // last use of c
+      return used;
+    }
   }
   std::vector<Slice> payload;
   while (c->out.has_unsent() && used + wire::kDataHeaderBytes < budget) {
@@ -350,12 +367,17 @@ void ServerEngine::on_data(SubflowId sub, Conn& c, wire::Data&& d) {
     return;
   }
   counters_.duplicate_bytes_dropped += append_new_bytes(d, end, c.in_log);
-  if (c.in_end() != end) replicate(c, now_ms_, false);
+  if (c.in_end() == end) return;
+  if (pump_depth_ > 0) repl_dirty_.insert(c.id);
+  else replicate(c, now_ms_, false);
 }
 
 uint64_t ServerEngine::ack_target(const Conn& c) const {
   uint64_t end = c.in_end();
   if (!cfg_.limits.ack_after_replication) return end;
+  // Ending: the client closed, the application read everything and closed too. The final ACK
+  // goes out with our CLOSE, whatever the replicas hold; after it nobody takes over.
+  if (c.client_fin && c.app_in == c.client_fin_at && c.app_closed) return end;
   // Acknowledge only what a majority of the pool holds (this owner plus majority()-1
   // alternates), so any majority of voters that elects a new owner includes a holder.
   std::vector<uint64_t> held;
@@ -416,8 +438,9 @@ void ServerEngine::renew_cert(Conn& c, TimeMs now) {
 
 void ServerEngine::maybe_free(Conn& c) {
   if (c.role != Role::owner) return;
+  // ... and the client has our ACK of all its input (it must not need to migrate for it).
   bool done = c.app_closed && c.fin_sent && c.out.base() == c.out.end() && c.client_fin &&
-              c.app_in == c.client_fin_at;
+              c.app_in == c.client_fin_at && c.acked_in == c.in_end();
   if (done) free_conn(c.id, Error::ok);
 }
 

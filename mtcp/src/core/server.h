@@ -189,6 +189,7 @@ class ServerEngine {
 
   // server.cc: subflows, frames, application calls.
   void pump(SubflowId sub, TimeMs now);
+  void pump_frames(SubflowId sub, TimeMs now);
   void handle_frame(SubflowId sub, wire::Frame&& f, TimeMs now);
   void on_hello(SubflowId sub, const wire::Hello& h, TimeMs now);
   void on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now);
@@ -246,6 +247,8 @@ class ServerEngine {
   };
   std::map<ConnId, Retired> retired_;
   std::map<uint32_t, PendingClaim> claims_;
+  int pump_depth_ = 0;
+  std::set<ConnId> repl_dirty_;  // input added during the current pump, replicated at its end
   uint32_t next_request_ = 1;
   double tokens_ = 0;
   TimeMs tokens_ms_ = 0;

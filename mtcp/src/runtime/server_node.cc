@@ -12,6 +12,14 @@ constexpr size_t kReadBytes = 256u << 10;        // one read into one fresh bloc
 constexpr size_t kWriteBudgetBytes = 1u << 20;   // bytes taken from the engine per writev
 constexpr size_t kPeerQueueBytesMax = 64u << 20; // control messages waiting for one peer
 constexpr int kRoundsPerPass = 4;                 // service rounds before yielding to the loop
+constexpr int kLingerMs = 2000;                   // wait this long for a closed subflow's FIN
+constexpr size_t kPeerBatchMessages = 256;        // control messages gathered into one writev
+constexpr size_t kPeerBatchBytes = 4u << 20;      // ... and at most this many bytes
+// A control connection whose sent data stays unacknowledged this long is dropped by the kernel
+// (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
+// TCP's retransmission back-off (which reaches minutes).
+constexpr unsigned kControlUserTimeoutMs = 1500;
+using UserTimeout = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_USER_TIMEOUT>;
 }  // namespace
 
 struct ServerNode::Sub {
@@ -21,6 +29,15 @@ struct ServerNode::Sub {
   bool writing = false;
   bool closing = false;      // the engine asked to close: flush, then close
   std::vector<Slice> out;    // slices being written (kept alive until the write completes)
+};
+
+// A subflow being closed: its last frames, then a lingering read until the client's FIN.
+struct ServerNode::Closing {
+  Closing(asio::io_context& io, std::shared_ptr<Sub> s, std::vector<Slice> r) : sub(std::move(s)), rest(std::move(r)), timer(io) {}
+  std::shared_ptr<Sub> sub;
+  std::vector<Slice> rest;
+  asio::steady_timer timer;
+  std::array<uint8_t, 16u << 10> sink{};
 };
 
 struct ServerNode::Peer {
@@ -176,14 +193,32 @@ void ServerNode::close_sub(core::SubflowId id) {
   std::vector<Slice> rest;
   engine_->poll_transmit(id, SIZE_MAX, rest);
   engine_->on_subflow_closed(id, now_ms());
-  auto holder = std::make_shared<std::pair<std::shared_ptr<Sub>, std::vector<Slice>>>(std::move(it->second), std::move(rest));
+  auto holder = std::make_shared<Closing>(io_, std::move(it->second), std::move(rest));
   subs_.erase(it);
   std::vector<asio::const_buffer> bufs;
-  for (const auto& sl : holder->second) bufs.emplace_back(sl.data(), sl.len);
-  asio::async_write(holder->first->sock, bufs, [holder](asio::error_code, size_t) {
+  for (const auto& sl : holder->rest) bufs.emplace_back(sl.data(), sl.len);
+  asio::async_write(holder->sub->sock, bufs, [holder](asio::error_code ec, size_t) {
     asio::error_code ignore;
-    holder->first->sock.shutdown(tcp::socket::shutdown_both, ignore);
-    holder->first->sock.close(ignore);
+    if (ec) return holder->sub->sock.close(ignore);
+    // Lingering close: send our FIN, then read (and drop) until the client's FIN. Closing with
+    // unread bytes would send a reset, and a reset can destroy the last frames (CLOSE, a
+    // REFUSE) before the client has read them.
+    holder->sub->sock.shutdown(tcp::socket::shutdown_send, ignore);
+    holder->timer.expires_after(std::chrono::milliseconds(kLingerMs));
+    holder->timer.async_wait([holder](asio::error_code) {
+      asio::error_code ig;
+      holder->sub->sock.close(ig);
+    });
+    drain_until_eof(holder);
+  });
+}
+
+void ServerNode::drain_until_eof(std::shared_ptr<Closing> c) {
+  c->sub->sock.async_read_some(asio::buffer(c->sink), [c](asio::error_code ec, size_t) {
+    if (!ec) return drain_until_eof(c);
+    c->timer.cancel();
+    asio::error_code ignore;
+    c->sub->sock.close(ignore);
   });
 }
 
@@ -221,19 +256,32 @@ void ServerNode::connect_peer(core::ServerId to) {
     }
     asio::error_code ignore;
     peer.sock.set_option(tcp::no_delay(true), ignore);
+    peer.sock.set_option(UserTimeout(kControlUserTimeoutMs), ignore);
     peer.connected = true;
     write_peer(to);
   });
 }
 
+// Everything queued for the peer goes out in one gathered write (many small REPL_LOG messages
+// would otherwise cost one system call and one event-loop round each, and a GRANT would wait
+// behind them).
 void ServerNode::write_peer(core::ServerId to) {
   Peer& p = *peers_.at(to);
   if (p.writing || p.queue.empty() || !p.connected) return;
   p.writing = true;
-  auto msg = std::make_shared<Bytes>(std::move(p.queue.front()));
-  p.queue.pop_front();
-  p.queued -= msg->size();
-  asio::async_write(p.sock, asio::buffer(*msg), [this, to, msg](asio::error_code ec, size_t) {
+  auto batch = std::make_shared<std::vector<Bytes>>();
+  size_t bytes = 0;
+  while (!p.queue.empty() && batch->size() < kPeerBatchMessages &&
+         (batch->empty() || bytes + p.queue.front().size() <= kPeerBatchBytes)) {
+    bytes += p.queue.front().size();
+    batch->push_back(std::move(p.queue.front()));
+    p.queue.pop_front();
+  }
+  p.queued -= bytes;
+  std::vector<asio::const_buffer> bufs;
+  bufs.reserve(batch->size());
+  for (const auto& m : *batch) bufs.emplace_back(asio::buffer(m));
+  asio::async_write(p.sock, bufs, [this, to, batch](asio::error_code ec, size_t) {
     if (stopped_) return;
     Peer& peer = *peers_.at(to);
     peer.writing = false;

@@ -45,6 +45,8 @@ class ServerNode {
   struct Sub;
   struct Peer;
   struct Inbound;
+  struct Closing;
+  static void drain_until_eof(std::shared_ptr<Closing> c);
   void accept_data();
   void accept_control();
   void read_sub(core::SubflowId id);

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end on loopback with real processes: three mtcp-perf members and a client.
-# Usage: perf_loopback.sh PATH/TO/mtcp-perf [BYTES]
+# Usage: perf_loopback.sh PATH/TO/mtcp-perf [BYTES] [BULK-BYTES]
 # Checks: lazy and eager transfers with a migration every 20 ms verify byte for byte (SHA-256
 # of both directions reported); SIGKILL of the serving member in eager mode with
 # ack-after-replication is survived; SIGKILL in lazy mode ends in an explicit failure naming
 # the cause; a plain TCP client is served (echo); a bad pool file and a port in use are
-# refused with exit status 2.
+# refused with exit status 2; 256 MiB both ways (echo service) with a migration every 100 ms,
+# lazy and eager, arrive with equal SHA-256; the plain TCP baseline of mtcp-perf verifies.
 # Ends only the processes it started (by PID) and removes its temporary folder.
 set -uo pipefail
 PERF="$1"
 BYTES="${2:-8000000}"
+BULK="${3:-268435456}"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -60,10 +62,10 @@ for port in map(int, sys.argv[1:]):
             time.sleep(0.05)
 PY
 }
-start_members() {  # start_members POOL -> sets member_pids
+start_members() {  # start_members POOL [APP] -> sets member_pids
   member_pids=()
   for i in 1 2 3; do
-    "$PERF" -s --pool "$1" --id "$i" 2>"$work/member$i.log" &
+    "$PERF" -s --pool "$1" --id "$i" --app "${2:-ref}" 2>"$work/member$i.log" &
     member_pids+=("$!")
     pids+=("$!")
   done
@@ -94,6 +96,34 @@ for mode in lazy eager; do
   stop_members
 done
 
+# Bulk both ways: BULK bytes echoed back with a migration every 100 ms; the client checks every
+# byte and both SHA-256 digests must be equal (echo).
+for mode in lazy eager; do
+  start_members "$work/$mode.json" echo
+  "$PERF" -c --pool "$work/$mode.json" --app echo -n "$BULK" --migrate-every 100 -i 0 -J -t 400 > "$work/bulk-$mode.out"
+  rc=$?
+  summary=$(python3 - "$work/bulk-$mode.out" "$BULK" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))["end"]
+good = (e["verdict"] == "ok" and e["sha256_sent"] == e["sha256_received"] and e["bytes_received"] == int(sys.argv[2])
+        and e["migrations_done"] >= 1)
+print("good" if good else "bad", "%s, %d bytes each way in %.1f s, %d migrations (median %d us), sha256 %s" % (
+    e["verdict"], e["bytes_received"], e["seconds"], e["migrations_done"], e["downtime_us_median"], e["sha256_received"][:16]))
+PY
+)
+  echo "  bulk-$mode: $summary (exit $rc)"
+  [[ $rc == 0 && "$summary" == good* ]]
+  assert_ok "$mode: $BULK bytes both ways with a migration every 100 ms, SHA-256 equal" $?
+  if [[ $mode == lazy ]]; then
+    "$PERF" -c --pool "$work/$mode.json" --app echo -n 20000000 --plain -i 0 > "$work/plain.out"
+    rc=$?
+    [[ $rc == 0 ]] && grep -q "^ok (tcp, echo)" "$work/plain.out"
+    ok=$?  # before the message: its $(...) would reset $?
+    assert_ok "mtcp-perf --plain (the plain TCP baseline) verifies against the same member ($(head -c 60 "$work/plain.out"))" $ok
+  fi
+  stop_members
+done
+
 # SIGKILL of the serving member (member 1, where the client starts) mid-transfer.
 for mode in eager lazy; do
   start_members "$work/$mode.json"
@@ -118,7 +148,8 @@ echo '{ "transfer": "sideways", "members": [] }' > "$work/bad.json"
 "$PERF" -s --pool "$work/bad.json" --id 1 2> "$work/bad.err"
 rc=$?
 [[ $rc == 2 ]] && grep -q "bad.json" "$work/bad.err"
-assert_ok "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $?
+ok=$?  # before the message: its $(...) would reset $?
+assert_ok "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $ok
 
 start_members "$work/lazy.json"
 # Plain TCP compatibility: a client that never speaks M-TCP is served (echo) on the data port.
@@ -142,7 +173,8 @@ assert_ok "a plain TCP client is served by a member's data port (echo: $reply)" 
 "$PERF" -s --pool "$work/lazy.json" --id 2 2> "$work/inuse.err"
 rc=$?
 [[ $rc == 2 ]] && grep -qi "in use" "$work/inuse.err"
-assert_ok "a member whose port is in use exits 2 ($(head -c 120 "$work/inuse.err"))" $?
+ok=$?  # before the message: its $(...) would reset $?
+assert_ok "a member whose port is in use exits 2 ($(head -c 120 "$work/inuse.err"))" $ok
 stop_members
 
 echo "$passed passed, $failed failed"
