@@ -686,7 +686,10 @@ TEST(ServerLimits, MigrateRequestsPerSecondMax) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
-TEST(ServerLimits, InputLogBytesMaxStopsParsingUntilTheAppSnapshots) {
+// A full input log parks further DATA unacknowledged but keeps parsing: the client's ACKs
+// behind that DATA still arrive (an application that waits for its output to be acknowledged
+// before it snapshots would otherwise never free the log: a deadlock).
+TEST(ServerLimits, InputLogBytesMaxParksDataButStillReadsAcks) {
   Limits l;
   l.input_log_bytes_max = 300;
   l.frame_payload_bytes_max = 100;
@@ -699,9 +702,12 @@ TEST(ServerLimits, InputLogBytesMaxStopsParsingUntilTheAppSnapshots) {
   ServerEngine& s = h.server(1);
   EXPECT_EQ(h.info(1, id)->in_end, 300u);
   EXPECT_EQ(h.info(1, id)->app_in, 300u);
-  EXPECT_FALSE(s.wants_read(sub));
-  EXPECT_EQ(h.client().send_log().base(), 300u);
-  EXPECT_EQ(h.read_all(), 300u);
+  EXPECT_TRUE(s.wants_read(sub));                 // parsing goes on
+  EXPECT_EQ(h.client().send_log().base(), 300u);  // parked bytes are not acknowledged
+  EXPECT_EQ(h.read_all(), 300u);                   // the echo of the first 300
+  h.pump();
+  EXPECT_EQ(h.info(1, id)->out_acked, 300u);       // the client's ACK got through
+  EXPECT_EQ(h.info(1, id)->in_end, 300u);
   for (uint64_t end : {600u, 900u, 1000u}) {
     ASSERT_TRUE(h.app(1, id)->snapshot(s).ok());
     h.pump();
@@ -712,6 +718,28 @@ TEST(ServerLimits, InputLogBytesMaxStopsParsingUntilTheAppSnapshots) {
   EXPECT_TRUE(s.wants_read(sub));
   EXPECT_EQ(h.read_all(), 700u);
   EXPECT_EQ(s.counters().frames_malformed, 0u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// Parked DATA is bounded by what a client may leave unacknowledged (its send log).
+TEST(ServerLimits, ParkedDataStopsAtTheClientsWindow) {
+  Limits l;
+  l.input_log_bytes_max = 300;
+  l.frame_payload_bytes_max = 100;
+  l.send_log_bytes_max = 500;
+  Harness h(3, l);
+  h.connect(1);
+  ConnId id = h.conn();
+  uint64_t written = 0;
+  for (int i = 0; i < 4; ++i) {  // the client writes whenever its send log has room
+    written += h.write_input(2000);
+    h.pump();
+  }
+  EXPECT_EQ(written, 800u);  // 300 acknowledged into the input log, then 500 outstanding
+  EXPECT_EQ(h.info(1, id)->in_end, 300u);
+  EXPECT_EQ(h.client().send_log().base(), 300u);
+  EXPECT_EQ(h.client().send_log().end(), 800u);
+  EXPECT_EQ(h.server(1).counters().frames_malformed, 0u);
   EXPECT_NO_VIOLATIONS(h);
 }
 

@@ -18,6 +18,7 @@
 
 #include "runtime/address.h"
 #include "runtime/client_conn.h"
+#include "runtime/policy.h"
 #include "services/member.h"
 #include "sim/ref_app.h"
 
@@ -37,7 +38,7 @@ struct Options {
   double duration_s = 0;        // instead of bytes: run this long
   double bitrate_mbit = 0;      // pace the input at this rate (0: as fast as possible)
   uint64_t migrate_every_ms = 0;
-  bool follow_hints = true;
+  rt::PolicyConfig policy;  // client: when to migrate besides --migrate-every
   double interval_s = 1;
   double time_limit_s = 120;
   bool plain = false;
@@ -212,8 +213,12 @@ class Run {
   uint64_t allowed() {
     uint64_t left = input_total_ - written_;
     if (o_.bitrate_mbit <= 0) return left;
-    double budget = o_.bitrate_mbit * 1e6 / 8 * seconds() - static_cast<double>(written_);
-    if (budget >= 1) return std::min<uint64_t>(left, static_cast<uint64_t>(budget));
+    double rate = o_.bitrate_mbit * 1e6 / 8;  // bytes per second
+    double budget = rate * seconds() - static_cast<double>(written_);
+    // Whole chunks of about a millisecond's worth (1 KiB to 64 KiB), never a trickle of tiny
+    // writes as the clock advances.
+    double chunk = std::clamp(rate / 1000, 1024.0, static_cast<double>(kBlockBytes));
+    if (budget >= std::min(chunk, static_cast<double>(left))) return std::min<uint64_t>(left, static_cast<uint64_t>(budget));
     if (!pacing_) {
       pacing_ = true;
       pace_timer_.expires_after(std::chrono::milliseconds(1));
@@ -380,12 +385,13 @@ class Run {
 class MtcpRun final : public Run {
  public:
   MtcpRun(asio::io_context& io, const rt::PoolConfig& pool, const Options& o)
-      : Run(io, o), conn_(io, pool), migrate_timer_(io) {}
+      : Run(io, o), conn_(io, pool), migrate_timer_(io), policy_(o.policy), policy_timer_(io), usr1_(io, SIGUSR1) {}
 
   void start() {
     start_timers();
     conn_.on_change = [this](std::vector<core::ClientEvent>& evs) { on_change(evs); };
     conn_.connect(o_.first);
+    wait_usr1();
   }
 
  private:
@@ -396,7 +402,36 @@ class MtcpRun final : public Run {
   }
   const core::ClientEngine& conn_engine() const { return const_cast<rt::ClientConn&>(conn_).engine(); }
 
-  bool migrate(core::ServerId target, const char* reason) {
+  // SIGUSR1: the manual policy (migrate now).
+  void wait_usr1() {
+    usr1_.async_wait([this](asio::error_code ec, int) {
+      if (ec || done_) return;
+      policy_.request_manual();
+      kick();
+      wait_usr1();
+    });
+  }
+
+  // Asks the policy; arms a timer for its next deadline.
+  void run_policy() {
+    auto& e = conn_.engine();
+    core::TimeMs now = rt::now_ms();
+    if (e.state() == core::ClientState::established && !e.migrating() && e.primary()) {
+      if (auto d = policy_.poll(now)) {
+        if (migrate(d->target, d->reason)) policy_.on_migration_started(d->target, now);
+      }
+    }
+    core::TimeMs next = policy_.next_deadline();
+    if (next == core::kNever || policy_armed_ == next) return;
+    policy_armed_ = next;
+    policy_timer_.expires_after(std::chrono::milliseconds(next > now ? next - now : 1));
+    policy_timer_.async_wait([this](asio::error_code ec) {
+      policy_armed_ = core::kNever;
+      if (!ec && !done_) run_policy();
+    });
+  }
+
+  bool migrate(core::ServerId target, const std::string& reason) {
     auto& e = conn_.engine();
     if (e.state() != core::ClientState::established || e.migrating() || !e.primary()) return false;
     if (target == 0 || target == e.server()) target = next_member(e.server());
@@ -422,11 +457,15 @@ class MtcpRun final : public Run {
     auto& e = conn_.engine();
     for (const auto& ev : events) {
       using K = core::ClientEvent::Kind;
+      core::TimeMs now = rt::now_ms();
       if (ev.kind == K::connected) {
         if (!o_.json) std::printf("connected to member %u, connection %llu\n", ev.to, static_cast<unsigned long long>(e.conn_id()));
+        policy_.on_connected(e.server(), e.pool(), now);
         schedule_migration();
       } else if (ev.kind == K::hint) {
-        if (o_.follow_hints && !migrate(ev.to, "hint")) hint_waiting_ = ev.to ? ev.to : 1;
+        policy_.on_hint(ev.to, now);
+      } else if (ev.kind == K::peer_closed) {
+        policy_.on_peer_closed(now);
       } else if (ev.kind == K::migrated || ev.kind == K::migration_failed) {
         MigrationRecord r;
         r.t_s = seconds();
@@ -443,7 +482,12 @@ class MtcpRun final : public Run {
           r.downtime_us = static_cast<int64_t>(ev.done_ms - ev.started_ms) * 1000;
           r.reason = "recovery";
         }
-        if (ev.kind == K::migration_failed) r.error = std::string(to_string(ev.error));
+        if (ev.kind == K::migration_failed) {
+          r.error = std::string(to_string(ev.error));
+          policy_.on_migration_failed(ev.to, now);
+        } else {
+          policy_.on_migrated(ev.from, ev.to, now);
+        }
         record(std::move(r));
       } else if (ev.kind == K::failed) {
         std::string why = "connection failed: " + std::string(to_string(ev.error));
@@ -452,9 +496,8 @@ class MtcpRun final : public Run {
       }
     }
     if (e.state() != core::ClientState::established) return;
-    // A hint that arrived while another migration ran is followed once that one is over.
-    if (hint_waiting_ && !e.migrating() && migrate(hint_waiting_ == 1 ? 0 : hint_waiting_, "hint")) hint_waiting_ = 0;
     pump();
+    if (!done_) run_policy();
   }
 
   void pump() {
@@ -467,6 +510,7 @@ class MtcpRun final : public Run {
       Slice keep = s;  // the engine shares the block; `keep` lets us hash what was accepted
       if (!e.write(std::move(s))) break;
       sent(keep.span());
+      policy_.on_bytes_sent(keep.len, rt::now_ms());
     }
     if (input_ended_ && !closed_ && written_ == input_total_) {
       closed_ = true;
@@ -477,6 +521,7 @@ class MtcpRun final : public Run {
     e.read_slices(SIZE_MAX, got_);
     for (const auto& s : got_) {
       if (!reply(s.span())) return;
+      policy_.on_bytes_received(s.len, rt::now_ms());
     }
     if (reply_complete(e.peer_closed()) && e.send_log().base() == written_) finish("ok", "");
   }
@@ -488,6 +533,8 @@ class MtcpRun final : public Run {
   }
   void stop_transport() override {
     migrate_timer_.cancel();
+    policy_timer_.cancel();
+    usr1_.cancel();
     conn_.close_all();
   }
   uint64_t duplicates() const override { return conn_engine().counters().duplicate_bytes_dropped; }
@@ -496,7 +543,10 @@ class MtcpRun final : public Run {
   asio::steady_timer migrate_timer_;
   Clock::time_point requested_;
   std::string pending_reason_;
-  core::ServerId hint_waiting_ = 0;
+  rt::MigrationPolicy policy_;
+  asio::steady_timer policy_timer_;
+  core::TimeMs policy_armed_ = core::kNever;
+  asio::signal_set usr1_;
   bool closed_ = false;
   std::vector<Slice> got_;
 };
@@ -592,6 +642,7 @@ void print_summary(const Json& r) {
 int main(int argc, char** argv) {
   CLI::App cli{"mtcp-perf: measure and verify M-TCP transfers across migrations"};
   bool server = false, client = false, no_hints = false;
+  std::string policies = "hint,manual", stall_expect = "any";
   std::string pool_path, app_name = "ref", admin_path;
   uint32_t id = 0;
   Options o;
@@ -609,6 +660,15 @@ int main(int argc, char** argv) {
   cli.add_option("-b,--bitrate", o.bitrate_mbit, "Pace the input at this many Mbit/s (0: as fast as possible)");
   cli.add_option("--migrate-every", o.migrate_every_ms, "Migrate to the next member every this many ms (0: never)");
   cli.add_flag("--ignore-hints", no_hints, "Do not migrate when the server hints (drain, overload)");
+  cli.add_option("--policy", policies, "Migration policies: throughput,stall,hint,manual (SIGUSR1),schedule; or none (see docs/PROXY.md)")
+      ->capture_default_str();
+  cli.add_option("--fraction", o.policy.fraction, "throughput: migrate below this fraction of the best rate seen")->capture_default_str();
+  cli.add_option("--window-ms", o.policy.window_ms, "throughput: measurement window")->capture_default_str();
+  cli.add_option("--warmup-ms", o.policy.warmup_ms, "throughput: not judged this long after connecting")->capture_default_str();
+  cli.add_option("--hysteresis", o.policy.hysteresis, "throughput: bad windows in a row before migrating")->capture_default_str();
+  cli.add_option("--cooldown-ms", o.policy.cooldown_ms, "throughput: not judged this long after a migration")->capture_default_str();
+  cli.add_option("--stall-ms", o.policy.stall_ms, "stall: migrate after this long without a byte while one is expected")->capture_default_str();
+  cli.add_option("--every-ms", o.policy.every_ms, "schedule: migrate this long after the last migration")->capture_default_str();
   cli.add_option("-i,--interval", o.interval_s, "Seconds between interval lines (0: none)")->capture_default_str();
   cli.add_option("-t,--time-limit", o.time_limit_s, "Give up after this many seconds")->capture_default_str();
   cli.add_flag("--plain", o.plain, "Plain TCP to the member's data port (the baseline; echo and source only)");
@@ -619,7 +679,16 @@ int main(int argc, char** argv) {
   cli.add_option("--seed", o.params.seed, "Stream seed (must match between client and servers)");
   cli.add_flag("-J,--json", o.json, "Print the result as JSON");
   CLI11_PARSE(cli, argc, argv);
-  o.follow_hints = !no_hints;
+  std::string why;
+  if (!rt::parse_policies(policies, o.policy.enabled, why)) {
+    std::fprintf(stderr, "mtcp-perf: --policy: %s\n", why.c_str());
+    return 2;
+  }
+  if (no_hints) o.policy.enabled &= ~rt::kPolicyHint;
+  if (std::string bad = rt::validate(o.policy); !bad.empty()) {
+    std::fprintf(stderr, "mtcp-perf: %s\n", bad.c_str());
+    return 2;
+  }
   if (server == client) {
     std::fprintf(stderr, "mtcp-perf: give exactly one of -s or -c (see --help)\n");
     return 2;
@@ -629,7 +698,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   rt::PoolConfig pool;
-  std::string why;
   if (!rt::load_pool_config(pool_path, pool, why)) {
     std::fprintf(stderr, "mtcp-perf: %s\n", why.c_str());
     return 2;

@@ -122,8 +122,9 @@ void ServerEngine::pump_frames(SubflowId sub, TimeMs now) {
     if (s.phase == Phase::claiming) return;  // nothing is read until the claim is decided
     if (s.phase == Phase::attached) {
       Conn* c = find(s.conn);
-      // Input log full: leave DATA queued until the app snapshots (input_log_bytes_max).
-      if (c && c->in_log.size() >= cfg_.limits.input_log_bytes_max) return;
+      if (c && !c->parked.empty()) unpark(*c);
+      // Input log full and DATA parked up to the client's whole send window: stop parsing.
+      if (c && c->parked_bytes >= parked_max()) return;
     }
     auto next = s.decoder.next(s.in);
     if (!next) {
@@ -143,7 +144,7 @@ bool ServerEngine::wants_read(SubflowId sub) const {
   if (s.phase == Phase::closing || s.phase == Phase::claiming) return false;
   if (s.phase == Phase::attached) {
     const Conn* c = find(s.conn);
-    if (c && c->in_log.size() >= cfg_.limits.input_log_bytes_max) return false;
+    if (c && c->parked_bytes >= parked_max()) return false;
   }
   // Bound what one subflow may queue before it is parsed.
   return s.in.size() < kFrameBodyBytesMax + wire::kFrameHeaderBytes;
@@ -280,6 +281,11 @@ void ServerEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
     }
     case FrameType::close: {
       uint64_t at = std::get<wire::Close>(f).final_dsn;
+      if (!c->parked.empty()) {  // behind parked DATA: applied when that is (unpark)
+        if (at != c->parked_end) return violation();
+        c->parked_fin = true;
+        return;
+      }
       if (at != c->in_end() || (c->client_fin && at != c->client_fin_at)) return violation();
       c->client_fin = true;
       c->client_fin_at = at;
@@ -359,17 +365,57 @@ void ServerEngine::on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now)
 }
 
 void ServerEngine::on_data(SubflowId sub, Conn& c, wire::Data&& d) {
-  uint64_t end = c.in_end();
-  if (c.client_fin || d.dsn > end) {
+  uint64_t end = c.parked.empty() ? c.in_end() : c.parked_end;
+  if (c.client_fin || c.parked_fin || d.dsn > end) {
     // A reliable subflow never skips bytes: a gap means a broken or hostile client.
     ++counters_.frames_malformed;
     kill_subflow(sub, Error::protocol_violation);
     return;
   }
+  if (!c.parked.empty() || c.in_log.size() >= cfg_.limits.input_log_bytes_max) {
+    // Input log full (the application has not snapshotted): hold the DATA aside, unacknowledged,
+    // and keep parsing, so that the client's ACKs behind it still reach us. Otherwise an app
+    // waiting for its output to be acknowledged before it snapshots would wait forever.
+    if (d.dsn + d.size() <= end) {
+      counters_.duplicate_bytes_dropped += d.size();
+      return;
+    }
+    c.parked_end = d.dsn + d.size();
+    c.parked_bytes += d.size();
+    c.parked.push_back(std::move(d));
+    return;
+  }
+  accept_data(c, d);
+}
+
+void ServerEngine::accept_data(Conn& c, const wire::Data& d) {
+  uint64_t end = c.in_end();
   counters_.duplicate_bytes_dropped += append_new_bytes(d, end, c.in_log);
   if (c.in_end() == end) return;
   if (pump_depth_ > 0) repl_dirty_.insert(c.id);
   else replicate(c, now_ms_, false);
+}
+
+// Parked DATA (and a CLOSE behind it) enters the input log as room appears.
+void ServerEngine::unpark(Conn& c) {
+  while (!c.parked.empty() && c.in_log.size() < cfg_.limits.input_log_bytes_max) {
+    wire::Data d = std::move(c.parked.front());
+    c.parked.pop_front();
+    c.parked_bytes -= d.size();
+    accept_data(c, d);
+  }
+  if (c.parked.empty() && c.parked_fin) {
+    c.parked_fin = false;
+    c.client_fin = true;
+    c.client_fin_at = c.in_end();
+    replicate(c, now_ms_, true);
+  }
+}
+
+void ServerEngine::drop_parked(Conn& c) {
+  c.parked.clear();
+  c.parked_bytes = 0;
+  c.parked_fin = false;
 }
 
 uint64_t ServerEngine::ack_target(const Conn& c) const {
@@ -393,6 +439,7 @@ uint64_t ServerEngine::ack_target(const Conn& c) const {
 // ---- attach / detach ----------------------------------------------------------------------
 
 void ServerEngine::detach(Conn& c) {
+  drop_parked(c);  // never acknowledged: the client sends it again after ACCEPT
   if (!c.subflow) return;
   SubflowId sub = *c.subflow;
   c.subflow.reset();

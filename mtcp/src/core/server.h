@@ -141,6 +141,11 @@ class ServerEngine {
     uint64_t replay_until = 0;
     bool client_fin = false;
     uint64_t client_fin_at = 0;
+    // DATA received while the input log was full, not acknowledged (bounded by parked_max()).
+    std::deque<wire::Data> parked;
+    size_t parked_bytes = 0;
+    uint64_t parked_end = 0;
+    bool parked_fin = false;  // the client's CLOSE arrived behind parked DATA
     SendLog out;
     uint64_t app_out = 0;
     uint64_t acked_in = 0;  // last cumulative ack sent to the client
@@ -194,6 +199,11 @@ class ServerEngine {
   void on_hello(SubflowId sub, const wire::Hello& h, TimeMs now);
   void on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now);
   void on_data(SubflowId sub, Conn& c, wire::Data&& d);
+  void accept_data(Conn& c, const wire::Data& d);
+  void unpark(Conn& c);
+  void drop_parked(Conn& c);
+  // The client never has more than its send log unacknowledged: parked DATA stays below that.
+  size_t parked_max() const { return cfg_.limits.send_log_bytes_max + cfg_.limits.frame_payload_bytes_max; }
   void refuse(SubflowId sub, Error e, ServerId hint = 0);
   void kill_subflow(SubflowId sub, Error e);
   void detach(Conn& c);

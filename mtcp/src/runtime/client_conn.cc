@@ -1,13 +1,13 @@
 #include "runtime/client_conn.h"
 
 #include "runtime/address.h"
+#include "runtime/read_block.h"
 
 namespace mtcp::rt {
 
 using asio::ip::tcp;
 
 namespace {
-constexpr size_t kReadBytes = 256u << 10;
 constexpr size_t kWriteBudgetBytes = 1u << 20;
 }  // namespace
 
@@ -16,6 +16,7 @@ struct ClientConn::Sub {
   tcp::socket sock;
   bool connected = false;
   bool reading = false;
+  ReadBlock rx;  // the block the pending read fills
   bool writing = false;
   std::vector<Slice> out;
 };
@@ -81,14 +82,13 @@ void ClientConn::lost(core::SubflowId id) {
 void ClientConn::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
   sp->reading = true;
-  auto block = std::make_shared<Bytes>(kReadBytes);
-  sp->sock.async_read_some(asio::buffer(*block), [this, id, block, sp](asio::error_code ec, size_t n) {
+  sp->sock.async_read_some(asio::buffer(sp->rx.buffer().data(), ReadBlock::kBytes), [this, id, sp](asio::error_code ec, size_t n) {
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sp) return;
     it->second->reading = false;
     if (ec) return lost(id);
-    engine_.on_subflow_data(id, Slice(BlockPtr(block), 0, n), now_ms());
+    engine_.on_subflow_data(id, sp->rx.take(n), now_ms());
     service();
   });
 }

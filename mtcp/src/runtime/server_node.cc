@@ -1,6 +1,7 @@
 #include "runtime/server_node.h"
 
 #include "runtime/address.h"
+#include "runtime/read_block.h"
 #include "wire/control.h"
 
 namespace mtcp::rt {
@@ -8,7 +9,6 @@ namespace mtcp::rt {
 using asio::ip::tcp;
 
 namespace {
-constexpr size_t kReadBytes = 256u << 10;        // one read into one fresh block
 constexpr size_t kWriteBudgetBytes = 1u << 20;   // bytes taken from the engine per writev
 constexpr size_t kPeerQueueBytesMax = 64u << 20; // control messages waiting for one peer
 constexpr int kRoundsPerPass = 4;                 // service rounds before yielding to the loop
@@ -26,6 +26,7 @@ struct ServerNode::Sub {
   explicit Sub(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
   bool reading = false;
+  ReadBlock rx;  // the block the pending read fills
   bool writing = false;
   bool closing = false;      // the engine asked to close: flush, then close
   std::vector<Slice> out;    // slices being written (kept alive until the write completes)
@@ -136,9 +137,8 @@ void ServerNode::accept_data() {
 void ServerNode::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
   sp->reading = true;
-  // Each read lands in a fresh block that the engine keeps as slices: no copy of payload.
-  auto block = std::make_shared<Bytes>(kReadBytes);
-  sp->sock.async_read_some(asio::buffer(*block), [this, id, block, sp](asio::error_code ec, size_t n) {
+  // Each read lands in a large block that the engine keeps as slices (small reads are copied).
+  sp->sock.async_read_some(asio::buffer(sp->rx.buffer().data(), ReadBlock::kBytes), [this, id, sp](asio::error_code ec, size_t n) {
     sp->reading = false;
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
@@ -151,7 +151,7 @@ void ServerNode::read_sub(core::SubflowId id) {
         engine_->on_subflow_closed(id, now_ms());
       }
     } else {
-      engine_->on_subflow_data(id, Slice(BlockPtr(block), 0, n), now_ms());
+      engine_->on_subflow_data(id, sp->rx.take(n), now_ms());
     }
     service();
   });

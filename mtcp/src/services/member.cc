@@ -2,7 +2,9 @@
 
 #include <csignal>
 #include <cstdio>
+#include <memory>
 
+#include "runtime/admin.h"
 #include "runtime/server_node.h"
 
 namespace mtcp::svc {
@@ -23,10 +25,21 @@ int run_member(const rt::PoolConfig& pool, const MemberOptions& opt) {
     std::fprintf(stderr, "%s: member %u: %s\n", opt.prog.c_str(), opt.id, why.c_str());
     return 2;
   }
-  std::fprintf(stderr, "%s: member %u serving %s on %s (control %s)\n", opt.prog.c_str(), opt.id,
-               kind_name(opt.service), me->data.c_str(), me->control.c_str());
+  std::unique_ptr<rt::AdminServer> admin;
+  if (!opt.admin_path.empty()) {
+    admin = std::make_unique<rt::AdminServer>(io, node, opt.admin_path);
+    if (!admin->start(why)) {
+      std::fprintf(stderr, "%s: admin socket %s: %s\n", opt.prog.c_str(), opt.admin_path.c_str(), why.c_str());
+      node.stop();
+      return 2;
+    }
+  }
+  std::fprintf(stderr, "%s: member %u serving %s on %s (control %s)%s%s\n", opt.prog.c_str(), opt.id,
+               kind_name(opt.service), me->data.c_str(), me->control.c_str(), admin ? ", admin socket " : "",
+               admin ? opt.admin_path.c_str() : "");
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](asio::error_code, int) {
+    if (admin) admin->stop();
     node.stop();
     io.stop();
   });
