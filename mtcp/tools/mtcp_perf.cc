@@ -326,12 +326,12 @@ class Run {
     interval_timer_.cancel();
     pace_timer_.cancel();
     duration_timer_.cancel();
-    stop_transport();
-    io_.stop();
+    stop_transport([this] { io_.stop(); });
   }
 
   virtual void kick() = 0;  // the input ended or more can be written: move data
-  virtual void stop_transport() = 0;
+  // Closes the transport, then calls `then`.
+  virtual void stop_transport(std::function<void()> then) = 0;
   virtual uint64_t duplicates() const { return 0; }
 
   asio::io_context& io_;
@@ -531,11 +531,12 @@ class MtcpRun final : public Run {
     pump();
     conn_.service();
   }
-  void stop_transport() override {
+  void stop_transport(std::function<void()> then) override {
     migrate_timer_.cancel();
     policy_timer_.cancel();
     usr1_.cancel();
-    conn_.close_all();
+    // The member frees a finished connection once it has our ACK of its CLOSE: send it.
+    conn_.flush_and_close(std::move(then));
   }
   uint64_t duplicates() const override { return conn_engine().counters().duplicate_bytes_dropped; }
 
@@ -612,9 +613,10 @@ class PlainRun final : public Run {
     });
   }
   void kick() override { write(); }
-  void stop_transport() override {
+  void stop_transport(std::function<void()> then) override {
     asio::error_code ignore;
     sock_.close(ignore);
+    then();
   }
 
   tcp::socket sock_;

@@ -151,6 +151,8 @@ void ClientEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
       fail(Error::subflow_lost);
       return;
     }
+    // Both directions closed and acknowledged: the connection is over, the member may close.
+    if (finished()) return;
     // Lost the server mid-session: recover through an alternate (or the same server).
     if (!attempt_) recover(0, now);
     else attempt_->recovery = true;
@@ -171,8 +173,9 @@ void ClientEngine::pump(SubflowId sub, TimeMs now) {
     auto it = subflows_.find(sub);
     if (it == subflows_.end() || !it->second.open) return;
     Subflow& sf = it->second;
-    // Back-pressure: leave DATA in the subflow queue while the app's buffer is full.
-    if (recv_.size() >= limits_.recv_buffer_bytes_max) return;
+    // Back-pressure: leave DATA in the primary's queue while the app's buffer is full. Not on
+    // a migration attempt: its CHALLENGE and ACCEPT must not wait for a slow reader.
+    if (sub == primary_ && recv_.size() >= limits_.recv_buffer_bytes_max) return;
     auto next = sf.decoder.next(sf.in);
     if (!next) {
       ++counters_.frames_malformed;
@@ -194,7 +197,7 @@ void ClientEngine::pump(SubflowId sub, TimeMs now) {
 
 bool ClientEngine::wants_read(SubflowId sub) const {
   auto it = subflows_.find(sub);
-  return it != subflows_.end() && it->second.open && recv_.size() < limits_.recv_buffer_bytes_max;
+  return it != subflows_.end() && it->second.open && (sub != primary_ || recv_.size() < limits_.recv_buffer_bytes_max);
 }
 
 void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {

@@ -63,6 +63,8 @@ class ClientEngine {
   size_t read(std::span<uint8_t> dst);
   void read_slices(size_t max_bytes, std::vector<Slice>& out);
   bool peer_closed() const { return peer_fin_ && recv_.empty() && rcv_nxt_ == peer_fin_at_; }
+  // Both directions closed, every byte acknowledged by the server and received from it.
+  bool finished() const { return fin_sent_ && send_.base() == send_.end() && peer_fin_ && rcv_nxt_ == peer_fin_at_; }
 
   // Subflow I/O.
   void on_subflow_data(SubflowId sub, Slice bytes, TimeMs now);

@@ -9,6 +9,7 @@ using asio::ip::tcp;
 
 namespace {
 constexpr size_t kWriteBudgetBytes = 1u << 20;
+constexpr int kFlushPollsMax = 1000;  // flush_and_close gives up after about a second
 }  // namespace
 
 struct ClientConn::Sub {
@@ -22,17 +23,36 @@ struct ClientConn::Sub {
 };
 
 ClientConn::ClientConn(asio::io_context& io, const PoolConfig& pool)
-    : io_(io), pool_(pool), engine_(pool.limits, rng_), timer_(io) {}
+    : io_(io), pool_(pool), engine_(pool.limits, rng_), timer_(io), flush_timer_(io) {}
 
-ClientConn::~ClientConn() { close_all(); }
+ClientConn::~ClientConn() {
+  close_all();
+  *alive_ = false;  // handlers still queued in the io_context must not touch this object
+}
 
 void ClientConn::close_all() {
   if (closed_) return;
   closed_ = true;
   timer_.cancel();
+  flush_timer_.cancel();
   asio::error_code ec;
   for (auto& [id, s] : subs_) s->sock.close(ec);
   subs_.clear();
+}
+
+void ClientConn::flush_and_close(std::function<void()> done) {
+  if (closed_) return done();
+  service();
+  bool busy = false;
+  for (auto& [id, s] : subs_) busy |= s->writing || (s->connected && engine_.wants_transmit(id));
+  if (!busy || ++flush_polls_ > kFlushPollsMax) {
+    close_all();
+    return done();
+  }
+  flush_timer_.expires_after(std::chrono::milliseconds(1));
+  flush_timer_.async_wait([this, alive = alive_, done = std::move(done)](asio::error_code) mutable {
+    if (*alive) flush_and_close(std::move(done));
+  });
 }
 
 void ClientConn::connect(core::ServerId first) {
@@ -51,10 +71,13 @@ void ClientConn::open(core::SubflowId id, core::ServerId server, const std::stri
   tcp::endpoint ep;
   std::string why;
   if (!parse_endpoint(addr, ep, why)) {
-    asio::post(io_, [this, id] { lost(id); });
+    asio::post(io_, [this, alive = alive_, id] {
+      if (*alive) lost(id);
+    });
     return;
   }
-  s.sock.async_connect(ep, [this, id, sub](asio::error_code ec) {
+  s.sock.async_connect(ep, [this, alive = alive_, id, sub](asio::error_code ec) {
+    if (!*alive) return;
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sub) return;
@@ -82,7 +105,8 @@ void ClientConn::lost(core::SubflowId id) {
 void ClientConn::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
   sp->reading = true;
-  sp->sock.async_read_some(asio::buffer(sp->rx.buffer().data(), ReadBlock::kBytes), [this, id, sp](asio::error_code ec, size_t n) {
+  sp->sock.async_read_some(asio::buffer(sp->rx.buffer().data(), ReadBlock::kBytes), [this, alive = alive_, id, sp](asio::error_code ec, size_t n) {
+    if (!*alive) return;
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sp) return;
@@ -103,7 +127,8 @@ void ClientConn::write_sub(core::SubflowId id) {
   bufs.reserve(s.out.size());
   for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
   s.writing = true;
-  asio::async_write(s.sock, bufs, [this, id, sp](asio::error_code ec, size_t) {
+  asio::async_write(s.sock, bufs, [this, alive = alive_, id, sp](asio::error_code ec, size_t) {
+    if (!*alive) return;
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sp) return;
@@ -120,7 +145,8 @@ void ClientConn::arm_timer() {
   if (deadline == core::kNever) deadline = now_ms() + 1000;
   core::TimeMs now = now_ms();
   timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
-  timer_.async_wait([this](asio::error_code ec) {
+  timer_.async_wait([this, alive = alive_](asio::error_code ec) {
+    if (!*alive) return;
     if (ec || closed_) return;
     engine_.on_timer(now_ms());
     service();

@@ -21,6 +21,9 @@ class ClientConn {
   core::ClientEngine& engine() { return engine_; }
   void service();
   void close_all();
+  // Sends what the engine still has queued (the last ACK, a CLOSE), then closes every
+  // subflow and calls done (at most about a second later).
+  void flush_and_close(std::function<void()> done);
   // Called after each service round: events to handle, data to read, room to write.
   std::function<void(std::vector<core::ClientEvent>&)> on_change;
 
@@ -37,12 +40,17 @@ class ClientConn {
   OsRandom rng_;
   core::ClientEngine engine_;
   asio::steady_timer timer_;
+  asio::steady_timer flush_timer_;
+  int flush_polls_ = 0;
   // shared_ptr: every pending operation holds its subflow, so closing one while a read or a
   // write is under way never frees the socket under Asio's feet.
   std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
   bool in_service_ = false;
   bool again_ = false;
   bool closed_ = false;
+  // Shared with every pending handler: false once this object is gone, so the io_context may
+  // keep running (and run cancelled handlers) after a ClientConn is destroyed.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace mtcp::rt
