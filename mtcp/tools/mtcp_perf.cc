@@ -38,6 +38,7 @@ struct Options {
   double duration_s = 0;        // instead of bytes: run this long
   double bitrate_mbit = 0;      // pace the input at this rate (0: as fast as possible)
   uint64_t migrate_every_ms = 0;
+  bool back_to_back = false;     // migrate again as soon as a migration ends
   rt::PolicyConfig policy;  // client: when to migrate besides --migrate-every
   double interval_s = 1;
   double time_limit_s = 120;
@@ -462,6 +463,7 @@ class MtcpRun final : public Run {
         if (!o_.json) std::printf("connected to member %u, connection %llu\n", ev.to, static_cast<unsigned long long>(e.conn_id()));
         policy_.on_connected(e.server(), e.pool(), now);
         schedule_migration();
+        if (o_.back_to_back) back_to_back_due_ = true;
       } else if (ev.kind == K::hint) {
         policy_.on_hint(ev.to, now);
       } else if (ev.kind == K::peer_closed) {
@@ -488,6 +490,7 @@ class MtcpRun final : public Run {
         } else {
           policy_.on_migrated(ev.from, ev.to, now);
         }
+        if (o_.back_to_back) back_to_back_due_ = true;
         record(std::move(r));
       } else if (ev.kind == K::failed) {
         std::string why = "connection failed: " + std::string(to_string(ev.error));
@@ -496,6 +499,8 @@ class MtcpRun final : public Run {
       }
     }
     if (e.state() != core::ClientState::established) return;
+    if (input_ended_) back_to_back_due_ = false;  // let the close go through
+    if (back_to_back_due_ && !e.migrating() && migrate(0, "back-to-back")) back_to_back_due_ = false;
     pump();
     if (!done_) run_policy();
   }
@@ -545,6 +550,7 @@ class MtcpRun final : public Run {
   Clock::time_point requested_;
   std::string pending_reason_;
   rt::MigrationPolicy policy_;
+  bool back_to_back_due_ = false;
   asio::steady_timer policy_timer_;
   core::TimeMs policy_armed_ = core::kNever;
   asio::signal_set usr1_;
@@ -660,6 +666,7 @@ int main(int argc, char** argv) {
   cli.add_option("-n,--bytes", o.bytes, "Bytes to send (ref, echo) or to receive (source)")->capture_default_str();
   cli.add_option("-d,--duration", o.duration_s, "Run this many seconds instead of a byte count");
   cli.add_option("-b,--bitrate", o.bitrate_mbit, "Pace the input at this many Mbit/s (0: as fast as possible)");
+  cli.add_flag("--back-to-back", o.back_to_back, "Migrate again as soon as each migration ends (migrations per second)");
   cli.add_option("--migrate-every", o.migrate_every_ms, "Migrate to the next member every this many ms (0: never)");
   cli.add_flag("--ignore-hints", no_hints, "Do not migrate when the server hints (drain, overload)");
   cli.add_option("--policy", policies, "Migration policies: throughput,stall,hint,manual (SIGUSR1),schedule; or none (see docs/PROXY.md)")
@@ -680,7 +687,11 @@ int main(int argc, char** argv) {
   cli.add_option("--source-bytes", o.params.source_bytes, "With -s --app source: stream length (0: until the client closes)");
   cli.add_option("--seed", o.params.seed, "Stream seed (must match between client and servers)");
   cli.add_flag("-J,--json", o.json, "Print the result as JSON");
-  CLI11_PARSE(cli, argc, argv);
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return cli.exit(e) == 0 ? 0 : 2;  // --help is 0; any usage error is 2
+  }
   std::string why;
   if (!rt::parse_policies(policies, o.policy.enabled, why)) {
     std::fprintf(stderr, "mtcp-perf: --policy: %s\n", why.c_str());
