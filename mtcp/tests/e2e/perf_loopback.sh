@@ -143,6 +143,43 @@ for mode in eager lazy; do
   stop_members
 done
 
+# A member with the wrong pool key, then the same member down: migrations to it fail explicitly
+# (the wrong key cannot verify the client's proof) and the stream stays intact.
+head -c 32 /dev/urandom > "$work/wrong.key"
+sed 's/"pool.key"/"wrong.key"/' "$work/lazy.json" > "$work/wrongkey.json"
+member_pids=()
+"$PERF" -s --pool "$work/lazy.json" --id 1 --app echo 2>"$work/member1.log" &
+member_pids+=("$!"); pids+=("$!")
+"$PERF" -s --pool "$work/wrongkey.json" --id 2 --app echo 2>"$work/member2.log" &
+member_pids+=("$!"); pids+=("$!")
+wait_listening $((base + 4)) $((base + 5))
+check_refused_target() {  # check_refused_target NAME OUT: verdict ok, every migration to 2 failed
+  python3 - "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+e = r["end"]
+errs = sorted({m["error"] for m in r["migrations"] if m["to"] == 2 and "error" in m})
+moved = [m for m in r["migrations"] if m["to"] == 2 and "error" not in m]
+print("good" if e["verdict"] == "ok" and errs and not moved else "bad", e["verdict"], "errors:", ", ".join(errs) or "none")
+PY
+}
+"$PERF" -c --pool "$work/lazy.json" --app echo -n 4000000 -b 200 --migrate-every 40 -i 0 -J -t 60 > "$work/wrongkey.out"
+rc=$?
+summary=$(check_refused_target wrongkey "$work/wrongkey.out")
+echo "  wrong key: $summary (exit $rc)"
+[[ $rc == 0 && "$summary" == good* && "$summary" == *"bad proof"* ]]
+ok=$?
+assert_ok "migrations to a member with the wrong pool key are refused (bad proof); the stream is intact" $ok
+kill "${member_pids[1]}"; wait "${member_pids[1]}" 2>/dev/null
+"$PERF" -c --pool "$work/lazy.json" --app echo -n 4000000 -b 200 --migrate-every 40 -i 0 -J -t 60 > "$work/down.out"
+rc=$?
+summary=$(check_refused_target down "$work/down.out")
+echo "  member down: $summary (exit $rc)"
+[[ $rc == 0 && "$summary" == good* ]]
+ok=$?
+assert_ok "migrations to a member that is down fail explicitly; the stream is intact" $ok
+stop_members
+
 # Bad input: a broken pool file and a port already in use.
 echo '{ "transfer": "sideways", "members": [] }' > "$work/bad.json"
 "$PERF" -s --pool "$work/bad.json" --id 1 2> "$work/bad.err"
