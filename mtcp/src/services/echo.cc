@@ -18,19 +18,7 @@ class EchoService final : public ConnService {
   EchoService(const Params& p, core::ConnId conn) : p_(p), conn_(conn) {}
 
   bool import(const core::ServerEngine& engine, std::string& why) override {
-    auto view = engine.conn_snapshot_view(conn_);
-    if (!view) {
-      why = "the engine has no snapshot view for this connection";
-      return false;
-    }
-    pos_ = {};
-    if (view->snap_id != 0) {
-      if (!decode_positions(kMagic, *view->bytes, p_.state_bytes, pos_, why)) return false;
-      if (pos_.in != view->in_seq || pos_.out != view->out_seq) {
-        why = "snapshot positions disagree with the protocol's record";
-        return false;
-      }
-    }
+    if (!import_positions(engine, conn_, kMagic, p_.state_bytes, pos_, why)) return false;
     last_snapshot_ = pos_.in;
     return true;
   }

@@ -127,6 +127,23 @@ bool decode_positions(uint32_t magic, const Bytes& b, uint32_t state_bytes, Posi
   return true;
 }
 
+bool import_positions(const core::ServerEngine& engine, core::ConnId conn, uint32_t magic, uint32_t state_bytes,
+                      Positions& pos, std::string& why) {
+  auto view = engine.conn_snapshot_view(conn);
+  if (!view) {
+    why = "the engine has no snapshot view for this connection";
+    return false;
+  }
+  pos = {};
+  if (view->snap_id == 0) return true;
+  if (!decode_positions(magic, *view->bytes, state_bytes, pos, why)) return false;
+  if (pos.in != view->in_seq || pos.out != view->out_seq) {
+    why = "snapshot positions disagree with the protocol's record";
+    return false;
+  }
+  return true;
+}
+
 std::unique_ptr<ConnService> make_echo(const Params& p, core::ConnId conn);
 std::unique_ptr<ConnService> make_source(const Params& p, core::ConnId conn);
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/buffer.h"
+#include "core/server.h"
 
 namespace mtcp::svc {
 
@@ -15,5 +16,9 @@ struct Positions {
 
 Bytes encode_positions(uint32_t magic, Positions pos, uint32_t state_bytes);
 bool decode_positions(uint32_t magic, const Bytes& b, uint32_t state_bytes, Positions& pos, std::string& why);
+// Import for a connection: the engine's snapshot (none: start at zero), decoded and checked
+// against the positions the protocol recorded with it.
+bool import_positions(const core::ServerEngine& engine, core::ConnId conn, uint32_t magic, uint32_t state_bytes,
+                      Positions& pos, std::string& why);
 
 }  // namespace mtcp::svc
