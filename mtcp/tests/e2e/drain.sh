@@ -24,18 +24,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-passed=0
-failed=0
-assert_ok() {  # assert_ok NAME EXIT-STATUS: records a PASS or a FAIL
-  # (callers save $? first: a $(...) inside NAME would overwrite it before it is read)
-  if [[ "$2" == 0 ]]; then
-    echo "PASS $1"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1"
-    failed=$((failed + 1))
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Ports from a range derived from our PID, so parallel runs do not collide (perf_loopback.sh
 # uses 20000-39999; this script 40000-49999).
@@ -68,7 +57,6 @@ wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
   done
 }
 answers() { [[ "$(status_field "$1" member)" != "" ]]; }
-verdict() { python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print(e["verdict"], e["migrations_done"], e["error"])' "$1" 2>/dev/null; }
 
 member_pids=()
 for i in 1 2 3; do

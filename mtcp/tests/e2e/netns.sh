@@ -56,21 +56,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap 'exit 130' INT TERM
 # Run a copy, so that a rebuild during the run cannot swap the binary between scenarios.
 cp "$PERF" "$work/mtcp-perf" && PERF="$work/mtcp-perf"
 
-passed=0
-failed=0
-assert_ok() {  # assert_ok NAME EXIT-STATUS: records a PASS or a FAIL
-  if [[ "$2" == 0 ]]; then
-    echo "PASS $1"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1"
-    failed=$((failed + 1))
-  fi
-}
 
 # ---- topology ---------------------------------------------------------------------------------
 

@@ -20,17 +20,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-passed=0
-failed=0
-assert_ok() {  # assert_ok NAME EXIT-STATUS: records a PASS or a FAIL
-  if [[ "$2" == 0 ]]; then
-    echo "PASS $1"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1"
-    failed=$((failed + 1))
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Ports from a range derived from our PID, so parallel runs do not collide.
 base=$((20000 + ($$ % 2000) * 10))
@@ -47,21 +37,6 @@ JSON
 write_pool "$work/lazy.json" lazy ""
 write_pool "$work/eager.json" eager ', "ack_after_replication": true'
 
-wait_listening() {  # wait_listening PORT...: until each control port accepts (at most 10 s)
-  python3 - "$@" <<'PY'
-import socket, sys, time
-deadline = time.time() + 10
-for port in map(int, sys.argv[1:]):
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                sys.exit("member on control port %d did not start" % port)
-            time.sleep(0.05)
-PY
-}
 start_members() {  # start_members POOL [APP] -> sets member_pids
   member_pids=()
   for i in 1 2 3; do
@@ -83,7 +58,6 @@ stop_members() {
   for p in "${member_pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${member_pids[@]}"; do wait "$p" 2>/dev/null; done
 }
-verdict() { python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print(e["verdict"], e["migrations_done"], e["error"])' "$1"; }
 
 for mode in lazy eager; do
   start_members "$work/$mode.json"

@@ -30,18 +30,7 @@ cleanup() {  # only processes that are still our children (a reaped PID may belo
   if [[ -n "${PROXY_E2E_KEEP:-}" ]]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-passed=0
-failed=0
-assert_ok() {  # assert_ok NAME EXIT-STATUS: records a PASS or a FAIL (take the status into a
-  # variable first: a $(...) in NAME is expanded before it and would reset $?)
-  if [[ "$2" == 0 ]]; then
-    echo "PASS $1"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1"
-    failed=$((failed + 1))
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Ports from a range derived from our PID, so parallel runs do not collide.
 base=$((10000 + ($$ % 1900) * 10))
@@ -102,21 +91,6 @@ if stop_ts is not None:
 PY
 count() { python3 "$work/summary.py" "$1" "$2" | sed -n 's/.*\b'"$3"'=\([0-9]*\).*/\1/p'; }
 
-wait_listening() {  # wait_listening PORT...: until each control port accepts (at most 10 s)
-  python3 - "$@" <<'PY'
-import socket, sys, time
-deadline = time.time() + 10
-for port in map(int, sys.argv[1:]):
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                sys.exit("member on control port %d did not start" % port)
-            time.sleep(0.05)
-PY
-}
 start_members() {  # start_members NAME POOL MTCPD-ARGS... -> sets member_pids; logs $work/NAME-memberI.log
   local name="$1" pool="$2"
   shift 2
