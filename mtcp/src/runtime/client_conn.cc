@@ -141,13 +141,21 @@ void ClientConn::write_sub(core::SubflowId id) {
 
 void ClientConn::arm_timer() {
   if (closed_) return;
-  core::TimeMs deadline = engine_.next_deadline();
-  if (deadline == core::kNever) deadline = now_ms() + 1000;
+  // Re-armed only when the engine's next deadline moved: most events leave it where it was,
+  // and re-arming costs a system call each time. No deadline: a 1 s tick.
   core::TimeMs now = now_ms();
+  core::TimeMs deadline = engine_.next_deadline();
+  if (deadline == core::kNever) {
+    if (armed_ != core::kNever && armed_ > now && armed_ <= now + 1000) return;
+    deadline = now + 1000;
+  }
+  if (deadline == armed_) return;
+  armed_ = deadline;
   timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
   timer_.async_wait([this, alive = alive_](asio::error_code ec) {
     if (!*alive) return;
     if (ec || closed_) return;
+    armed_ = core::kNever;
     engine_.on_timer(now_ms());
     service();
   });

@@ -40,6 +40,7 @@ class ClientConn {
   OsRandom rng_;
   core::ClientEngine engine_;
   asio::steady_timer timer_;
+  core::TimeMs armed_ = core::kNever;  // deadline the timer waits for
   asio::steady_timer flush_timer_;
   int flush_polls_ = 0;
   // shared_ptr: every pending operation holds its subflow, so closing one while a read or a

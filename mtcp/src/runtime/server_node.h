@@ -67,6 +67,7 @@ class ServerNode {
   asio::ip::tcp::acceptor data_acceptor_;
   asio::ip::tcp::acceptor control_acceptor_;
   asio::steady_timer timer_;
+  core::TimeMs armed_ = core::kNever;  // deadline the timer waits for
   // shared_ptr: pending reads and writes hold their subflow (see client_conn.h).
   std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;
