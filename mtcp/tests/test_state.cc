@@ -68,6 +68,8 @@ void expect_same(const ConnState& a, const ConnState& b) {
   EXPECT_TRUE(a.out_log == b.out_log);
   EXPECT_TRUE(a.in_log == b.in_log);
   EXPECT_EQ(a.client_fin, b.client_fin);
+  EXPECT_EQ(a.out_log_tail, b.out_log_tail);
+  EXPECT_EQ(a.in_log_kept, b.in_log_kept);
   EXPECT_EQ(a.in_end(), b.in_end());
 }
 
@@ -209,6 +211,32 @@ TEST(StateRoundTrip, ElidedSnapshotAndFlags) {
   }
 }
 
+TEST(StateRoundTrip, OutputLogTailFlag) {
+  ConnState s = sample_state(1);
+  s.out_log_tail = true;
+  Bytes b = encode_ok(s);
+  EXPECT_EQ(b[kFlagsAt] & 4, 4);
+  auto got = decode_state(b);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->out_log_tail);
+  EXPECT_EQ(got->out_log_start, s.out_log_start);
+  EXPECT_EQ(got->out_log, s.out_log);
+  s.out_log_tail = false;
+  EXPECT_FALSE(decode_state(encode_ok(s))->out_log_tail);
+}
+
+TEST(StateRoundTrip, InputLogKeptFlag) {
+  ConnState s = sample_state(1);
+  s.in_log.clear();
+  s.in_log_kept = true;
+  Bytes b = encode_ok(s);
+  EXPECT_EQ(b[kFlagsAt] & 8, 8);
+  auto got = decode_state(b);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->in_log_kept);
+  EXPECT_TRUE(got->in_log.empty());
+}
+
 TEST(StateRoundTrip, ExtremeSequenceNumbers) {
   ConnState s = sample_state(1);
   s.snap_out_seq = kU64Max;
@@ -285,7 +313,7 @@ TEST(StateValidation, ConnIdAndEpochAreNonZero) {
 
 TEST(StateValidation, UnknownFlagsAndReserved) {
   Bytes good = encode_ok(sample_state());
-  for (uint8_t flag : {uint8_t{0x04}, uint8_t{0x08}, uint8_t{0x80}, uint8_t{0xFF}}) {
+  for (uint8_t flag : {uint8_t{0x10}, uint8_t{0x20}, uint8_t{0x80}, uint8_t{0xFF}}) {
     Bytes b = good;
     b[kFlagsAt] = static_cast<uint8_t>(b[kFlagsAt] | flag);
     EXPECT_EQ(decode_error(b), Error::bad_field) << int{flag};

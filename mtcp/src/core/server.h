@@ -124,6 +124,11 @@ class ServerEngine {
     uint64_t sent_snap = 0;
     uint64_t sent_in_end = 0;
     uint64_t sent_epoch = 0;
+    uint64_t sent_snap_out = 0;  // snap_out_seq of the last state sent
+    // The alternate confirmed a state of this epoch: it holds the output log up to out_have,
+    // so the next REPL_STATE carries only what follows (0: send it whole).
+    uint64_t out_have = 0;
+    uint64_t out_have_epoch = 0;
     TimeMs last_send_ms = 0;
   };
   struct Conn {
@@ -234,7 +239,8 @@ class ServerEngine {
   void claim_won(uint32_t request_id, TimeMs now);
   void claim_failed(uint32_t request_id, Error e, ServerId hint);
   void freeze(Conn& c, ServerId to, uint64_t epoch);
-  wire::ConnState export_state(const Conn& c, bool elide_snapshot) const;
+  // out_from > the log's start: only output from there (an out_log_tail state, for eager).
+  wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0) const;
   Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
   Status resend_from(Conn& c, uint64_t client_rcv_nxt);
   void replicate(Conn& c, TimeMs now, bool force_state);

@@ -498,7 +498,7 @@ void ServerEngine::freeze(Conn& c, ServerId to, uint64_t epoch) {
   if (was_owner) events_.push_back({ServerEvent::Kind::fenced, c.id, Error::ok});
 }
 
-wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot) const {
+wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
   wire::ConnState s;
   s.conn_id = c.id;
   s.epoch = c.epoch;
@@ -511,6 +511,10 @@ wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot) c
   if (!elide_snapshot) s.snapshot = c.snapshot;
   if (c.out.base() >= c.snap_out_seq) {
     s.out_log_start = c.snap_out_seq;
+  } else if (out_from > c.out.base()) {
+    s.out_log_tail = true;
+    s.out_log_start = std::min(out_from, c.snap_out_seq);
+    if (s.out_log_start < c.snap_out_seq) s.out_log = c.out.copy(s.out_log_start, std::min(c.snap_out_seq, c.out.end()));
   } else {
     s.out_log_start = c.out.base();
     s.out_log = c.out.copy(c.out.base(), std::min(c.snap_out_seq, c.out.end()));
@@ -615,7 +619,18 @@ void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
 }
 
 void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
-  auto bytes = wire::encode_state(export_state(c, false), cfg_.limits.snapshot_bytes_max);
+  // Only the output the alternate does not hold yet (it confirmed a state of this epoch):
+  // resending the whole unacknowledged output log with every snapshot made bulk output cost
+  // up to send_log_bytes_max per snapshot and per alternate.
+  uint64_t out_from = p.out_have_epoch == c.epoch ? p.out_have : 0;
+  wire::ConnState st = export_state(c, false, out_from);
+  // Nor the input it already holds: it confirmed this epoch's log past the new snapshot.
+  bool keep_in = out_from != 0 && p.acked.epoch == c.epoch && p.acked.in_end >= c.snap_in_seq;
+  if (keep_in) {
+    st.in_log_kept = true;
+    st.in_log.clear();
+  }
+  auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
   if (!bytes) {
     ++counters_.limit_refusals;
     return;
@@ -625,7 +640,8 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   send_control(to, wire::ReplState{c.id, c.epoch, std::move(bytes.value())});
   p.sent_epoch = c.epoch;
   p.sent_snap = c.snap_id;
-  p.sent_in_end = c.in_end();
+  p.sent_snap_out = c.snap_out_seq;
+  if (!keep_in) p.sent_in_end = c.in_end();  // else the increments already sent stand
   p.last_send_ms = now;
 }
 
@@ -659,6 +675,38 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
     detach(*c);
     events_.push_back({ServerEvent::Kind::fenced, c->id, Error::ok});
   }
+  if (st->in_log_kept) {
+    // Our own input log from the new snapshot on stands in for the state's.
+    bool have = c->role == Role::replica && c->epoch == st->epoch && c->snap_in_seq <= st->snap_in_seq &&
+                c->in_end() >= st->snap_in_seq;
+    if (!have) {
+      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
+      return;
+    }
+    size_t at = static_cast<size_t>(st->snap_in_seq - c->snap_in_seq);
+    st->in_log = c->in_log.flatten(at, c->in_log.size() - at);
+    st->in_log_kept = false;
+  }
+  if (st->out_log_tail) {
+    // Only the output after the state we confirmed: put our copy of the part before in front.
+    // Without that part (no copy of this epoch, or a gap), ask for the whole state.
+    bool have = c->role == Role::replica && c->epoch == st->epoch && c->out.base() <= st->out_log_start &&
+                c->out.end() >= st->out_log_start;
+    if (!have) {
+      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
+      return;
+    }
+    // The client holds everything below snap_out_seq - send_log_bytes_max (the owner never has
+    // more than that unacknowledged): older bytes of our copy are not needed and must not make
+    // the log overflow.
+    uint64_t floor = st->snap_out_seq > cfg_.limits.send_log_bytes_max ? st->snap_out_seq - cfg_.limits.send_log_bytes_max : 0;
+    uint64_t keep = std::min(std::max(c->out.base(), floor), st->out_log_start);
+    Bytes whole = c->out.copy(keep, st->out_log_start);
+    whole.insert(whole.end(), st->out_log.begin(), st->out_log.end());
+    st->out_log = std::move(whole);
+    st->out_log_start = keep;
+    st->out_log_tail = false;
+  }
   c->role = Role::replica;
   c->handed_to = from;
   c->handed_epoch = m.epoch;
@@ -667,7 +715,12 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
   wire::ReplicaPos theirs{st->epoch, st->snap_id, st->in_end()};
   if (theirs >= mine || c->epoch < st->epoch) {
     uint64_t keep_from = st->out_log_start;
-    (void)install_state(*c, std::move(st.value()), keep_from);
+    if (!install_state(*c, std::move(st.value()), keep_from)) {
+      // Our copy cannot hold it: keep nothing rather than a copy with a hole, ask for all.
+      free_conn(m.conn_id, Error::ok);
+      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
+      return;
+    }
   }
   c->news_ms = now;
   send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), false});
@@ -680,7 +733,12 @@ void ServerEngine::on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now) {
     ++counters_.stale_messages;
     return;
   }
-  if (m.epoch > c->epoch || m.snap_id != c->snap_id || m.start > c->in_end() || m.start < c->snap_in_seq) {
+  // Input positions are absolute within an epoch: an increment sent before (or after) the
+  // snapshot we hold still extends our log if it starts at or before its end. Only an unknown
+  // epoch or a gap needs the whole state. (Asking for it on a mere snapshot mismatch made every
+  // snapshot under bulk input cost a full state per alternate: the increments in flight when
+  // the new REPL_STATE arrived all asked again.)
+  if (m.epoch > c->epoch || m.start > c->in_end()) {
     send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), true});
     return;
   }
@@ -690,7 +748,9 @@ void ServerEngine::on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now) {
     Bytes tail(m.bytes.begin() + static_cast<std::ptrdiff_t>(skip), m.bytes.end());
     c->in_log.push(Slice(make_block(std::move(tail))));
   }
-  if (m.out_acked > c->out.base() && m.out_acked <= c->out.end()) (void)c->out.ack(m.out_acked);
+  // The client acknowledged up to out_acked: drop that much of our copy (all of it if the
+  // client is past the snapshot), so the copy tracks what a takeover may still need.
+  if (m.out_acked > c->out.base()) (void)c->out.ack(std::min(m.out_acked, c->out.end()));
   c->news_ms = now;
   send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), false});
 }
@@ -703,11 +763,18 @@ void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now
   }
   Peer& p = c->peers[from];
   if (m.need_state) {
+    p.out_have = 0;  // it holds nothing we can build on: the whole state
+    p.out_have_epoch = 0;
     send_repl_state(*c, from, p, now);
     return;
   }
   if (m.epoch != c->epoch) return;
   if (p.acked < m.pos) p.acked = m.pos;
+  // It installed the last state we sent: its output log reaches that state's snapshot.
+  if (m.pos.epoch == c->epoch && m.pos.snap_id == p.sent_snap && p.sent_epoch == c->epoch) {
+    p.out_have = p.sent_snap_out;
+    p.out_have_epoch = c->epoch;
+  }
 }
 
 void ServerEngine::on_release(ServerId from, const wire::Release& m, TimeMs now) {

@@ -7,6 +7,8 @@ namespace {
 constexpr uint8_t kStateVersion = 1;
 constexpr uint8_t kFlagElided = 0x01;
 constexpr uint8_t kFlagClientFin = 0x02;
+constexpr uint8_t kFlagOutLogTail = 0x04;
+constexpr uint8_t kFlagInLogKept = 0x08;
 }  // namespace
 
 Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max) {
@@ -18,7 +20,8 @@ Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max) {
   out.reserve(64 + s.snapshot.size() + s.out_log.size() + s.in_log.size());
   Writer w(out);
   w.u8(kStateVersion);
-  w.u8(static_cast<uint8_t>((s.snapshot_elided ? kFlagElided : 0) | (s.client_fin ? kFlagClientFin : 0)));
+  w.u8(static_cast<uint8_t>((s.snapshot_elided ? kFlagElided : 0) | (s.client_fin ? kFlagClientFin : 0) |
+                            (s.out_log_tail ? kFlagOutLogTail : 0) | (s.in_log_kept ? kFlagInLogKept : 0)));
   w.u16(0);
   w.u64(s.conn_id);
   w.u64(s.epoch);
@@ -45,8 +48,11 @@ Result<ConnState> decode_state(std::span<const uint8_t> bytes, size_t snapshot_b
   uint16_t reserved = r.u16();
   if (!r.ok()) return Error::truncated;
   if (version != kStateVersion) return Error::unsupported_version;
-  if ((flags & ~(kFlagElided | kFlagClientFin)) != 0 || reserved != 0) return Error::bad_field;
+  if ((flags & ~(kFlagElided | kFlagClientFin | kFlagOutLogTail | kFlagInLogKept)) != 0 || reserved != 0)
+    return Error::bad_field;
+  s.in_log_kept = (flags & kFlagInLogKept) != 0;
   s.snapshot_elided = (flags & kFlagElided) != 0;
+  s.out_log_tail = (flags & kFlagOutLogTail) != 0;
   s.client_fin = (flags & kFlagClientFin) != 0;
   s.conn_id = r.u64();
   s.epoch = r.u64();

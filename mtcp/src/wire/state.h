@@ -26,6 +26,12 @@ struct ConnState {
   // Output written before the snapshot and not yet acknowledged: [out_log_start, snap_out_seq).
   uint64_t out_log_start = 0;
   Bytes out_log;
+  // Eager REPL_STATE only: out_log continues the output log of the state the alternate
+  // confirmed last; out_log_start is where that one ended, not the owner's unacknowledged start.
+  bool out_log_tail = false;
+  // Eager REPL_STATE only: in_log is empty here; the alternate already holds the input from
+  // snap_in_seq on (sent as REPL_LOG increments) and keeps its own copy.
+  bool in_log_kept = false;
   // Input received since the snapshot: [snap_in_seq, snap_in_seq + in_log.size()).
   Bytes in_log;
   bool client_fin = false;   // the client closed its direction at in_end()

@@ -23,7 +23,7 @@ trap cleanup EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Ports from a range derived from our PID, so parallel runs do not collide.
-base=$((20000 + ($$ % 2000) * 10))
+base=$((20000 + ($$ % 1200) * 10))  # below the ephemeral range (32768+)
 head -c 32 /dev/urandom > "$work/pool.key"
 write_pool() {  # write_pool FILE TRANSFER EXTRA
   cat > "$1" <<JSON
