@@ -17,7 +17,6 @@ struct ClientConn::Sub {
   tcp::socket sock;
   bool connected = false;
   bool reading = false;
-  ReadBlock rx;  // the block the pending read fills
   bool writing = false;
   std::vector<Slice> out;
 };
@@ -87,6 +86,7 @@ void ClientConn::open(core::SubflowId id, core::ServerId server, const std::stri
     }
     asio::error_code ignore;
     it->second->sock.set_option(tcp::no_delay(true), ignore);
+    it->second->sock.non_blocking(true, ignore);  // for async_read_slice
     it->second->connected = true;
     service();
   });
@@ -105,14 +105,14 @@ void ClientConn::lost(core::SubflowId id) {
 void ClientConn::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
   sp->reading = true;
-  sp->sock.async_read_some(asio::buffer(sp->rx.buffer().data(), ReadBlock::kBytes), [this, alive = alive_, id, sp](asio::error_code ec, size_t n) {
+  async_read_slice(sp->sock, [this, alive = alive_, id, sp](asio::error_code ec, Slice data) {
     if (!*alive) return;
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sp) return;
     it->second->reading = false;
     if (ec) return lost(id);
-    engine_.on_subflow_data(id, sp->rx.take(n), now_ms());
+    engine_.on_subflow_data(id, std::move(data), now_ms());
     service();
   });
 }

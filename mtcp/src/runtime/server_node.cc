@@ -26,7 +26,6 @@ struct ServerNode::Sub {
   explicit Sub(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
   bool reading = false;
-  ReadBlock rx;  // the block the pending read fills
   bool writing = false;
   bool closing = false;      // the engine asked to close: flush, then close
   std::vector<Slice> out;    // slices being written (kept alive until the write completes)
@@ -125,6 +124,7 @@ void ServerNode::accept_data() {
     if (stopped_) return;
     if (!ec) {
       sock.set_option(tcp::no_delay(true), ec);
+      sock.non_blocking(true, ec);  // for async_read_slice
       core::SubflowId id = next_sub_++;
       subs_.emplace(id, std::make_shared<Sub>(std::move(sock)));
       engine_->on_subflow_open(id, now_ms());
@@ -137,8 +137,9 @@ void ServerNode::accept_data() {
 void ServerNode::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
   sp->reading = true;
-  // Each read lands in a large block that the engine keeps as slices (small reads are copied).
-  sp->sock.async_read_some(asio::buffer(sp->rx.buffer().data(), ReadBlock::kBytes), [this, id, sp](asio::error_code ec, size_t n) {
+  // Each read lands in a large block that the engine keeps as slices (small reads are copied);
+  // no block is held while the subflow is idle.
+  async_read_slice(sp->sock, [this, id, sp](asio::error_code ec, Slice data) {
     sp->reading = false;
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
@@ -151,7 +152,7 @@ void ServerNode::read_sub(core::SubflowId id) {
         engine_->on_subflow_closed(id, now_ms());
       }
     } else {
-      engine_->on_subflow_data(id, sp->rx.take(n), now_ms());
+      engine_->on_subflow_data(id, std::move(data), now_ms());
     }
     service();
   });
