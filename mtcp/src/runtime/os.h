@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <openssl/rand.h>
+#include <sys/resource.h>
 
 #include "core/types.h"
 
@@ -13,6 +14,19 @@ namespace mtcp::rt {
 inline core::TimeMs now_ms() {
   using namespace std::chrono;
   return static_cast<core::TimeMs>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+// Raises the soft limit on open files to the hard limit (a member or a load client may hold
+// tens of thousands of sockets) and returns the new soft limit.
+inline rlim_t raise_open_files_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  return rl.rlim_cur;
 }
 
 class OsRandom final : public core::Random {

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "runtime/admin.h"
+#include "runtime/os.h"
 #include "runtime/server_node.h"
 
 namespace mtcp::svc {
@@ -15,6 +16,7 @@ int run_member(const rt::PoolConfig& pool, const MemberOptions& opt) {
     std::fprintf(stderr, "%s: member %u is not in the pool\n", opt.prog.c_str(), opt.id);
     return 2;
   }
+  rt::raise_open_files_limit();  // one socket per client connection
   asio::io_context io;
   ServiceHost host(opt.service, opt.params, [&](const std::string& line) {
     if (!opt.quiet) std::fprintf(stderr, "%s[%u]: %s\n", opt.prog.c_str(), opt.id, line.c_str());
