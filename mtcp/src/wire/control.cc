@@ -201,6 +201,15 @@ ControlType type_of(const ControlBody& b) {
 
 Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m) {
   Bytes out;
+  // Room for the largest byte string up front, so a state of megabytes is copied once, not
+  // again on each doubling of the buffer.
+  size_t blob = std::visit([](const auto& b) -> size_t {
+    using T = std::decay_t<decltype(b)>;
+    if constexpr (std::is_same_v<T, Grant> || std::is_same_v<T, ReplState>) return b.state.size();
+    else if constexpr (std::is_same_v<T, ReplLog>) return b.bytes.size();
+    else return 0;
+  }, m.body);
+  out.reserve(kControlHeaderBytes + 256 + blob + kControlMacBytes);
   Writer w(out);
   w.u32(kControlMagic);
   w.u8(kControlVersion);

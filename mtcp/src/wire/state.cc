@@ -9,6 +9,7 @@ constexpr uint8_t kFlagElided = 0x01;
 constexpr uint8_t kFlagClientFin = 0x02;
 constexpr uint8_t kFlagOutLogTail = 0x04;
 constexpr uint8_t kFlagInLogKept = 0x08;
+constexpr size_t kStateFixedBytes = 72;  // every field but the three byte strings
 }  // namespace
 
 Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max) {
@@ -17,7 +18,9 @@ Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max) {
   if (s.out_log.size() > kStateLogBytesMax || s.in_log.size() > kStateLogBytesMax)
     return Error::state_too_large;
   Bytes out;
-  out.reserve(64 + s.snapshot.size() + s.out_log.size() + s.in_log.size());
+  // Exactly: a short reserve made the last append reallocate and copy the whole state (a
+  // 16 MiB state took 14 ms to encode instead of 2 ms).
+  out.reserve(kStateFixedBytes + s.snapshot.size() + s.out_log.size() + s.in_log.size());
   Writer w(out);
   w.u8(kStateVersion);
   w.u8(static_cast<uint8_t>((s.snapshot_elided ? kFlagElided : 0) | (s.client_fin ? kFlagClientFin : 0) |
