@@ -114,6 +114,9 @@ struct ServerNode {
   std::unique_ptr<Prng> rng;
   std::unique_ptr<ServerEngine> engine;
   std::map<core::ConnId, std::unique_ptr<ServerApp>> apps;
+  // What the engine last answered, to check take_touched(): untouched means unchanged.
+  std::map<SubflowId, std::pair<bool, bool>> sub_seen;
+  std::map<core::ConnId, std::tuple<size_t, size_t, bool>> conn_seen;
 };
 
 class World {
@@ -174,6 +177,9 @@ class World {
       if (client_->next_deadline() <= now_) client_->on_timer(now_);
       for (auto& [id, n] : servers_) {
         if (n.engine && n.engine->next_deadline() <= now_) n.engine->on_timer(now_);
+      }
+      for (auto& [id, n] : servers_) {
+        if (n.engine) check_touched(n);
       }
       if (++steps > kStepLimit) {
         violation("runaway: step limit reached");
@@ -773,6 +779,33 @@ class World {
       if (!excusable) violation("connection failed (" + std::string(to_string(out_.failure)) + ") where it had to survive");
     }
     if (model_.received() > expected_out_) violation("I1: more output than the input produces");
+  }
+
+  // The runtime looks only at what take_touched() lists and trusts next_deadline()'s index:
+  // anything not listed must answer as before, and the index must agree with a full scan.
+  void check_touched(ServerNode& n) {
+    ServerEngine& e = *n.engine;
+    if (e.next_deadline() != e.next_deadline_scan())
+      violation("engine S" + std::to_string(n.id) + ": indexed deadline " + std::to_string(e.next_deadline()) +
+                " differs from a full scan " + std::to_string(e.next_deadline_scan()));
+    auto t = e.take_touched();
+    std::set<SubflowId> subs(t.subflows.begin(), t.subflows.end());
+    std::set<core::ConnId> conns(t.conns.begin(), t.conns.end());
+    for (const auto& [lid, l] : links_) {
+      if (l.server != n.id) continue;
+      std::pair<bool, bool> now{e.wants_transmit(lid), e.wants_read(lid)};
+      auto it = n.sub_seen.find(lid);
+      if (!t.all && !subs.contains(lid) && it != n.sub_seen.end() && it->second != now)
+        violation("engine S" + std::to_string(n.id) + ": subflow " + std::to_string(lid) + " changed untouched");
+      n.sub_seen[lid] = now;
+    }
+    for (core::ConnId c : e.owned_connections()) {
+      std::tuple<size_t, size_t, bool> now{e.conn_readable(c), e.conn_write_space(c), e.conn_input_closed(c)};
+      auto it = n.conn_seen.find(c);
+      if (!t.all && !conns.contains(c) && it != n.conn_seen.end() && it->second != now)
+        violation("engine S" + std::to_string(n.id) + ": connection " + std::to_string(c) + " changed untouched");
+      n.conn_seen[c] = now;
+    }
   }
 
   void violation(const std::string& what) {

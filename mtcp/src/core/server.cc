@@ -66,6 +66,7 @@ bool ServerEngine::take_token(TimeMs now) {
 
 void ServerEngine::on_subflow_open(SubflowId sub, TimeMs now) {
   now_ms_ = now;
+  touch_sub(sub);
   if (subs_.size() >= cfg_.limits.subflows_max) {
     ++counters_.limit_refusals;
     actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
@@ -81,8 +82,11 @@ void ServerEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
   now_ms_ = now;
   auto it = subs_.find(sub);
   if (it == subs_.end() || it->second.phase == Phase::closing) return;
+  touch_sub(sub);
+  if (it->second.conn) touch_conn(it->second.conn);
   it->second.in.push(std::move(bytes));
   pump(sub, now);
+  if (auto after = subs_.find(sub); after != subs_.end() && after->second.conn) touch_conn(after->second.conn);
 }
 
 // Frames parsed from one input call add to the input log one after another; eager replication
@@ -157,6 +161,8 @@ void ServerEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
   ConnId cid = it->second.conn;
   Phase phase = it->second.phase;
   subs_.erase(it);
+  touch_sub(sub);
+  if (cid) touch_conn(cid);
   if (phase == Phase::attached) {
     if (Conn* c = find(cid); c && c->subflow == sub) {
       c->subflow.reset();
@@ -177,6 +183,8 @@ void ServerEngine::kill_subflow(SubflowId sub, Error e) {
   if (s.phase == Phase::attached) {
     if (Conn* c = find(s.conn); c && c->subflow == sub) c->subflow.reset();
   }
+  touch_sub(sub);
+  if (s.conn) touch_conn(s.conn);
   s.tx.clear();
   s.tx.push(wire::Reset{e});
   s.phase = Phase::closing;
@@ -186,6 +194,7 @@ void ServerEngine::kill_subflow(SubflowId sub, Error e) {
 void ServerEngine::refuse(SubflowId sub, Error e, ServerId hint) {
   auto it = subs_.find(sub);
   if (it == subs_.end()) return;
+  touch_sub(sub);
   it->second.tx.push(wire::Refuse{e, hint, std::string(to_string(e))});
   it->second.phase = Phase::closing;
   actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
@@ -195,6 +204,8 @@ size_t ServerEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
   auto it = subs_.find(sub);
   if (it == subs_.end()) return 0;
   Sub& s = it->second;
+  touch_sub(sub);
+  if (s.conn) touch_conn(s.conn);
   size_t used = s.tx.drain(budget, out);
   if (s.phase != Phase::attached) return used;
   Conn* c = find(s.conn);
@@ -309,6 +320,7 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   if (h.kind == wire::HelloKind::migrate) {
     s.conn = h.conn_id;
     rng_.fill(s.nonce);
+    touch_sub(sub);
     s.tx.push(wire::ChallengeFrame{cfg_.self, s.nonce});
     s.phase = Phase::challenged;
     return;
@@ -320,6 +332,7 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   ConnId id = 0;
   while (id == 0 || conns_.contains(id)) id = rng_.u64();
   auto [it, inserted] = conns_.emplace(id, Conn(cfg_.limits.send_log_bytes_max));
+  touch_conn(id);
   Conn& c = it->second;
   c.id = id;
   c.epoch = 1;
@@ -335,12 +348,13 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   for (const auto& m : cfg_.pool) {
     if (m.server_id != cfg_.self) w.alternates.push_back(m);
   }
+  touch_sub(sub);
   s.tx.push(w);
   s.phase = Phase::attached;
   c.subflow = sub;
   c.cert_issued_ms = now;
   ++counters_.connections_opened;
-  events_.push_back({ServerEvent::Kind::opened, id, Error::ok});
+  emit({ServerEvent::Kind::opened, id, Error::ok});
   if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
 }
 
@@ -466,6 +480,7 @@ void ServerEngine::send_accept(Conn& c, SubflowId sub, TimeMs now) {
   a.server_rcv_nxt = c.in_end();
   a.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
   a.secret = cert::derive_secret(cfg_.pool_key, a.cert);
+  touch_sub(sub);
   subs_.at(sub).tx.push(a);
   c.cert_issued_ms = now;
   // ACCEPT is not an acknowledgement: ACK frames follow, from ack_target (which waits for
@@ -479,6 +494,7 @@ void ServerEngine::renew_cert(Conn& c, TimeMs now) {
   wire::Renew r;
   r.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
   r.secret = cert::derive_secret(cfg_.pool_key, r.cert);
+  touch_sub(*c.subflow);
   subs_.at(*c.subflow).tx.push(r);
   c.cert_issued_ms = now;
 }
@@ -494,6 +510,8 @@ void ServerEngine::maybe_free(Conn& c) {
 void ServerEngine::free_conn(ConnId id, Error why) {
   Conn* c = find(id);
   if (!c) return;
+  touch_conn(id);
+  if (c->subflow) touch_sub(*c->subflow);
   bool was_owner = c->role == Role::owner;
   if (was_owner && cfg_.limits.transfer_mode == TransferMode::eager) {
     for (const auto& m : cfg_.pool) {
@@ -506,7 +524,7 @@ void ServerEngine::free_conn(ConnId id, Error why) {
   conns_.erase(id);
   votes_.erase(id);
   ++counters_.connections_freed;
-  if (was_owner) events_.push_back({ServerEvent::Kind::closed, id, why});
+  if (was_owner) emit({ServerEvent::Kind::closed, id, why});
 }
 
 // ---- application calls --------------------------------------------------------------------
@@ -521,6 +539,7 @@ size_t ServerEngine::conn_read(ConnId id, std::span<uint8_t> dst) {
   Conn* c = owned(id);
   if (!c) return 0;
   size_t n = c->in_log.copy_out(static_cast<size_t>(c->app_in - c->snap_in_seq), dst);
+  if (n > 0) touch_conn(id);  // only a change counts: an app polling an idle connection must not keep it listed
   if (c->app_in < c->replay_until) counters_.replayed_input_bytes += std::min<uint64_t>(n, c->replay_until - c->app_in);
   c->app_in += n;
   maybe_free(*c);
@@ -531,6 +550,7 @@ size_t ServerEngine::conn_read_slices(ConnId id, size_t max_bytes, std::vector<S
   Conn* c = owned(id);
   if (!c) return 0;
   size_t n = static_cast<size_t>(std::min<uint64_t>(max_bytes, c->in_end() - c->app_in));
+  if (n > 0) touch_conn(id);
   c->in_log.view(static_cast<size_t>(c->app_in - c->snap_in_seq), n, out);
   if (c->app_in < c->replay_until) counters_.replayed_input_bytes += std::min<uint64_t>(n, c->replay_until - c->app_in);
   c->app_in += n;
@@ -563,6 +583,7 @@ Result<size_t> ServerEngine::conn_write(ConnId id, Slice s) {
     accepted += n;
     c->app_out += n;
   }
+  if (accepted > 0) touch_conn(id);
   return accepted;
 }
 
@@ -583,6 +604,7 @@ size_t ServerEngine::conn_write_space(ConnId id) const {
 }
 
 Status ServerEngine::conn_snapshot(ConnId id, Bytes snapshot) {
+  touch_conn(id);
   Conn* c = owned(id);
   if (!c) return Error::not_owner;
   if (snapshot.size() > cfg_.limits.snapshot_bytes_max) {
@@ -601,6 +623,7 @@ Status ServerEngine::conn_snapshot(ConnId id, Bytes snapshot) {
 }
 
 Status ServerEngine::conn_close(ConnId id) {
+  touch_conn(id);
   Conn* c = owned(id);
   if (!c) return Error::not_owner;
   c->app_closed = true;
@@ -615,9 +638,11 @@ std::optional<ServerEngine::SnapshotView> ServerEngine::conn_snapshot_view(ConnI
 }
 
 Status ServerEngine::conn_hint(ConnId id, wire::HintReason reason, ServerId target) {
+  touch_conn(id);
   Conn* c = owned(id);
   if (!c) return Error::not_owner;
   if (!c->subflow) return Error::closed;
+  touch_sub(*c->subflow);
   subs_.at(*c->subflow).tx.push(wire::Hint{reason, target});
   return {};
 }
@@ -651,6 +676,7 @@ std::vector<ConnId> ServerEngine::owned_connections() const {
 
 void ServerEngine::on_timer(TimeMs now) {
   now_ms_ = now;
+  touch_all();  // any connection may have timed out or been renewed
   // Silent subflows: a client that never sends the preface is a plain TCP client (§3.1).
   std::vector<SubflowId> plain;
   for (auto& [id, s] : subs_) {
@@ -688,31 +714,96 @@ void ServerEngine::on_timer(TimeMs now) {
   std::erase_if(retired_, [&](const auto& kv) { return now >= kv.second.until_ms; });
 }
 
-TimeMs ServerEngine::next_deadline() const {
+TimeMs ServerEngine::sub_deadline(const Sub& s) const {
+  if (s.phase == Phase::preface) return s.opened_ms + cfg_.limits.hello_timeout_ms;
+  if (s.phase == Phase::hello || s.phase == Phase::challenged) return s.opened_ms + cfg_.limits.migrate_timeout_ms;
+  return kNever;
+}
+
+TimeMs ServerEngine::conn_deadline(const Conn& c) const {
   TimeMs t = kNever;
-  for (const auto& [id, s] : subs_) {
-    if (s.phase == Phase::preface) t = std::min(t, s.opened_ms + cfg_.limits.hello_timeout_ms);
-    else if (s.phase == Phase::hello || s.phase == Phase::challenged)
-      t = std::min(t, s.opened_ms + cfg_.limits.migrate_timeout_ms);
-  }
-  for (const auto& [rid, p] : claims_) t = std::min(t, p.deadline_ms);
-  for (const auto& [id, c] : conns_) {
-    if (c.role == Role::owner) {
-      if (!c.subflow) t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
-      else t = std::min(t, c.cert_issued_ms + cfg_.limits.cert_lifetime_ms / 2);
-      if (cfg_.limits.transfer_mode == TransferMode::eager) {
-        for (const auto& [pid, p] : c.peers) {
-          if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()})
-            t = std::min(t, p.last_send_ms + cfg_.limits.replication_retry_ms);
-          t = std::min(t, p.last_send_ms + cfg_.limits.replica_timeout_ms / 2);
-        }
+  if (c.role == Role::owner) {
+    if (!c.subflow) t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
+    else t = std::min(t, c.cert_issued_ms + cfg_.limits.cert_lifetime_ms / 2);
+    if (cfg_.limits.transfer_mode == TransferMode::eager) {
+      for (const auto& [pid, p] : c.peers) {
+        if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()})
+          t = std::min(t, p.last_send_ms + cfg_.limits.replication_retry_ms);
+        t = std::min(t, p.last_send_ms + cfg_.limits.replica_timeout_ms / 2);
       }
-    } else if (c.role == Role::frozen) {
-      t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
-    } else {
-      t = std::min(t, c.news_ms + cfg_.limits.replica_timeout_ms);
+    }
+  } else if (c.role == Role::frozen) {
+    t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
+  } else {
+    t = std::min(t, c.news_ms + cfg_.limits.replica_timeout_ms);
+  }
+  return t;
+}
+
+// Re-indexes the connections and subflows touched since the last call (all of them after a
+// timer or a control message), so next_deadline() costs O(changes), not O(connections).
+void ServerEngine::refresh_deadlines() const {
+  auto update = [](auto& index, auto& of, auto id, TimeMs t) {
+    if (auto it = of.find(id); it != of.end()) {
+      index.erase({it->second, id});
+      of.erase(it);
+    }
+    if (t != kNever) {
+      index.insert({t, id});
+      of.emplace(id, t);
+    }
+  };
+  if (dl_all_) {
+    conn_dl_.clear();
+    conn_dl_of_.clear();
+    sub_dl_.clear();
+    sub_dl_of_.clear();
+    for (const auto& [id, c] : conns_) update(conn_dl_, conn_dl_of_, id, conn_deadline(c));
+    for (const auto& [id, sub] : subs_) update(sub_dl_, sub_dl_of_, id, sub_deadline(sub));
+  } else {
+    for (ConnId id : dl_conns_) {
+      const Conn* c = find(id);
+      update(conn_dl_, conn_dl_of_, id, c ? conn_deadline(*c) : kNever);
+    }
+    for (SubflowId id : dl_subs_) {
+      auto it = subs_.find(id);
+      update(sub_dl_, sub_dl_of_, id, it != subs_.end() ? sub_deadline(it->second) : kNever);
     }
   }
+  dl_all_ = false;
+  dl_conns_.clear();
+  dl_subs_.clear();
+}
+
+TimeMs ServerEngine::next_deadline() const {
+  refresh_deadlines();
+  TimeMs t = kNever;
+  if (!conn_dl_.empty()) t = std::min(t, conn_dl_.begin()->first);
+  if (!sub_dl_.empty()) t = std::min(t, sub_dl_.begin()->first);
+  for (const auto& [rid, p] : claims_) t = std::min(t, p.deadline_ms);  // at most pending_migrations_max
+  return t;
+}
+
+TimeMs ServerEngine::next_deadline_scan() const {
+  TimeMs t = kNever;
+  for (const auto& [id, s] : subs_) t = std::min(t, sub_deadline(s));
+  for (const auto& [rid, p] : claims_) t = std::min(t, p.deadline_ms);
+  for (const auto& [id, c] : conns_) t = std::min(t, conn_deadline(c));
+  return t;
+}
+
+ServerEngine::Touched ServerEngine::take_touched() {
+  Touched t;
+  t.all = std::exchange(touched_all_, false);
+  if (!t.all) {
+    for (ConnId id : touched_conns_) {
+      if (const Conn* c = find(id); c && c->subflow) touched_subs_.insert(*c->subflow);
+    }
+    t.subflows.assign(touched_subs_.begin(), touched_subs_.end());
+    t.conns.assign(touched_conns_.begin(), touched_conns_.end());
+  }
+  touched_subs_.clear();
+  touched_conns_.clear();
   return t;
 }
 

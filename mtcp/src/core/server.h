@@ -10,6 +10,8 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cert/cert.h"
@@ -67,9 +69,23 @@ class ServerEngine {
   void on_control(ServerId from, std::span<const uint8_t> message, TimeMs now);
 
   void on_timer(TimeMs now);
+  // From an index kept up to date for what changed, so it does not grow with idle connections.
   TimeMs next_deadline() const;
+  TimeMs next_deadline_scan() const;  // the same by scanning everything (tests compare the two)
   std::vector<ServerAction> take_actions() { return std::exchange(actions_, {}); }
   std::vector<ServerEvent> take_events() { return std::exchange(events_, {}); }
+
+  // What may have changed since the last call: subflows whose wants_transmit()/wants_read()
+  // may answer differently, connections whose conn_* answers may (input, acknowledgements,
+  // events, the application's own calls). Anything not listed is unchanged, so a driver with
+  // thousands of idle connections looks only at these (`all`: look at everything).
+  // Listed ids may be gone already.
+  struct Touched {
+    bool all = false;
+    std::vector<SubflowId> subflows;
+    std::vector<ConnId> conns;
+  };
+  Touched take_touched();
 
   // Application contract (paper §2; docs/ARCHITECTURE.md "application contract").
   size_t conn_readable(ConnId c) const;
@@ -197,6 +213,24 @@ class ServerEngine {
     ServerId claimer = 0;
   };
 
+  // What changed, for take_touched() and the deadline index.
+  void touch_sub(SubflowId id) {
+    touched_subs_.insert(id);
+    dl_subs_.insert(id);
+  }
+  void touch_conn(ConnId id) {
+    touched_conns_.insert(id);
+    dl_conns_.insert(id);
+  }
+  void touch_all() { touched_all_ = dl_all_ = true; }
+  void emit(ServerEvent ev) {
+    touch_conn(ev.conn);
+    events_.push_back(ev);
+  }
+  TimeMs conn_deadline(const Conn& c) const;
+  TimeMs sub_deadline(const Sub& s) const;
+  void refresh_deadlines() const;
+
   // server.cc: subflows, frames, application calls.
   void pump(SubflowId sub, TimeMs now);
   void pump_frames(SubflowId sub, TimeMs now);
@@ -271,6 +305,17 @@ class ServerEngine {
   TimeMs now_ms_ = 0;
   std::vector<ServerAction> actions_;
   std::vector<ServerEvent> events_;
+  std::unordered_set<SubflowId> touched_subs_;
+  std::unordered_set<ConnId> touched_conns_;
+  bool touched_all_ = true;
+  // Deadline index: per connection and per handshaking subflow, refreshed for what changed.
+  mutable std::unordered_set<SubflowId> dl_subs_;
+  mutable std::unordered_set<ConnId> dl_conns_;
+  mutable bool dl_all_ = true;
+  mutable std::set<std::pair<TimeMs, ConnId>> conn_dl_;
+  mutable std::unordered_map<ConnId, TimeMs> conn_dl_of_;
+  mutable std::set<std::pair<TimeMs, SubflowId>> sub_dl_;
+  mutable std::unordered_map<SubflowId, TimeMs> sub_dl_of_;
 };
 
 }  // namespace mtcp::core

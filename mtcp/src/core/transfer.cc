@@ -39,6 +39,7 @@ void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
 
 void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, TimeMs now) {
   now_ms_ = now;
+  touch_all();  // claims, grants and replication may change any connection
   auto m = wire::decode_control(cfg_.pool_key, message);
   if (!m || m->to != cfg_.self || m->from != from || from == cfg_.self) {
     ++counters_.control_malformed;
@@ -89,7 +90,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     attach(*local, sub, now);
     send_accept(*local, sub, now);
     ++counters_.migrations_done;
-    events_.push_back({ServerEvent::Kind::resumed, id, Error::ok});
+    emit({ServerEvent::Kind::resumed, id, Error::ok});
     return;
   }
   PendingClaim p;
@@ -363,6 +364,7 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
       return;
     }
     auto [cit, ok] = conns_.emplace(p.conn, Conn(cfg_.limits.send_log_bytes_max));
+    touch_conn(p.conn);
     local = &cit->second;
     local->id = p.conn;
   }
@@ -395,7 +397,7 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     attach(c, p.sub, now);
     send_accept(c, p.sub, now);
   }
-  events_.push_back({was_owner_instance ? ServerEvent::Kind::resumed : ServerEvent::Kind::imported, c.id, Error::ok});
+  emit({was_owner_instance ? ServerEvent::Kind::resumed : ServerEvent::Kind::imported, c.id, Error::ok});
   if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
 }
 
@@ -495,7 +497,7 @@ void ServerEngine::freeze(Conn& c, ServerId to, uint64_t epoch) {
   c.app_in = c.snap_in_seq;
   c.app_out = c.snap_out_seq;
   c.peers.clear();
-  if (was_owner) events_.push_back({ServerEvent::Kind::fenced, c.id, Error::ok});
+  if (was_owner) emit({ServerEvent::Kind::fenced, c.id, Error::ok});
 }
 
 wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
@@ -666,6 +668,7 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
       return;
     }
     auto [it, ok] = conns_.emplace(m.conn_id, Conn(cfg_.limits.send_log_bytes_max));
+    touch_conn(m.conn_id);
     c = &it->second;
     c->id = m.conn_id;
     c->role = Role::replica;
@@ -673,7 +676,7 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
   if (c->role == Role::owner) {
     // A newer epoch owned elsewhere: we were fenced without hearing the claim.
     detach(*c);
-    events_.push_back({ServerEvent::Kind::fenced, c->id, Error::ok});
+    emit({ServerEvent::Kind::fenced, c->id, Error::ok});
   }
   if (st->in_log_kept) {
     // Our own input log from the new snapshot on stands in for the state's.

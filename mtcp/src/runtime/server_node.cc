@@ -144,6 +144,7 @@ void ServerNode::read_sub(core::SubflowId id) {
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
     it->second->reading = false;
+    ready_subs_.insert(id);
     if (ec) {
       if (!it->second->closing) {
         asio::error_code ignore;
@@ -173,6 +174,7 @@ void ServerNode::write_sub(core::SubflowId id) {
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
     it->second->writing = false;
+    ready_subs_.insert(id);
     it->second->out.clear();
     if (ec) {
       asio::error_code ignore;
@@ -355,6 +357,16 @@ void ServerNode::arm_timer() {
   });
 }
 
+void ServerNode::absorb_touched() {
+  auto t = engine_->take_touched();
+  if (t.all) {
+    ready_all_subs_ = ready_all_conns_ = true;
+    return;
+  }
+  ready_subs_.insert(t.subflows.begin(), t.subflows.end());
+  ready_conns_.insert(t.conns.begin(), t.conns.end());
+}
+
 void ServerNode::service() {
   if (in_service_) {
     again_ = true;
@@ -400,19 +412,30 @@ void ServerNode::service() {
       moved = true;
       app_.on_event(*engine_, e);
     }
-    moved |= app_.step(*engine_);
-    for (auto& [id, s] : subs_) {
-      if (s->closing || s->writing) continue;
-      if (engine_->wants_transmit(id)) {
+    absorb_touched();
+    core::ServerEngine::Touched ready;
+    ready.all = std::exchange(ready_all_conns_, false);
+    if (!ready.all) ready.conns.assign(ready_conns_.begin(), ready_conns_.end());
+    ready_conns_.clear();
+    moved |= app_.step(*engine_, ready);
+    absorb_touched();  // what the application's calls changed
+    std::vector<core::SubflowId> look;
+    if (std::exchange(ready_all_subs_, false)) {
+      for (const auto& [id, s] : subs_) look.push_back(id);
+    } else {
+      look.assign(ready_subs_.begin(), ready_subs_.end());
+    }
+    ready_subs_.clear();
+    std::vector<core::SubflowId> to_close;
+    for (auto id : look) {
+      auto it = subs_.find(id);
+      if (it == subs_.end()) continue;
+      auto s = it->second;  // write_sub/read_sub keep it alive
+      if (!s->closing && !s->writing && engine_->wants_transmit(id)) {
         write_sub(id);
         moved = true;
       }
-    }
-    for (auto& [id, s] : subs_) {
       if (!s->reading && !s->closing && engine_->wants_read(id)) read_sub(id);
-    }
-    std::vector<core::SubflowId> to_close;
-    for (auto& [id, s] : subs_) {
       if (s->closing && !s->writing) to_close.push_back(id);
     }
     for (auto id : to_close) close_sub(id);

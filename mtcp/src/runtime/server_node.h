@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <unordered_set>
 #include <memory>
 
 #include "core/server.h"
@@ -20,8 +21,10 @@ class ServerApp {
  public:
   virtual ~ServerApp() = default;
   virtual void on_event(core::ServerEngine& engine, const core::ServerEvent& ev) = 0;
-  // Read, compute, write, snapshot as far as possible; true if anything moved.
-  virtual bool step(core::ServerEngine& engine) = 0;
+  // Read, compute, write, snapshot as far as possible; true if anything moved. Only the
+  // connections in `ready` can have something to do (ready.all: any of them): the others
+  // have had no input, acknowledgement, event or call since they were last stepped.
+  virtual bool step(core::ServerEngine& engine, const core::ServerEngine::Touched& ready) = 0;
   // A client that never sent the M-TCP preface: serve it as plain TCP (default: close it).
   virtual void on_plain(asio::ip::tcp::socket sock, Bytes head) {
     (void)head;
@@ -72,6 +75,13 @@ class ServerNode {
   std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;
   core::SubflowId next_sub_ = 1;
+  // What service() must look at, from the engine's take_touched() and this node's own events
+  // (a read or a write that completed): it never walks every connection unless told to.
+  void absorb_touched();
+  std::unordered_set<core::SubflowId> ready_subs_;
+  bool ready_all_subs_ = true;
+  std::unordered_set<core::ConnId> ready_conns_;
+  bool ready_all_conns_ = true;
   bool in_service_ = false;
   bool again_ = false;
   bool service_posted_ = false;  // a yielded service pass is queued on the io_context

@@ -38,15 +38,22 @@ void ServiceHost::on_event(core::ServerEngine& engine, const core::ServerEvent& 
   }
 }
 
-bool ServiceHost::step(core::ServerEngine& engine) {
+bool ServiceHost::step(core::ServerEngine& engine, const core::ServerEngine::Touched& ready) {
   bool moved = false;
-  for (auto& [conn, s] : conns_) {
+  auto step_one = [&](core::ConnId conn, ConnService& s) {
     bool ok = true;
     std::string why;
-    moved |= s->step(engine, ok, why);
+    moved |= s.step(engine, ok, why);
     if (!ok) {
       ++violations_;
       log_("connection " + std::to_string(conn) + ": " + why);
+    }
+  };
+  if (ready.all) {
+    for (auto& [conn, s] : conns_) step_one(conn, *s);
+  } else {
+    for (core::ConnId conn : ready.conns) {
+      if (auto it = conns_.find(conn); it != conns_.end()) step_one(conn, *it->second);
     }
   }
   return moved;

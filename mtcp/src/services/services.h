@@ -57,7 +57,7 @@ class ServiceHost final : public rt::ServerApp {
   using Log = std::function<void(const std::string&)>;
   ServiceHost(Kind kind, const Params& p, Log log);
   void on_event(core::ServerEngine& engine, const core::ServerEvent& ev) override;
-  bool step(core::ServerEngine& engine) override;
+  bool step(core::ServerEngine& engine, const core::ServerEngine::Touched& ready) override;
   void on_plain(asio::ip::tcp::socket sock, Bytes head) override;
   uint64_t violations() const { return violations_; }
   size_t live() const { return conns_.size(); }

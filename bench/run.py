@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Runs every benchmark of docs/performance.md and writes bench/results/<date>/ (JSON).
+
+Micro-benchmarks (Google Benchmark), then end-to-end measurements with real processes on
+loopback, each against plain TCP in the same run: bulk throughput (one and several
+connections), request/response latency, migration time against state size (lazy, eager, and
+the physical floor: a fresh plain TCP connection moving the same bytes), migrations per
+second, and concurrent idle connections with the member's memory per connection.
+
+M-TCP and plain-TCP runs alternate and repeat; the report gives medians and ratios.
+Only processes this script started are ended (by PID). Usage: see --help.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import shutil
+import tempfile
+import time
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+def median(xs):
+    return statistics.median(xs) if xs else 0.0
+
+
+class Pool:
+    """Three mtcpd members of the echo service on loopback, started and stopped by PID."""
+
+    def __init__(self, bin_dir, work, base_port):
+        self.bin = bin_dir
+        self.work = work
+        self.base = base_port
+        self.procs = []
+        with open(os.path.join(work, "pool.key"), "wb") as f:
+            f.write(os.urandom(32))
+
+    def data_port(self, member):
+        return self.base + member
+
+    def control_port(self, member):
+        return self.base + 3 + member
+
+    def start(self, mode, state_bytes=0, snapshot_every=256 * KIB, limits=None):
+        self.stop()
+        path = os.path.join(self.work, f"pool-{mode}.json")
+        cfg = {
+            "pool_key_file": "pool.key",
+            "transfer": mode,
+            "members": [
+                {"id": i, "data": f"127.0.0.1:{self.data_port(i)}",
+                 "control": f"127.0.0.1:{self.control_port(i)}"}
+                for i in (1, 2, 3)
+            ],
+        }
+        if limits:
+            cfg["limits"] = limits
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        errlog = open(os.path.join(self.work, "members.log"), "a")
+        for i in (1, 2, 3):
+            self.procs.append(subprocess.Popen(
+                [os.path.join(self.bin, "mtcpd"), "--pool", path, "--id", str(i), "--service", "echo",
+                 "-q", "--state-bytes", str(state_bytes), "--snapshot-every", str(snapshot_every)],
+                stdout=subprocess.DEVNULL, stderr=errlog))
+        errlog.close()
+        deadline = time.time() + 10
+        for i in (1, 2, 3):
+            for port in (self.data_port(i), self.control_port(i)):
+                while True:
+                    if self.procs[i - 1].poll() is not None:
+                        raise BenchError(f"member {i} exited at start (see {self.work}/members.log)")
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        if time.time() > deadline:
+                            raise BenchError(f"member {i} did not listen on port {port}")
+                        time.sleep(0.02)
+        self.path = path
+        return path
+
+    def pid(self, member):
+        return self.procs[member - 1].pid
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+def parse_result(text, what):
+    """A tool's JSON result: the whole output (mtcp-perf) or its last line (mtcp-loadgen)."""
+    for candidate in (text, text.strip().splitlines()[-1] if text.strip() else ""):
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            pass
+    raise BenchError(f"{what}: no JSON result in its output: {text[-400:]!r}")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.bin = os.path.join(args.build, "bin")
+        self.work = tempfile.mkdtemp(prefix="mtcp-bench-")
+        self.pool = Pool(self.bin, self.work, 22000 + (os.getpid() % 900) * 10)
+        self.started = time.time()
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def run_json(self, cmd, what, timeout=300, ok_codes=(0,)):
+        """Runs a tool that prints one JSON object; fails loudly on a bad exit or bad output."""
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if p.returncode not in ok_codes:
+            raise BenchError(f"{what}: exit {p.returncode}: {p.stderr.strip()[-800:]} {p.stdout.strip()[-400:]}")
+        return parse_result(p.stdout, what)
+
+    def perf(self, *extra):
+        return [os.path.join(self.bin, "mtcp-perf"), "-c", "--pool", self.pool.path, "-i", "0", "-J", *extra]
+
+    def loadgen(self, *extra):
+        return [os.path.join(self.bin, "mtcp-loadgen"), "--pool", self.pool.path, "-J", *extra]
+
+    def save(self, name, obj):
+        with open(os.path.join(self.a.out, name), "w") as f:
+            json.dump(obj, f, indent=1)
+        log(f"wrote {os.path.join(self.a.out, name)}")
+
+    # ---- measurements --------------------------------------------------------------------
+
+    def machine(self, mode):
+        cpu = "unknown"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "git_commit": commit, "command": self.a.command, "mode": mode,
+            "kernel": platform.release(), "cpu": cpu, "cores": os.cpu_count(),
+            "mem_gib": round(mem_kib / MIB, 1), "repeat": self.a.repeat, "build": self.a.build_type,
+        }
+
+    def micro(self):
+        log("micro-benchmarks")
+        out = os.path.join(self.a.out, "micro.json")
+        cmd = [os.path.join(self.bin, "mtcp-bench-micro"), "--benchmark_format=console",
+               f"--benchmark_out={out}", "--benchmark_out_format=json"]
+        if self.a.short:
+            cmd.append("--benchmark_min_time=0.01")
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise BenchError(f"mtcp-bench-micro: exit {p.returncode}: {p.stderr[-800:]}")
+        with open(out) as f:
+            n = len(json.load(f)["benchmarks"])
+        log(f"micro-benchmarks: {n} results")
+
+    def bulk(self):
+        self.pool.start("lazy")
+        runs = []
+        total = 20 * MIB if self.a.short else 300 * 1000 * 1000
+        for conns in self.a.bulk_conns:
+            per_conn = total // conns
+            r = {"conns": conns, "bytes_per_conn": per_conn, "mtcp_mbit_s": [], "plain_mbit_s": []}
+            for rep in range(self.a.repeat):
+                for transport in ("plain", "mtcp"):
+                    extra = ["--plain"] if transport == "plain" else []
+                    procs = []
+                    for c in range(conns):
+                        first = str(1 + c % 3)
+                        procs.append(subprocess.Popen(
+                            self.perf("--app", "echo", "-n", str(per_conn), "--server-id", first, *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                    rates = []
+                    for p in procs:
+                        out, err = p.communicate(timeout=300)
+                        if p.returncode != 0:
+                            raise BenchError(f"bulk {transport} x{conns}: exit {p.returncode}: {err[-400:]}")
+                        end = parse_result(out, f"bulk {transport} x{conns}")["end"]
+                        rates.append(end["received_mbit_s"])
+                    r[f"{transport}_mbit_s"].append(sum(rates))
+                log(f"bulk x{conns} repeat {rep + 1}: plain {r['plain_mbit_s'][-1]:.0f}, "
+                    f"M-TCP {r['mtcp_mbit_s'][-1]:.0f} Mbit/s")
+            runs.append(r)
+        self.pool.stop()
+        self.save("bulk.json", {"runs": runs})
+
+    def latency(self):
+        self.pool.start("lazy")
+        size = 64
+        count = 2000 if self.a.short else 20000
+        runs = []
+        for conns in self.a.latency_conns:
+            r = {"conns": conns, "mtcp": [], "plain": []}
+            for rep in range(self.a.repeat):
+                for transport in ("plain", "mtcp"):
+                    extra = ["--plain"] if transport == "plain" else []
+                    j = self.run_json(self.loadgen("--mode", "rr", "--size", str(size), "-n", str(count),
+                                                   "--conns", str(conns), "--spread", *extra),
+                                      f"latency {transport} x{conns}")
+                    r[transport].append({k: j[k] for k in ("p50_us", "p99_us", "mean_us", "count")})
+                log(f"latency x{conns} repeat {rep + 1}: p50 plain {r['plain'][-1]['p50_us']:.1f} us, "
+                    f"M-TCP {r['mtcp'][-1]['p50_us']:.1f} us")
+            runs.append(r)
+        self.pool.stop()
+        self.save("latency.json", {"size": size, "runs": runs})
+
+    def floor_us(self, nbytes, samples):
+        """The physical floor: connect and move nbytes over a fresh plain TCP connection."""
+        j = self.run_json([os.path.join(self.bin, "mtcp-floor"), "--size", str(nbytes), "-n", str(samples), "-J"],
+                          f"floor {nbytes} B")
+        return j["p50_us"]
+
+    def migration(self):
+        points = []
+        sizes = [0, 16 * KIB, 1 * MIB] if self.a.short else \
+            [0, 1 * KIB, 16 * KIB, 256 * KIB, 1 * MIB, 4 * MIB, 16 * MIB - 64 * KIB]
+        for mode in ("lazy", "eager"):
+            for size in sizes:
+                # A snapshot every max(64 KiB, state) input bytes: the log moved with the state
+                # stays small, and a large state is not copied on every few KiB of input.
+                self.pool.start(mode, state_bytes=size, snapshot_every=max(64 * KIB, size))
+                every = 20 if size <= 256 * KIB else 100 if size <= 4 * MIB else 250
+                secs = 1.0 if self.a.short else 3.0
+                j = self.run_json(self.perf("--app", "echo", "-b", "1", "-d", str(secs), "--migrate-every",
+                                            str(every)), f"migration {mode} {size} B")
+                downs = sorted(m["downtime_us"] for m in j["migrations"] if "error" not in m)
+                failed = sum(1 for m in j["migrations"] if "error" in m)
+                if j["end"]["verdict"] != "ok":
+                    raise BenchError(f"migration {mode} {size} B: {j['end']['error']}")
+                pt = {"mode": mode, "state_bytes": size, "count": len(downs), "failed": failed,
+                      "p50_us": float(median(downs)),
+                      "p99_us": float(downs[min(len(downs) - 1, int(0.99 * len(downs)))] if downs else 0)}
+                points.append(pt)
+                log(f"migration {mode} state {size} B: {pt['count']} migrations, p50 {pt['p50_us']:.0f} us, "
+                    f"p99 {pt['p99_us']:.0f} us")
+        self.pool.stop()
+        floors = {size: self.floor_us(size, 20 if self.a.short else 100) for size in sizes}
+        for pt in points:
+            pt["floor_us"] = floors[pt["state_bytes"]]
+        self.save("migration.json", {"points": points})
+
+    def rate(self):
+        points = []
+        secs = 1.0 if self.a.short else 3.0
+        for mode in ("lazy", "eager"):
+            self.pool.start(mode)
+            for conns in self.a.rate_conns:
+                j = self.run_json(self.loadgen("--mode", "migrate", "--conns", str(conns), "-d", str(secs), "--spread"),
+                                  f"migrations/s {mode} x{conns}")
+                pt = {"mode": mode, "conns": conns, "per_s": j["migrations_per_s"], "p50_us": j["migration_p50_us"],
+                      "p99_us": j["migration_p99_us"], "failed": j["migrations_failed"], "seconds": j["seconds"]}
+                points.append(pt)
+                log(f"migrations/s {mode} x{conns}: {pt['per_s']:.0f}/s, p50 {pt['p50_us']:.0f} us")
+        self.pool.stop()
+        self.save("rate.json", {"points": points})
+
+    def conns(self):
+        n = 500 if self.a.short else self.a.idle_conns
+        runs = []
+        for transport in ("tcp", "mtcp"):
+            self.pool.start("lazy")
+            member = self.pool.pid(1)
+            time.sleep(0.3)
+            before = rss_kib(member)
+            hold_file = os.path.join(self.work, f"hold-{transport}")
+            cmd = self.loadgen("--mode", "idle", "--conns", str(n), "--server-id", "1", "--hold", "600",
+                               "--hold-file", hold_file, *(["--plain"] if transport == "tcp" else []))
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                hold = self.hold_rss(p, hold_file, member, f"idle {transport} x{n}")
+                p.send_signal(signal.SIGUSR1)
+                out, err = p.communicate(timeout=300)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            if p.returncode != 0:
+                raise BenchError(f"idle {transport} x{n}: exit {p.returncode}: {err[-400:]}")
+            j = parse_result(out, f"idle {transport} x{n}")
+            r = {"transport": transport, "conns": n, "opened": j["opened"], "alive_at_end": j["alive_end"],
+                 "open_seconds": j["open_seconds"], "member_rss_before_kib": before, "member_rss_hold_kib": hold,
+                 "per_conn_bytes": (hold - before) * KIB / n}
+            runs.append(r)
+            log(f"idle {transport} x{n}: member RSS {before} -> {hold} KiB, "
+                f"{r['per_conn_bytes'] / KIB:.1f} KiB per connection, {r['alive_at_end']} alive at the end")
+            self.pool.stop()
+        self.save("conns.json", {"runs": runs})
+
+    @staticmethod
+    def hold_rss(p, hold_file, member, what):
+        """Waits until the load generator holds its connections; returns the member's RSS then."""
+        deadline = time.time() + 300
+        while not os.path.exists(hold_file):
+            if p.poll() is not None:
+                raise BenchError(f"{what}: exit {p.returncode}: {p.stderr.read()[-400:]}")
+            if time.time() > deadline:
+                raise BenchError(f"{what}: not ready after 300 s")
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the member settle (buffers freed after the handshakes)
+        return rss_kib(member)
+
+    def run(self):
+        mode = "short" if self.a.short else "full"
+        os.makedirs(self.a.out, exist_ok=True)
+        machine = self.machine(mode)
+        steps = [("micro", self.micro), ("bulk", self.bulk), ("latency", self.latency),
+                 ("migration", self.migration), ("rate", self.rate), ("conns", self.conns)]
+        try:
+            for name, fn in steps:
+                if self.a.only and name not in self.a.only:
+                    continue
+                t = time.time()
+                fn()
+                log(f"{name}: {time.time() - t:.1f} s")
+        finally:
+            self.pool.stop()
+            shutil.rmtree(self.work, ignore_errors=True)
+        machine["seconds"] = round(time.time() - self.started, 1)
+        self.save("machine.json", machine)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build", help="build tree with bin/ (default: build)")
+    ap.add_argument("--build-type", default="RelWithDebInfo", help="recorded in machine.json")
+    ap.add_argument("--out", help="results directory (default: bench/results/<UTC date-time>)")
+    ap.add_argument("--short", action="store_true", help="the short form (under a minute): small sizes, one repeat")
+    ap.add_argument("--repeat", type=int, help="alternated repeats of each M-TCP / plain pair (default 5, short 1)")
+    ap.add_argument("--only", nargs="*", choices=["micro", "bulk", "latency", "migration", "rate", "conns"],
+                    help="run only these measurements")
+    ap.add_argument("--idle-conns", type=int, default=10000, help="idle connections held on one member")
+    ap.add_argument("--command", default="bash bench/run.sh", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.repeat is None:
+        a.repeat = 1 if a.short else 5
+    if a.repeat < 1 or a.idle_conns < 1:
+        ap.error("--repeat and --idle-conns must be at least 1")
+    a.bulk_conns = [1, 4]
+    a.latency_conns = [1] if a.short else [1, 4]
+    a.rate_conns = [1, 4] if a.short else [1, 4, 16]
+    if not a.out:
+        here = os.path.dirname(os.path.abspath(__file__))
+        a.out = os.path.join(here, "results", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ"))
+    for tool in ("mtcpd", "mtcp-perf", "mtcp-loadgen", "mtcp-floor", "mtcp-bench-micro"):
+        if not os.access(os.path.join(a.build, "bin", tool), os.X_OK):
+            print(f"bench: error: {a.build}/bin/{tool} is missing; build first (bash scripts/build.sh release)",
+                  file=sys.stderr)
+            return 2
+    b = Bench(a)
+    try:
+        b.run()
+    except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, json.JSONDecodeError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 1
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
