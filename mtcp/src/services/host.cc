@@ -63,15 +63,21 @@ bool ServiceHost::step(core::ServerEngine& engine, const core::ServerEngine::Tou
 
 namespace {
 
+// Like the M-TCP subflows (runtime/read_block.h), a plain connection holds no receive buffer
+// while it waits: it reads into one buffer per thread when the socket is readable, so the
+// plain baseline's memory per idle connection is comparable (docs/performance.md).
 struct Plain : std::enable_shared_from_this<Plain> {
-  Plain(tcp::socket s, Kind k, const Params& p) : sock(std::move(s)), kind(k), params(p) {}
+  static constexpr size_t kChunk = 64u << 10;
+  Plain(tcp::socket s, Kind k, const Params& p) : sock(std::move(s)), kind(k), params(p) {
+    asio::error_code ignore;
+    sock.non_blocking(true, ignore);
+  }
   tcp::socket sock;
   Kind kind;
   Params params;
   Bytes out;                 // echo: bytes to send back
   uint64_t sent = 0;         // source: stream offset
   bool client_done = false;  // source: the client closed its side (endless stream: stop)
-  std::array<uint8_t, 64u << 10> buf{};
 
   void start(Bytes head) {
     if (kind == Kind::source) {
@@ -82,29 +88,44 @@ struct Plain : std::enable_shared_from_this<Plain> {
       echo();
     }
   }
+  // Reads what is there now, else waits for readability (queued in the handler that saw
+  // EAGAIN, so no edge is missed) and tries again; then done(error, bytes read).
+  template <class Done>
+  void read_now(Done done) {
+    static thread_local std::array<uint8_t, kChunk> buf;
+    asio::error_code ec;
+    size_t n = sock.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      sock.async_wait(tcp::socket::wait_read, [self = shared_from_this(), done](asio::error_code wec) mutable {
+        if (wec) return done(wec, std::span<const uint8_t>{});
+        self->read_now(std::move(done));
+      });
+      return;
+    }
+    done(ec, std::span<const uint8_t>(buf.data(), ec ? 0 : n));
+  }
   void echo() {
     auto self = shared_from_this();
     if (out.empty()) {
-      sock.async_read_some(asio::buffer(buf), [self](asio::error_code ec, size_t n) {
+      read_now([self](asio::error_code ec, std::span<const uint8_t> got) {
         if (ec) {
           asio::error_code ignore;
           self->sock.shutdown(tcp::socket::shutdown_send, ignore);  // half-close like the peer
           return;
         }
-        self->out.assign(self->buf.begin(), self->buf.begin() + static_cast<std::ptrdiff_t>(n));
+        self->out.assign(got.begin(), got.end());
         self->echo();
       });
       return;
     }
     asio::async_write(sock, asio::buffer(out), [self](asio::error_code ec, size_t) {
       if (ec) return;
-      self->out.clear();
+      Bytes().swap(self->out);  // nothing kept while idle
       self->echo();
     });
   }
   void read_discard() {
-    auto self = shared_from_this();
-    sock.async_read_some(asio::buffer(buf), [self](asio::error_code ec, size_t) {
+    read_now([self = shared_from_this()](asio::error_code ec, std::span<const uint8_t>) {
       if (!ec) return self->read_discard();
       if (self->params.source_bytes == 0) self->client_done = true;  // as over M-TCP
     });
@@ -116,7 +137,7 @@ struct Plain : std::enable_shared_from_this<Plain> {
       sock.shutdown(tcp::socket::shutdown_send, ignore);
       return;
     }
-    out.resize(static_cast<size_t>(std::min<uint64_t>(buf.size(), left)));
+    out.resize(static_cast<size_t>(std::min<uint64_t>(kChunk, left)));
     source_fill(params.seed, sent, out);
     auto self = shared_from_this();
     asio::async_write(sock, asio::buffer(out), [self](asio::error_code ec, size_t n) {
