@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <openssl/rand.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include "core/types.h"
@@ -27,6 +28,15 @@ inline rlim_t raise_open_files_limit() {
     if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
   }
   return rl.rlim_cur;
+}
+
+// Keeps buffers of up to 64 MiB on the heap and freed memory up to 128 MiB for reuse (glibc's
+// default maps each buffer over 32 MiB, and often over a few MiB, afresh). A migration of a
+// 16 MiB state allocates several such buffers; faulting in fresh pages for each cost about
+// 10 ms per buffer, a third of the migration (docs/profiling.md).
+inline void tune_allocator_for_states() {
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
 class OsRandom final : public core::Random {

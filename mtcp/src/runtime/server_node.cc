@@ -1,5 +1,7 @@
 #include "runtime/server_node.h"
 
+#include <cstring>
+
 #include "runtime/address.h"
 #include "runtime/read_block.h"
 #include "wire/control.h"
@@ -18,6 +20,8 @@ constexpr int kRoundsPerPass = 4;                 // service rounds before yield
 constexpr int kLingerMs = 2000;                   // wait this long for a closed subflow's FIN
 constexpr size_t kPeerBatchMessages = 256;        // control messages gathered into one writev
 constexpr size_t kPeerBatchBytes = 4u << 20;      // ... and at most this many bytes
+constexpr size_t kInboundReadBytes = 256u << 10;  // a control connection reads at least this much
+constexpr size_t kInboundKeepBytes = 1u << 20;    // ... and keeps a buffer at most this large when idle
 // A control connection whose sent data stays unacknowledged this long is dropped by the kernel
 // (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
 // TCP's retransmission back-off (which reaches minutes).
@@ -54,11 +58,15 @@ struct ServerNode::Peer {
   size_t queued = 0;
 };
 
+// A control connection from a peer. Reads go straight into `buf`, which is grown to the size
+// of the message being received once its header is in: a state of megabytes arrives in a few
+// large reads and is copied once (it used to come in 64 KiB reads, each copied and appended).
 struct ServerNode::Inbound {
   explicit Inbound(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
-  Bytes buf;
-  std::array<uint8_t, 64u << 10> chunk{};
+  std::unique_ptr<uint8_t[]> buf;  // not value-initialised: reads overwrite it
+  size_t cap = 0;
+  size_t have = 0;
 };
 
 ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::ServerId self, ServerApp& app)
@@ -312,12 +320,25 @@ void ServerNode::accept_control() {
 }
 
 void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
-  in->sock.async_read_some(asio::buffer(in->chunk), [this, in](asio::error_code ec, size_t n) {
+  size_t need = in->have + kInboundReadBytes;
+  if (in->have >= wire::kControlHeaderBytes) {
+    auto size = wire::control_message_size({in->buf.get(), in->have});
+    if (size && *size > in->have) need = std::max(need, *size);
+  }
+  // Room for the message under way; a buffer grown for a large one is given back afterwards.
+  if (need > in->cap || (in->cap > kInboundKeepBytes && need <= kInboundKeepBytes)) {
+    size_t cap = std::max(need, 2 * kInboundReadBytes);
+    std::unique_ptr<uint8_t[]> bigger(new uint8_t[cap]);
+    if (in->have) std::memcpy(bigger.get(), in->buf.get(), in->have);
+    in->buf = std::move(bigger);
+    in->cap = cap;
+  }
+  in->sock.async_read_some(asio::buffer(in->buf.get() + in->have, in->cap - in->have), [this, in](asio::error_code ec, size_t n) {
     if (stopped_ || ec) return;  // the peer reconnects when it has something to say
-    in->buf.insert(in->buf.end(), in->chunk.begin(), in->chunk.begin() + static_cast<std::ptrdiff_t>(n));
+    in->have += n;
     size_t off = 0;
-    while (in->buf.size() - off >= wire::kControlHeaderBytes) {
-      std::span<const uint8_t> head(in->buf.data() + off, in->buf.size() - off);
+    while (in->have - off >= wire::kControlHeaderBytes) {
+      std::span<const uint8_t> head(in->buf.get() + off, in->have - off);
       auto size = wire::control_message_size(head);
       if (!size) {
         // Not our protocol or not our version: drop the connection (the engine counts
@@ -331,7 +352,10 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
       engine_->on_control(from, head.first(*size), now_ms());
       off += *size;
     }
-    in->buf.erase(in->buf.begin(), in->buf.begin() + static_cast<std::ptrdiff_t>(off));
+    if (off > 0) {
+      std::memmove(in->buf.get(), in->buf.get() + off, in->have - off);
+      in->have -= off;
+    }
     service();
     read_inbound(in);
   });

@@ -17,6 +17,7 @@ int run_member(const rt::PoolConfig& pool, const MemberOptions& opt) {
     return 2;
   }
   rt::raise_open_files_limit();  // one socket per client connection
+  rt::tune_allocator_for_states();
   asio::io_context io;
   ServiceHost host(opt.service, opt.params, [&](const std::string& line) {
     if (!opt.quiet) std::fprintf(stderr, "%s[%u]: %s\n", opt.prog.c_str(), opt.id, line.c_str());

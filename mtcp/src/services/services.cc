@@ -1,5 +1,8 @@
 #include "services/services.h"
 
+#include <array>
+#include <cstring>
+
 #include "services/snapshot_codec.h"
 #include "sim/prng.h"
 #include "sim/ref_app.h"
@@ -40,7 +43,10 @@ uint64_t get(const Bytes& b, size_t at, size_t n) {
   for (size_t i = 0; i < n; ++i) v = (v << 8) | b[at + i];
   return v;
 }
-uint8_t state_byte(Positions pos, size_t i) { return source_byte(pos.in ^ (pos.out << 1), i); }
+// The state bytes of a snapshot are a stream seeded by its positions (so a stale or misplaced
+// snapshot fails the check), generated and checked a word at a time: byte by byte, a 16 MiB
+// state took about 80 ms to write and again to check on import (docs/profiling.md).
+uint64_t state_seed(Positions pos) { return pos.in ^ (pos.out << 1); }
 constexpr size_t kHeader = 4 + 8 + 8 + 4;
 
 // The reference application as a service (its own checks report violations).
@@ -98,7 +104,7 @@ Bytes encode_positions(uint32_t magic, Positions pos, uint32_t state_bytes) {
   put64(b, pos.out);
   put32(b, state_bytes);
   b.resize(kHeader + state_bytes);
-  for (size_t i = 0; i < state_bytes; ++i) b[kHeader + i] = state_byte(pos, i);
+  source_fill(state_seed(pos), 0, std::span<uint8_t>(b).subspan(kHeader));
   return b;
 }
 
@@ -117,9 +123,15 @@ bool decode_positions(uint32_t magic, const Bytes& b, uint32_t state_bytes, Posi
     why = "snapshot state length " + std::to_string(len) + " does not match this member's " + std::to_string(state_bytes);
     return false;
   }
-  for (size_t i = 0; i < len; ++i) {
-    if (b[kHeader + i] != state_byte(p, i)) {
-      why = "snapshot state corrupted at byte " + std::to_string(i);
+  std::array<uint8_t, 64u << 10> want;
+  for (size_t at = 0; at < len; at += want.size()) {
+    size_t n = std::min<size_t>(want.size(), len - at);
+    source_fill(state_seed(p), at, std::span<uint8_t>(want.data(), n));
+    const uint8_t* got = b.data() + kHeader + at;
+    if (std::memcmp(got, want.data(), n) != 0) {
+      size_t i = 0;
+      while (got[i] == want[i]) ++i;
+      why = "snapshot state corrupted at byte " + std::to_string(at + i);
       return false;
     }
   }
