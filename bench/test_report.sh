@@ -163,7 +163,7 @@ if run 0 minimal "$only" --out "$md2" --plots-dir "$work/out2/perf" --no-plots; 
   done
   check "targets not measured" has "$md2" "| Bulk throughput: M-TCP / plain | ≥ 0.95 | — | not measured in this run |"
   check "0 of 0 targets" has "$md2" "0 of 0 measured targets met."
-  check "profiling link" has "$md2" "see [profiling.md]("
+  check "profiling link" has "$md2" "what was changed because of it: [profiling.md]("
   check "no plots dir" test ! -e "$work/out2/perf"
   check "no image links" lacks "$md2" "!["
 fi
