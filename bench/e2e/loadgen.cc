@@ -1049,7 +1049,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  asio::io_context io;
+  asio::io_context io(1);  // one thread: posted handlers skip waking the reactor (docs/profiling.md)
   auto bench = std::make_unique<Bench>(io, pool, o);
   bench->start();
   io.run();

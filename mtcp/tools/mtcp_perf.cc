@@ -737,7 +737,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mtcp-perf: --plain needs --app echo or source (members serve plain TCP clients those services; ref is answered as echo)\n");
     return 2;
   }
-  asio::io_context io;
+  asio::io_context io(1);  // one thread: posted handlers skip waking the reactor (docs/profiling.md)
   std::unique_ptr<MtcpRun> mrun;
   std::unique_ptr<PlainRun> prun;
   const Json* result = nullptr;

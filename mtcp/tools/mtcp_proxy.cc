@@ -658,7 +658,7 @@ int main(int argc, char** argv) {
                  opt.pool_path.c_str());
     return 2;
   }
-  asio::io_context io;
+  asio::io_context io(1);  // one thread: posted handlers skip waking the reactor (docs/profiling.md)
   Proxy proxy(io, pool, opt);
   if (!proxy.start(why)) {
     std::fprintf(stderr, "mtcp-proxy: %s\n", why.c_str());

@@ -18,7 +18,7 @@ int run_member(const rt::PoolConfig& pool, const MemberOptions& opt) {
   }
   rt::raise_open_files_limit();  // one socket per client connection
   rt::tune_allocator_for_states();
-  asio::io_context io;
+  asio::io_context io(1);  // one thread: posted handlers skip waking the reactor (docs/profiling.md)
   ServiceHost host(opt.service, opt.params, [&](const std::string& line) {
     if (!opt.quiet) std::fprintf(stderr, "%s[%u]: %s\n", opt.prog.c_str(), opt.id, line.c_str());
   });
