@@ -31,7 +31,9 @@ std::string mode_name(const mtcp::sim::Scenario& s) {
 nlohmann::json scenario_json(const mtcp::sim::Scenario& s) {
   return {{"servers", s.servers},
           {"mode", mode_name(s)},
+          {"service", s.service == mtcp::sim::Scenario::Service::ref ? "ref" : s.service == mtcp::sim::Scenario::Service::echo ? "echo" : "source"},
           {"input_bytes", s.input_bytes},
+          {"output_bytes", s.output_bytes},
           {"response_max", s.app.response_max},
           {"snapshot_every", s.app.snapshot_every},
           {"snapshot_pad_bytes", s.app.pad_bytes},

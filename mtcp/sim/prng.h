@@ -4,16 +4,12 @@
 #include <cstdint>
 #include <span>
 
+#include "common/mix.h"
 #include "core/types.h"
 
 namespace mtcp::sim {
 
-inline uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+using mtcp::splitmix64;
 
 class Prng final : public core::Random {
  public:

@@ -4,6 +4,10 @@
 #include <cassert>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "host/engine_host.h"
+#include "services/builtin.h"
 #include "wire/control.h"
 #include "wire/frame.h"
 
@@ -60,6 +64,12 @@ Scenario make_scenario(uint64_t seed) {
   s.forged = static_cast<uint32_t>(r.range(0, 2));
   s.claim_timeout_ms = r.range(50, 400);
   s.migrate_timeout_ms = r.range(300, 2000);
+  uint64_t svc = r.range(0, 9);
+  s.service = svc < 6 ? Scenario::Service::ref : svc < 8 ? Scenario::Service::echo : Scenario::Service::source;
+  if (s.service == Scenario::Service::source) {
+    s.output_bytes = s.input_bytes;
+    s.input_bytes = 0;
+  }
   return s;
 }
 
@@ -109,20 +119,85 @@ struct Trigger {
   TrigKind kind;
 };
 
+class World;
+// The simulated links and control network, as the engine host's transport for one member.
+struct SimTransport final : host::Transport {
+  SimTransport(World& w, ServerId member) : world(w), id(member) {}
+  void send_control(ServerId to, Bytes msg) override;
+  void close_subflow(SubflowId sub) override;
+  void plain_tcp(SubflowId sub, Bytes head) override;
+  bool subflow_ready(SubflowId sub) override;
+  std::vector<SubflowId> subflows() const override;
+  void post_service() override {}  // the simulated apps never wake from another thread
+  World& world;
+  ServerId id;
+};
+
 struct ServerNode {
   ServerId id = 0;
   std::unique_ptr<Prng> rng;
   std::unique_ptr<ServerEngine> engine;
-  std::map<core::ConnId, std::unique_ptr<ServerApp>> apps;
+  std::unique_ptr<SimTransport> transport;
+  std::unique_ptr<host::EngineHost> host;  // drives the engine and the production service
+  // Everything the host absorbed since the last check_touched().
+  ServerEngine::Touched touched_acc;
+  std::string last_log;          // the host's last line (names a violation)
+  uint64_t violations_seen = 0;  // the host's violation count already reported
   // What the engine last answered, to check take_touched(): untouched means unchanged.
   std::map<SubflowId, std::pair<bool, bool>> sub_seen;
   std::map<core::ConnId, std::tuple<size_t, size_t, bool>> conn_seen;
 };
 
+// What the client checks the output against, for the service the members run.
+class ClientModel {
+ public:
+  explicit ClientModel(const Scenario& sc) : sc_(sc), ref_(sc.app) {}
+  bool check(std::span<const uint8_t> got, uint64_t written, std::string& why) {
+    if (sc_.service == Scenario::Service::ref) return ref_.check(got, written, why);
+    for (uint8_t b : got) {
+      bool echo = sc_.service == Scenario::Service::echo;
+      if (echo && received_ >= written) {
+        why = "I1 server->client: echo byte " + std::to_string(received_) + " arrived before it was sent";
+        return false;
+      }
+      uint8_t want = echo ? svc::input_byte(sc_.app.stream_seed, received_) : svc::source_byte(sc_.app.stream_seed, received_);
+      if (b != want) {
+        why = "I1 server->client: byte " + std::to_string(received_) + " differs";
+        return false;
+      }
+      ++received_;
+    }
+    return true;
+  }
+  uint64_t received() const { return sc_.service == Scenario::Service::ref ? ref_.received() : received_; }
+  uint64_t total_for(uint64_t input_total) {
+    switch (sc_.service) {
+      case Scenario::Service::ref: return ref_.total_for(input_total);
+      case Scenario::Service::echo: return input_total;
+      case Scenario::Service::source: return sc_.output_bytes;
+    }
+    return 0;
+  }
+
+ private:
+  const Scenario& sc_;
+  svc::OutputModel ref_;
+  uint64_t received_ = 0;
+};
+
+const char* service_name(Scenario::Service s) {
+  switch (s) {
+    case Scenario::Service::ref: return "ref";
+    case Scenario::Service::echo: return "echo";
+    case Scenario::Service::source: return "source";
+  }
+  return "?";
+}
+
 class World {
  public:
   World(uint64_t seed, int verbosity, std::string* log)
-      : sc_(make_scenario(seed)), rng_(seed), verbosity_(verbosity), log_(log), model_(sc_.app) {
+      : sc_(make_scenario(seed)), rng_(seed), verbosity_(verbosity), log_(log), model_(sc_) {
     out_.seed = seed;
     out_.scenario = sc_;
     limits_.frame_payload_bytes_max = 16u << 10;
@@ -139,18 +214,107 @@ class World {
     for (ServerId i = 1; i <= sc_.servers; ++i) pool.push_back({i, "sim:" + std::to_string(i)});
     cert::Key& key = key_;
     rng_.fill(key);
+    start_service();
     for (ServerId i = 1; i <= sc_.servers; ++i) {
       ServerNode n;
       n.id = i;
       n.rng = std::make_unique<Prng>(rng_.next());
       core::ServerConfig cfg{i, pool, key, limits_};
       n.engine = std::make_unique<ServerEngine>(cfg, *n.rng);
-      servers_.emplace(i, std::move(n));
+      n.transport = std::make_unique<SimTransport>(*this, i);
+      auto [it, fresh] = servers_.emplace(i, std::move(n));
+      ServerNode& node = it->second;
+      node.host = std::make_unique<host::EngineHost>(*node.engine, *factory_, *node.transport, [this, &node](const std::string& line) {
+        node.last_log = line;
+        if (verbosity_ >= 2) say("  S" + std::to_string(node.id) + " " + line);
+      });
+      node.host->on_touched = [&node](const ServerEngine::Touched& t) {
+        auto& acc = node.touched_acc;
+        acc.all = acc.all || t.all;
+        acc.subflows.insert(acc.subflows.end(), t.subflows.begin(), t.subflows.end());
+        acc.conns.insert(acc.conns.end(), t.conns.begin(), t.conns.end());
+      };
+      (void)fresh;
     }
     client_rng_ = std::make_unique<Prng>(rng_.next());
     client_ = std::make_unique<ClientEngine>(limits_, *client_rng_);
     expected_out_ = model_.total_for(sc_.input_bytes);
     plan_triggers();
+  }
+
+  // The members run the production service through the registry, as mtcpd does.
+  void start_service() {
+    svc::register_builtin_services(registry_);
+    sdk::ServiceDef* def = registry_.find(service_name(sc_.service));
+    assert(def);
+    nlohmann::json opts = {{"snapshot_every", sc_.app.snapshot_every}, {"state_bytes", sc_.app.pad_bytes}};
+    if (sc_.service != Scenario::Service::echo) opts["seed"] = sc_.app.stream_seed;
+    if (sc_.service == Scenario::Service::ref) opts["response_max"] = sc_.app.response_max;
+    if (sc_.service == Scenario::Service::source) opts["source_bytes"] = sc_.output_bytes;
+    std::string why;
+    bool ok = def->configure_json(opts.dump(), why);
+    sdk::ServiceEnv env{nullptr, [](const std::string&) {}};
+    if (ok) factory_ = def->start(env, why);
+    if (!ok || !factory_) {
+      violation("service " + std::string(def->name()) + " did not start: " + why);
+      factory_ = nullptr;
+    }
+    assert(factory_);
+  }
+
+ public:
+  // The transport side of the members (SimTransport forwards here).
+  void sim_send_control(ServerId from, ServerId to, Bytes bytes) {
+    wire::ControlType t = ctl_type(bytes);
+    if (t == wire::ControlType::deny) note_deny(bytes);
+    if (rng_.chance(sc_.ctl_loss) || partitioned(from, to)) return;
+    TimeMs at = now_ + rng_.range(0, sc_.ctl_delay_max_ms);
+    if (now_ < spike_until_) at += rng_.range(50, 1200);
+    schedule(at, Ev{EvKind::control, 0, 0, from, to, std::move(bytes)});
+    if (t == wire::ControlType::grant && crash_armed_ && sc_.crash == Scenario::Crash::after_grant) {
+      crash_armed_ = false;
+      say("S" + std::to_string(from) + " crashes right after sending a GRANT");
+      schedule(now_, Ev{EvKind::crash_now, 0, 0, 0, from, {}});
+    }
+  }
+  void sim_close_subflow(ServerId id, SubflowId sub) {
+    auto it = links_.find(sub);
+    if (it == links_.end()) return;
+    Link& l = it->second;
+    ServerEngine& eng = *servers_.at(id).engine;
+    // Flush what the engine still queued (REFUSE, RESET), then close.
+    std::vector<Slice> out;
+    while (eng.poll_transmit(l.id, SIZE_MAX, out) > 0) {}
+    if (!l.server_open) return;
+    if (verbosity_ >= 2) say("  S" + std::to_string(id) + " closes subflow " + std::to_string(l.id));
+    if (l.client_open) send_bytes(l, false, out);
+    l.server_open = false;
+    l.c2s = Dir{};
+    eng.on_subflow_closed(l.id, now_);
+    if (l.client_open) close_client_side(l, now_ + rng_.range(0, 3));
+  }
+  void sim_plain_tcp(SubflowId sub) { violation("subflow " + std::to_string(sub) + " treated as plain TCP"); }
+  bool sim_subflow_ready(ServerId id, SubflowId sub) {
+    auto it = links_.find(sub);
+    if (it == links_.end() || !it->second.server_open) return false;
+    Link& l = it->second;
+    ServerEngine& eng = *servers_.at(id).engine;
+    bool moved = false;
+    while (eng.wants_transmit(l.id) && l.s2c.in_flight < kWindowBytes) {
+      std::vector<Slice> out;
+      size_t k = eng.poll_transmit(l.id, kWindowBytes - l.s2c.in_flight, out);
+      if (k == 0) break;
+      if (l.client_open) send_bytes(l, false, out);
+      moved = true;
+    }
+    return moved;
+  }
+  std::vector<SubflowId> sim_subflows(ServerId id) const {
+    std::vector<SubflowId> v;
+    for (const auto& [lid, l] : links_) {
+      if (l.server == id) v.push_back(lid);
+    }
+    return v;
   }
 
   Outcome run() {
@@ -436,8 +600,8 @@ class World {
     ServerNode& n = servers_.at(s);
     if (!n.engine) return;
     say("CRASH S" + std::to_string(s));
+    n.host.reset();
     n.engine.reset();
-    n.apps.clear();
     out_.crashed = true;
     crashed_.insert(s);
     for (auto& [id, l] : links_) {
@@ -542,7 +706,7 @@ class World {
       while (written_ < sc_.input_bytes && client_->write_space() > 0) {
         size_t n = static_cast<size_t>(std::min<uint64_t>({sc_.input_bytes - written_, client_->write_space(), rng_.range(1, 40000)}));
         Bytes b(n);
-        for (size_t i = 0; i < n; ++i) b[i] = input_byte(sc_.app.stream_seed, written_ + i);
+        svc::input_fill(sc_.app.stream_seed, written_, b);
         if (!client_->write(Slice(make_block(std::move(b))))) break;
         written_ += n;
         moved = true;
@@ -601,84 +765,11 @@ class World {
 
   bool service_server(ServerNode& n) {
     if (!n.engine) return false;
-    bool moved = false;
-    ServerEngine& eng = *n.engine;
-    for (auto& a : eng.take_actions()) {
-      moved = true;
-      switch (a.kind) {
-        case ServerAction::Kind::send_control: {
-          wire::ControlType t = ctl_type(a.bytes);
-          if (t == wire::ControlType::deny) note_deny(a.bytes);
-          if (rng_.chance(sc_.ctl_loss) || partitioned(n.id, a.peer)) break;
-          TimeMs at = now_ + rng_.range(0, sc_.ctl_delay_max_ms);
-          if (now_ < spike_until_) at += rng_.range(50, 1200);
-          schedule(at, Ev{EvKind::control, 0, 0, n.id, a.peer, std::move(a.bytes)});
-          if (t == wire::ControlType::grant && crash_armed_ && sc_.crash == Scenario::Crash::after_grant) {
-            crash_armed_ = false;
-            say("S" + std::to_string(n.id) + " crashes right after sending a GRANT");
-            schedule(now_, Ev{EvKind::crash_now, 0, 0, 0, n.id, {}});
-          }
-          break;
-        }
-        case ServerAction::Kind::close_subflow: {
-          auto it = links_.find(a.subflow);
-          if (it == links_.end()) break;
-          Link& l = it->second;
-          // Flush what the engine still queued (REFUSE, RESET), then close.
-          std::vector<Slice> out;
-          while (eng.poll_transmit(l.id, SIZE_MAX, out) > 0) {}
-          if (l.server_open) {
-            if (verbosity_ >= 2) say("  S" + std::to_string(n.id) + " closes subflow " + std::to_string(l.id));
-            if (l.client_open) send_bytes(l, false, out);
-            l.server_open = false;
-            l.c2s = Dir{};
-            eng.on_subflow_closed(l.id, now_);
-            if (l.client_open) close_client_side(l, now_ + rng_.range(0, 3));
-          }
-          break;
-        }
-        case ServerAction::Kind::plain_tcp:
-          violation("subflow " + std::to_string(a.subflow) + " treated as plain TCP");
-          break;
-      }
-    }
-    for (auto& e : eng.take_events()) {
-      moved = true;
-      static constexpr const char* kNames[] = {"opened", "imported", "resumed", "fenced", "closed"};
-      if (verbosity_ >= 2) {
-        auto info = eng.conn_info(e.conn);
-        say("  S" + std::to_string(n.id) + " " + kNames[static_cast<int>(e.kind)] +
-            (info ? " epoch " + std::to_string(info->epoch) + " in_end " + std::to_string(info->in_end) + " snap " + std::to_string(info->snap_id) : ""));
-      }
-      switch (e.kind) {
-        case ServerEvent::Kind::opened:
-        case ServerEvent::Kind::imported: {
-          auto app = std::make_unique<ServerApp>(sc_.app, e.conn, [this, id = n.id](const std::string& w) {
-            violation("S" + std::to_string(id) + ": " + w);
-          });
-          app->import(eng);
-          n.apps[e.conn] = std::move(app);
-          break;
-        }
-        case ServerEvent::Kind::resumed:
-          if (!n.apps.contains(e.conn)) violation("S" + std::to_string(n.id) + " resumed a connection it has no instance for");
-          break;
-        case ServerEvent::Kind::fenced:
-        case ServerEvent::Kind::closed:
-          n.apps.erase(e.conn);
-          break;
-      }
-    }
-    for (auto& [conn, app] : n.apps) moved |= app->step(eng);
-    for (auto& [id, l] : links_) {
-      if (l.server != n.id || !l.server_open) continue;
-      while (eng.wants_transmit(l.id) && l.s2c.in_flight < kWindowBytes) {
-        std::vector<Slice> out;
-        size_t k = eng.poll_transmit(l.id, kWindowBytes - l.s2c.in_flight, out);
-        if (k == 0) break;
-        if (l.client_open) send_bytes(l, false, out);
-        moved = true;
-      }
+    bool moved = n.host->service(1);
+    // An app's own check failed (a stream byte, a refused import or snapshot): a violation here.
+    if (n.host && n.host->violations() > n.violations_seen) {
+      n.violations_seen = n.host->violations();
+      violation("S" + std::to_string(n.id) + ": " + n.last_log);
     }
     return moved;
   }
@@ -715,6 +806,7 @@ class World {
         l.s2c.ready.pop_front();
         l.s2c.in_flight -= s.len;
         client_->on_subflow_data(l.csub, std::move(s), now_);
+        if (ServerNode& n = servers_.at(l.server); n.host) n.host->mark_subflow(l.id);  // window room again
         moved = true;
       }
     }
@@ -788,7 +880,8 @@ class World {
     if (e.next_deadline() != e.next_deadline_scan())
       violation("engine S" + std::to_string(n.id) + ": indexed deadline " + std::to_string(e.next_deadline()) +
                 " differs from a full scan " + std::to_string(e.next_deadline_scan()));
-    auto t = e.take_touched();
+    n.host->absorb(e.take_touched());  // the host still acts on them; on_touched adds them to touched_acc
+    ServerEngine::Touched t = std::exchange(n.touched_acc, {});
     std::set<SubflowId> subs(t.subflows.begin(), t.subflows.end());
     std::set<core::ConnId> conns(t.conns.begin(), t.conns.end());
     for (const auto& [lid, l] : links_) {
@@ -831,13 +924,15 @@ class World {
   TimeMs now_ = 0;
   uint64_t seq_ = 0;
   std::map<std::pair<TimeMs, uint64_t>, Ev> events_;
+  sdk::Registry registry_;
+  std::unique_ptr<sdk::AppFactory> factory_;
   std::map<ServerId, ServerNode> servers_;
   std::unique_ptr<Prng> client_rng_;
   std::unique_ptr<ClientEngine> client_;
   std::map<uint64_t, Link> links_;
   std::map<SubflowId, uint64_t> by_csub_;
   uint64_t next_link_ = 0;
-  OutputModel model_;
+  ClientModel model_;
   uint64_t expected_out_ = 0;
   uint64_t written_ = 0;
   std::vector<Trigger> triggers_;
@@ -851,6 +946,12 @@ class World {
   std::map<uint64_t, ServerId> owner_of_epoch_;
   std::set<uint64_t> i4_reported_;
 };
+
+void SimTransport::send_control(ServerId to, Bytes msg) { world.sim_send_control(id, to, std::move(msg)); }
+void SimTransport::close_subflow(SubflowId sub) { world.sim_close_subflow(id, sub); }
+void SimTransport::plain_tcp(SubflowId sub, Bytes) { world.sim_plain_tcp(sub); }
+bool SimTransport::subflow_ready(SubflowId sub) { return world.sim_subflow_ready(id, sub); }
+std::vector<SubflowId> SimTransport::subflows() const { return world.sim_subflows(id); }
 
 }  // namespace
 

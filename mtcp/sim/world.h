@@ -15,7 +15,7 @@
 #include "core/client.h"
 #include "core/server.h"
 #include "sim/prng.h"
-#include "sim/ref_app.h"
+#include "services/ref_model.h"
 
 namespace mtcp::sim {
 
@@ -24,8 +24,11 @@ struct Scenario {
   uint32_t servers = 3;
   TransferMode mode = TransferMode::lazy;
   bool ack_after_replication = false;
-  uint64_t input_bytes = 0;
-  AppParams app;
+  // The production service every member runs (services/builtin.h), checked by the client.
+  enum class Service { ref, echo, source } service = Service::ref;
+  uint64_t input_bytes = 0;   // client input (none for source)
+  uint64_t output_bytes = 0;  // source: the stream's length
+  svc::RefParams app;         // seed, response_max (ref), snapshot_every, pad_bytes (every service)
   uint32_t seg_max = 0;            // largest segment a subflow chops into
   uint32_t seg_delay_max_ms = 0;   // per-segment delay
   uint32_t ctl_delay_max_ms = 0;

@@ -23,7 +23,7 @@
 #include "runtime/client_conn.h"
 #include "runtime/os.h"
 #include "runtime/server_node.h"
-#include "services/services.h"
+#include "services/builtin.h"
 
 namespace {
 
@@ -161,10 +161,15 @@ class AdminTest : public ::testing::Test {
                                "127.0.0.1:" + std::to_string(free_port())});
     }
     for (size_t i = 1; i <= n; ++i) {
-      hosts_.push_back(std::make_unique<svc::ServiceHost>(svc::Kind::echo, svc::Params{},
-                                                          [](const std::string&) {}));
-      nodes_.push_back(std::make_unique<rt::ServerNode>(io_, pool_, static_cast<core::ServerId>(i),
-                                                        *hosts_.back()));
+      if (!factory_) {
+        sdk::Registry reg;
+        svc::register_builtin_services(reg);
+        std::string why;
+        factory_ = reg.find("echo")->start(sdk::ServiceEnv{&io_, [](const std::string&) {}}, why);
+        ASSERT_TRUE(factory_) << why;
+      }
+      nodes_.push_back(std::make_unique<rt::ServerNode>(io_, pool_, static_cast<core::ServerId>(i), *factory_,
+                                                        [](const std::string&) {}));
       std::string why;
       ASSERT_TRUE(nodes_.back()->start(why)) << why;
     }
@@ -206,7 +211,7 @@ class AdminTest : public ::testing::Test {
   asio::io_context io_;
   std::string dir_;
   rt::PoolConfig pool_;
-  std::vector<std::unique_ptr<svc::ServiceHost>> hosts_;
+  std::unique_ptr<sdk::AppFactory> factory_;
   std::vector<std::unique_ptr<rt::ServerNode>> nodes_;
   std::vector<std::unique_ptr<rt::AdminServer>> admins_;
   std::vector<std::unique_ptr<Client>> clients_;

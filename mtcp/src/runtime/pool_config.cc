@@ -144,6 +144,14 @@ bool load_pool_config(const std::string& path, PoolConfig& out, std::string& why
               set_limit(l, "migrate_requests_per_s_max", d.migrate_requests_per_s_max, bad);
     if (!ok) return fail(bad);
   }
+  if (j.contains("services")) {
+    const auto& sv = j["services"];
+    if (!sv.is_object()) return fail("services must be an object of service name to options");
+    for (auto it = sv.begin(); it != sv.end(); ++it) {
+      if (!it.value().is_object()) return fail("services." + it.key() + " must be an object");
+      cfg.services[it.key()] = it.value().dump();
+    }
+  }
   out = std::move(cfg);
   return true;
 }

@@ -4,10 +4,12 @@
 //     "transfer": "lazy" | "eager",
 //     "ack_after_replication": false,
 //     "members": [ {"id": 1, "data": "127.0.0.1:7001", "control": "127.0.0.1:7101"}, ... ],
-//     "limits": { "claim_timeout_ms": 300, ... } }   // optional overrides of core Limits
+//     "limits": { "claim_timeout_ms": 300, ... },   // optional overrides of core Limits
+//     "services": { "echo": { "snapshot_every": 65536 }, ... } }  // optional service options
 //
 // Every problem is reported with the file name and what is wrong (docs/API.md "pool file").
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,8 @@ struct PoolConfig {
   std::vector<Member> members;
   cert::Key pool_key{};
   Limits limits;
+  // Each service's section, as JSON text, checked by the service itself (sdk/service.h).
+  std::map<std::string, std::string> services;
   const Member* find(core::ServerId id) const;
 };
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "runtime/address.h"
+#include "runtime/plain_conn.h"
 #include "runtime/read_block.h"
 #include "wire/control.h"
 
@@ -69,17 +70,23 @@ struct ServerNode::Inbound {
   size_t have = 0;
 };
 
-ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::ServerId self, ServerApp& app)
-    : io_(io), pool_(pool), self_(self), app_(app), data_acceptor_(io), control_acceptor_(io), timer_(io) {
+ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::ServerId self, sdk::AppFactory& factory, Log log)
+    : io_(io), pool_(pool), self_(self), factory_(factory), log_(std::move(log)), data_acceptor_(io), control_acceptor_(io),
+      timer_(io) {
   core::ServerConfig cfg;
   cfg.self = self;
   cfg.pool_key = pool.pool_key;
   cfg.limits = pool.limits;
   for (const auto& m : pool.members) cfg.pool.push_back({m.id, m.data});
   engine_ = std::make_unique<core::ServerEngine>(cfg, rng_);
+  host_ = std::make_unique<host::EngineHost>(*engine_, factory_, static_cast<host::Transport&>(*this), log_);
 }
 
-ServerNode::~ServerNode() { stop(); }
+ServerNode::~ServerNode() {
+  stop();
+  host_.reset();  // first: no Waker can reach post_service() once it is gone
+  *alive_ = false;
+}
 
 bool ServerNode::start(std::string& why) {
   const Member* me = pool_.find(self_);
@@ -155,7 +162,7 @@ void ServerNode::read_sub(core::SubflowId id) {
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
     it->second->reading = false;
-    ready_subs_.insert(id);
+    host_->mark_subflow(id);
     if (ec) {
       if (!it->second->closing) {
         asio::error_code ignore;
@@ -185,7 +192,7 @@ void ServerNode::write_sub(core::SubflowId id) {
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
     it->second->writing = false;
-    ready_subs_.insert(id);
+    host_->mark_subflow(id);
     it->second->out.clear();
     if (ec) {
       asio::error_code ignore;
@@ -385,97 +392,63 @@ void ServerNode::arm_timer() {
   });
 }
 
-void ServerNode::absorb_touched() {
-  auto t = engine_->take_touched();
-  if (t.all) {
-    ready_all_subs_ = ready_all_conns_ = true;
-    return;
+// ---- the host's transport ----------------------------------------------------------------
+
+void ServerNode::plain_tcp(core::SubflowId sub, Bytes head) {
+  auto it = subs_.find(sub);
+  if (it == subs_.end()) return;
+  // Take the descriptor out (release() cancels a pending read, whose handler finds the subflow
+  // gone) and serve a fresh socket on it with the same service, through the plain adapter.
+  asio::error_code ec;
+  auto& old = it->second->sock;
+  auto proto = old.local_endpoint(ec).protocol();
+  auto fd = ec ? -1 : old.release(ec);
+  subs_.erase(it);
+  if (ec || fd < 0) return;
+  tcp::socket sock(io_);
+  sock.assign(proto, fd, ec);
+  if (ec) return;
+  log_("plain TCP client on subflow " + std::to_string(sub));
+  serve_plain(std::move(sock), std::move(head), factory_, sub, log_);
+}
+
+bool ServerNode::subflow_ready(core::SubflowId id) {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return false;
+  auto s = it->second;  // write_sub/read_sub keep it alive
+  bool moved = false;
+  if (!s->closing && !s->writing && engine_->wants_transmit(id)) {
+    write_sub(id);
+    moved = true;
   }
-  ready_subs_.insert(t.subflows.begin(), t.subflows.end());
-  ready_conns_.insert(t.conns.begin(), t.conns.end());
+  if (!s->reading && !s->closing && engine_->wants_read(id)) read_sub(id);
+  if (s->closing && !s->writing) {
+    close_sub(id);  // its last write finished: flush the rest and close
+    moved = true;
+  }
+  return moved;
+}
+
+std::vector<core::SubflowId> ServerNode::subflows() const {
+  std::vector<core::SubflowId> v;
+  v.reserve(subs_.size());
+  for (const auto& [id, s] : subs_) v.push_back(id);
+  return v;
+}
+
+// Any thread (an app's Waker): the pass runs on the io_context's thread.
+void ServerNode::post_service() {
+  asio::post(io_, [alive = alive_, this] {
+    if (*alive && !stopped_) service();
+  });
 }
 
 void ServerNode::service() {
-  if (in_service_) {
-    again_ = true;
-    return;
-  }
-  in_service_ = true;
-  bool busy = false;
-  // A few rounds per pass, then yield to the event loop: a busy application must not keep a
-  // CLAIM or an ACK waiting on another socket (fairness between connections and members).
-  for (int round = 0; round < kRoundsPerPass; ++round) {
-    busy = round == kRoundsPerPass - 1;
-    again_ = false;
-    bool moved = false;
-    for (auto& a : engine_->take_actions()) {
-      moved = true;
-      switch (a.kind) {
-        case core::ServerAction::Kind::send_control:
-          send_control(a.peer, std::move(a.bytes));
-          break;
-        case core::ServerAction::Kind::close_subflow:
-          close_sub(a.subflow);
-          break;
-        case core::ServerAction::Kind::plain_tcp: {
-          auto it = subs_.find(a.subflow);
-          if (it == subs_.end()) break;
-          // Take the descriptor out (release() cancels a pending read, whose handler finds the
-          // subflow gone) and give the application a fresh socket on it.
-          asio::error_code ec;
-          auto& old = it->second->sock;
-          auto proto = old.local_endpoint(ec).protocol();
-          auto fd = ec ? -1 : old.release(ec);
-          subs_.erase(it);
-          if (ec || fd < 0) break;
-          tcp::socket sock(io_);
-          sock.assign(proto, fd, ec);
-          if (ec) break;
-          app_.on_plain(std::move(sock), std::move(a.bytes));
-          break;
-        }
-      }
-    }
-    for (auto& e : engine_->take_events()) {
-      moved = true;
-      app_.on_event(*engine_, e);
-    }
-    absorb_touched();
-    core::ServerEngine::Touched ready;
-    ready.all = std::exchange(ready_all_conns_, false);
-    if (!ready.all) ready.conns.assign(ready_conns_.begin(), ready_conns_.end());
-    ready_conns_.clear();
-    moved |= app_.step(*engine_, ready);
-    absorb_touched();  // what the application's calls changed
-    std::vector<core::SubflowId> look;
-    if (std::exchange(ready_all_subs_, false)) {
-      for (const auto& [id, s] : subs_) look.push_back(id);
-    } else {
-      look.assign(ready_subs_.begin(), ready_subs_.end());
-    }
-    ready_subs_.clear();
-    std::vector<core::SubflowId> to_close;
-    for (auto id : look) {
-      auto it = subs_.find(id);
-      if (it == subs_.end()) continue;
-      auto s = it->second;  // write_sub/read_sub keep it alive
-      if (!s->closing && !s->writing && engine_->wants_transmit(id)) {
-        write_sub(id);
-        moved = true;
-      }
-      if (!s->reading && !s->closing && engine_->wants_read(id)) read_sub(id);
-      if (s->closing && !s->writing) to_close.push_back(id);
-    }
-    for (auto id : to_close) close_sub(id);
-    if (!moved && !again_) {
-      busy = false;
-      break;
-    }
-  }
-  in_service_ = false;
+  bool busy = host_->service(kRoundsPerPass);
   if (busy && !service_posted_) {
     service_posted_ = true;
-    asio::post(io_, [this] {
+    asio::post(io_, [this, alive = alive_] {
+      if (!*alive) return;
       service_posted_ = false;
       if (!stopped_) service();
     });

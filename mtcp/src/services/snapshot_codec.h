@@ -5,7 +5,7 @@
 #include <string>
 
 #include "common/buffer.h"
-#include "core/server.h"
+#include "sdk/app.h"
 
 namespace mtcp::svc {
 
@@ -15,10 +15,9 @@ struct Positions {
 };
 
 Bytes encode_positions(uint32_t magic, Positions pos, uint32_t state_bytes);
-bool decode_positions(uint32_t magic, const Bytes& b, uint32_t state_bytes, Positions& pos, std::string& why);
-// Import for a connection: the engine's snapshot (none: start at zero), decoded and checked
+bool decode_positions(uint32_t magic, std::span<const uint8_t> b, uint32_t state_bytes, Positions& pos, std::string& why);
+// The positions an app instance starts from: the snapshot's (none: zero), decoded and checked
 // against the positions the protocol recorded with it.
-bool import_positions(const core::ServerEngine& engine, core::ConnId conn, uint32_t magic, uint32_t state_bytes,
-                      Positions& pos, std::string& why);
+bool import_positions(const sdk::Import& imp, uint32_t magic, uint32_t state_bytes, Positions& pos, std::string& why);
 
 }  // namespace mtcp::svc

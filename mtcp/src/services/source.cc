@@ -1,9 +1,10 @@
-// source: a generated stream, byte `o` = source_byte(seed, o), written as fast as the send log
-// takes it; `source_bytes` long (then the service closes), or endless until the client closes
-// its side. Input is read and discarded. The stream is a function of the offset, so the
-// snapshot only needs the positions; a generated block the engine did not take yet is kept
-// and offered again, never regenerated.
-#include "services/services.h"
+// source: a generated stream, byte `o` = source_byte(seed, o), written as fast as the
+// connection takes it; `source-bytes` long (then the service closes), or endless until the
+// client closes its side. Input is read and discarded. The stream is a function of the offset,
+// so the snapshot only needs the positions.
+#include "common/mix.h"
+#include "services/builtin.h"
+#include "services/pending_output.h"
 #include "services/snapshot_codec.h"
 
 namespace mtcp::svc {
@@ -13,76 +14,98 @@ constexpr uint32_t kMagic = 0x53524345u;  // "SRCE"
 constexpr size_t kBlockBytes = 64u << 10;
 constexpr int kRounds = 64;
 
-class SourceService final : public ConnService {
- public:
-  SourceService(const Params& p, core::ConnId conn) : p_(p), conn_(conn) {}
+uint64_t word_at(uint64_t seed, uint64_t index) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ index * 0xC2B2AE3D27D4EB4Full ^ 0x5EED5EED5EEDull;
+  return splitmix64(x);
+}
 
-  bool import(const core::ServerEngine& engine, std::string& why) override {
-    if (!import_positions(engine, conn_, kMagic, p_.state_bytes, pos_, why)) return false;
+struct SourceOptions {
+  uint64_t seed = 1;
+  uint64_t snapshot_every = 256u << 10;
+  uint64_t state_bytes = 0;
+  uint64_t source_bytes = 0;  // 0: endless
+};
+
+class SourceApp final : public sdk::ConnApp {
+ public:
+  explicit SourceApp(const SourceOptions& o) : o_(o) {}
+
+  bool on_open(sdk::Conn&, const sdk::Import& imp, std::string& why) override {
+    if (!import_positions(imp, kMagic, static_cast<uint32_t>(o_.state_bytes), pos_, why)) return false;
     last_snapshot_ = pos_.out;
-    pending_ = {};
     return true;
   }
-
-  bool step(core::ServerEngine& engine, bool& ok, std::string& why) override {
-    bool moved = false;
-    for (int round = 0; round < kRounds; ++round) {
-      got_.clear();
-      if (size_t n = engine.conn_read_slices(conn_, SIZE_MAX, got_); n > 0) {
-        pos_.in += n;
-        moved = true;
-      }
-      if (pos_.out >= last_snapshot_ + p_.snapshot_every) {
-        if (Status st = engine.conn_snapshot(conn_, encode_positions(kMagic, pos_, p_.state_bytes)); !st) {
-          ok = false;
-          why = "snapshot refused: " + std::string(to_string(st.error()));
-        }
-        last_snapshot_ = pos_.out;
-        moved = true;
-      }
-      bool finished = p_.source_bytes != 0 && pos_.out >= p_.source_bytes;
-      if (finished || (p_.source_bytes == 0 && engine.conn_input_closed(conn_))) {
-        if (!closed_) {
-          closed_ = true;
-          (void)engine.conn_close(conn_);
-          moved = true;
-        }
-        return moved;
-      }
-      if (pending_.empty()) {
-        uint64_t left = p_.source_bytes ? p_.source_bytes - pos_.out : UINT64_MAX;
-        Bytes b(static_cast<size_t>(std::min<uint64_t>(kBlockBytes, left)));
-        source_fill(p_.seed, pos_.out, b);
-        pending_ = Slice(make_block(std::move(b)));
-      }
-      auto w = engine.conn_write(conn_, pending_);
-      if (!w) {
-        ok = false;
-        why = "write refused: " + std::string(to_string(w.error()));
-        return moved;
-      }
-      if (*w == 0) return moved;  // the send log is full
-      moved = true;
-      pos_.out += *w;
-      pending_ = *w < pending_.len ? pending_.sub(*w, pending_.len - *w) : Slice();
-    }
-    return moved;
-  }
+  void on_readable(sdk::Conn& c) override { pump(c); }
+  void on_writable(sdk::Conn& c) override { pump(c); }
 
  private:
-  Params p_;
-  core::ConnId conn_;
+  void pump(sdk::Conn& c) {
+    for (int round = 0; round < kRounds; ++round) {
+      got_.clear();
+      pos_.in += c.read_slices(SIZE_MAX, got_);  // read and dropped
+      if (out_.empty() && pos_.out >= last_snapshot_ + o_.snapshot_every) {
+        take_snapshot(c, encode_positions(kMagic, pos_, static_cast<uint32_t>(o_.state_bytes)));
+        last_snapshot_ = pos_.out;
+      }
+      bool finished = o_.source_bytes != 0 && pos_.out >= o_.source_bytes;
+      if (finished || (o_.source_bytes == 0 && c.input_closed())) {
+        if (!std::exchange(closed_, true)) (void)c.close();
+        return;
+      }
+      if (out_.empty()) {
+        uint64_t left = o_.source_bytes ? o_.source_bytes - pos_.out : UINT64_MAX;
+        Bytes b(static_cast<size_t>(std::min<uint64_t>(kBlockBytes, left)));
+        source_fill(o_.seed, pos_.out, b);
+        out_.push(Slice(make_block(std::move(b))));
+      }
+      uint64_t before = c.output_pos();
+      bool all = out_.flush(c);
+      uint64_t wrote = c.output_pos() - before;  // taken of the pending block
+      pos_.out += wrote;
+      if (!all) return;  // full: on_writable comes
+    }
+  }
+
+  const SourceOptions o_;
   Positions pos_;
   uint64_t last_snapshot_ = 0;
   bool closed_ = false;
-  Slice pending_;
+  PendingOutput out_;
   std::vector<Slice> got_;
+};
+
+class SourceService final : public sdk::ServiceDef {
+ public:
+  SourceService() : ServiceDef("source", "a generated byte stream, resumable at any offset; input is dropped") {
+    opt("seed", &o_.seed, "Stream seed (the clients' must match)");
+    opt("snapshot-every", &o_.snapshot_every, "Output bytes between snapshots");
+    opt("state-bytes", &o_.state_bytes, "Extra bytes of state in every snapshot", UINT32_MAX);
+    opt("source-bytes", &o_.source_bytes, "Stream length, then close (0: until the client closes)");
+  }
+  std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv&, std::string&) override {
+    return std::make_unique<sdk::OptionsFactory<SourceApp, SourceOptions>>(o_);
+  }
+
+ private:
+  SourceOptions o_;
 };
 
 }  // namespace
 
-std::unique_ptr<ConnService> make_source(const Params& p, core::ConnId conn) {
-  return std::make_unique<SourceService>(p, conn);
+uint8_t source_byte(uint64_t seed, uint64_t offset) {
+  return static_cast<uint8_t>(word_at(seed, offset / 8) >> (8 * (offset % 8)));
 }
+
+void source_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst) {
+  size_t i = 0;
+  while (i < dst.size()) {
+    uint64_t at = offset + i;
+    uint64_t w = word_at(seed, at / 8);
+    for (unsigned k = static_cast<unsigned>(at % 8); k < 8 && i < dst.size(); ++k, ++i)
+      dst[i] = static_cast<uint8_t>(w >> (8 * k));
+  }
+}
+
+std::unique_ptr<sdk::ServiceDef> make_source_service() { return std::make_unique<SourceService>(); }
 
 }  // namespace mtcp::svc
