@@ -52,7 +52,7 @@ case "${mode}" in
 esac
 
 echo "build: configuring ${mode} in ${build_dir}/"
-cmake -S . -B "${build_dir}" -G Ninja "${cmake_args[@]}" "$@"
+cmake -S . -B "${build_dir}" -G Ninja -DMTCP_WERROR=ON "${cmake_args[@]}" "$@"
 echo "build: building ${mode} in ${build_dir}/"
 cmake --build "${build_dir}" -j2
 echo "build: ${mode} OK (executables in ${build_dir}/bin/)"

@@ -68,8 +68,9 @@ class RefApp final : public sdk::ConnApp {
       for (size_t i = 0; i < n; ++i) {
         uint64_t at = machine_.consumed();
         if (buf_[i] != input_byte(p_.stream_seed, at)) {
-          c.violation("I1 client->server: byte " + std::to_string(at) + " differs");
+          c.violation("I1 client->server: byte " + std::to_string(at) + " differs; closing");
           broken_ = true;
+          (void)c.close();  // not this service's input: end it rather than wait forever
           return;
         }
         machine_.consume(buf_[i], produced);

@@ -162,8 +162,9 @@ rc=$?
 ok=$?  # before the message: its $(...) would reset $?
 assert_ok "a bad pool file is refused with exit 2 and names the file ($(head -c 120 "$work/bad.err"))" $ok
 
-start_members "$work/lazy.json"
-# Plain TCP compatibility: a client that never speaks M-TCP is served (echo) on the data port.
+start_members "$work/lazy.json" echo
+# Plain TCP compatibility: a client that never speaks M-TCP is served by the same echo app on the
+# data port (through the plain-TCP adapter: no snapshots, no migration).
 reply=$(python3 - "$((base + 1))" <<'PY'
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
