@@ -579,7 +579,17 @@ Result<size_t> ServerEngine::conn_write(ConnId id, Slice s) {
       auto bytes = s.span().first(dup);
       if (!check_replay(*c, c->app_out, bytes)) {
         ++counters_.replay_mismatches;
-        if (c->subflow) kill_subflow(*c->subflow, Error::replay_mismatch);
+        if (c->subflow) {
+          // After what is queued (an ACCEPT may still be), so the client hears it on its
+          // primary and ends the connection rather than trying another member.
+          SubflowId sub = *c->subflow;
+          c->subflow.reset();
+          touch_sub(sub);
+          Sub& sf = subs_.at(sub);
+          sf.tx.push(wire::Reset{Error::replay_mismatch});
+          sf.phase = Phase::closing;
+          actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+        }
         free_conn(id, Error::replay_mismatch);
         return Error::replay_mismatch;
       }
