@@ -6,7 +6,7 @@ set -euo pipefail
 readonly PACKAGES=(
   build-essential cmake ninja-build g++
   clang-14 libclang-rt-14-dev clang-format clang-tidy
-  libssl-dev libgtest-dev googletest libgmock-dev libbenchmark-dev
+  libssl-dev libxxhash-dev libgtest-dev googletest libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libasio-dev
   git python3 python3-matplotlib
   socat netcat-openbsd iproute2 iptables iputils-ping

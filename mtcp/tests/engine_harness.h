@@ -155,6 +155,7 @@ class EchoApp {
         auto w = e.conn_write_copy(conn_, pending_);
         if (!w) {
           last_error = w.error();
+          if (write_errors != nullptr) write_errors->push_back(w.error());
           return moved;
         }
         if (*w > 0) {
@@ -177,7 +178,10 @@ class EchoApp {
           fail("app: input byte " + std::to_string(consumed_) + " differs");
           return moved;
         }
-        pending_.push_back(output_byte(buf[i]));
+        uint8_t out = output_byte(buf[i]);
+        // A non-deterministic instance: one output byte differs from what the stream had.
+        if (written_ + pending_.size() == corrupt_at) out = static_cast<uint8_t>(out ^ 0xFF);
+        pending_.push_back(out);
         ++consumed_;
       }
     }
@@ -199,6 +203,8 @@ class EchoApp {
   size_t pending() const { return pending_.size(); }
   bool paused = false;
   Error last_error = Error::ok;
+  uint64_t corrupt_at = UINT64_MAX;          // output position written wrong (tests of the replay check)
+  std::vector<Error>* write_errors = nullptr;  // conn_write failures are recorded here
 
  private:
   bool fail(const std::string& why) {
@@ -267,6 +273,9 @@ class Harness {
     return v;
   }
   uint64_t snapshot_every = 0;  // EchoApp snapshots after this many input bytes (0: by hand)
+  std::set<ServerId> verify_replay;  // members whose apps call conn_verify_replay(on) at start
+  std::map<ServerId, uint64_t> corrupt_imported_at;  // an imported app there writes this byte wrong
+  std::vector<Error> write_errors;   // conn_write failures of any app
 
   // ---- driving ----
   void connect(ServerId s = 1) {
@@ -631,6 +640,10 @@ class Harness {
         case ServerEvent::Kind::imported: {
           auto app = std::make_unique<EchoApp>(e.conn, &violations);
           app->import(eng);
+          app->write_errors = &write_errors;
+          if (verify_replay.contains(s)) (void)eng.conn_verify_replay(e.conn, true);
+          if (auto c = corrupt_imported_at.find(s); c != corrupt_imported_at.end() && e.kind == ServerEvent::Kind::imported)
+            app->corrupt_at = c->second;
           n.apps[e.conn] = std::move(app);
           break;
         }

@@ -1,6 +1,7 @@
 // Unit tests for the connection-state codec (wire/state.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -19,7 +20,8 @@ constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
 // Byte offsets in an encoded state (state.cc): version 0, flags 1, reserved 2, conn_id 4,
 // epoch 12, migrations 20, issuer 24, snap_id 28, snap_in_seq 36, snap_out_seq 44, snapshot
 // length 52, snapshot 56; then out_log_start u64, out_log length u32, out_log, in_log length
-// u32, in_log.
+// u32, in_log; version 2: tail_start u64, tail length u32, out_tail, and with flag 0x10
+// digest_end u64 and digest [16].
 constexpr size_t kFlagsAt = 1;
 constexpr size_t kReservedAt = 2;
 constexpr size_t kSnapLenAt = 52;
@@ -71,6 +73,13 @@ void expect_same(const ConnState& a, const ConnState& b) {
   EXPECT_EQ(a.out_log_tail, b.out_log_tail);
   EXPECT_EQ(a.in_log_kept, b.in_log_kept);
   EXPECT_EQ(a.in_end(), b.in_end());
+  EXPECT_EQ(std::max(a.tail_start, a.snap_out_seq), b.tail_start);
+  EXPECT_TRUE(a.out_tail == b.out_tail);
+  EXPECT_EQ(a.out_digest, b.out_digest);
+  if (a.out_digest) {
+    EXPECT_EQ(a.digest_end, b.digest_end);
+    EXPECT_TRUE(a.digest == b.digest);
+  }
 }
 
 Bytes encode_ok(const ConnState& s, size_t cap = kSnapshotBytesMax) {
@@ -174,9 +183,9 @@ TEST(StateRoundTrip, LogsOverTheirCap) {
   s.out_log.clear();
   s.in_log.clear();
   s.out_log_start = s.snap_out_seq;
-  Bytes b = encode_ok(s);  // ... out_log_start(8) out_len(4) in_len(4)
-  const size_t out_len_at = b.size() - 8;
-  const size_t in_len_at = b.size() - 4;
+  Bytes b = encode_ok(s);  // ... out_log_start(8) out_len(4) in_len(4) tail_start(8) tail_len(4)
+  const size_t out_len_at = b.size() - 12 - 8;
+  const size_t in_len_at = b.size() - 12 - 4;
   Bytes out_big = b;
   put_u32(out_big, out_len_at, static_cast<uint32_t>(kStateLogBytesMax + 1));
   EXPECT_EQ(decode_error(out_big), Error::state_too_large);
@@ -313,7 +322,7 @@ TEST(StateValidation, ConnIdAndEpochAreNonZero) {
 
 TEST(StateValidation, UnknownFlagsAndReserved) {
   Bytes good = encode_ok(sample_state());
-  for (uint8_t flag : {uint8_t{0x10}, uint8_t{0x20}, uint8_t{0x80}, uint8_t{0xFF}}) {
+  for (uint8_t flag : {uint8_t{0x20}, uint8_t{0x40}, uint8_t{0x80}, uint8_t{0xFF}}) {
     Bytes b = good;
     b[kFlagsAt] = static_cast<uint8_t>(b[kFlagsAt] | flag);
     EXPECT_EQ(decode_error(b), Error::bad_field) << int{flag};
@@ -327,12 +336,126 @@ TEST(StateValidation, UnknownFlagsAndReserved) {
 
 TEST(StateValidation, Version) {
   Bytes good = encode_ok(sample_state());
-  EXPECT_EQ(good[0], 1);
-  for (uint8_t v : {uint8_t{0}, uint8_t{2}, uint8_t{0xFF}}) {
+  EXPECT_EQ(good[0], 2);
+  for (uint8_t v : {uint8_t{0}, uint8_t{3}, uint8_t{0xFF}}) {
     Bytes b = good;
     b[0] = v;
     EXPECT_EQ(decode_error(b), Error::unsupported_version) << int{v};
   }
+}
+
+// ---- version 2: post-snapshot output tail and output digest ---------------------------------
+
+ConnState digest_state() {
+  ConnState s = sample_state();
+  s.out_log.clear();
+  s.out_log_start = s.snap_out_seq;
+  s.out_digest = true;
+  s.digest_end = s.snap_out_seq + 300;  // [5000, 5300) acknowledged: only its digest travels
+  for (size_t i = 0; i < s.digest.size(); ++i) s.digest[i] = static_cast<uint8_t>(0xA0 + i);
+  s.tail_start = s.digest_end;
+  s.out_tail = pattern_bytes(40, 9);  // [5300, 5340) still unacknowledged
+  return s;
+}
+
+TEST(StateDigest, RoundTripWithDigestAndTail) {
+  round_trip(digest_state(), kSnapshotBytesMax);
+  ConnState s = digest_state();
+  s.out_digest = false;  // tail only (the owner did not digest)
+  round_trip(s, kSnapshotBytesMax);
+  s = digest_state();
+  s.out_tail.clear();  // digest only
+  round_trip(s, kSnapshotBytesMax);
+  // A gap between the digest and the tail (bytes nothing covers) is legal.
+  s = digest_state();
+  s.digest_end = s.snap_out_seq + 100;
+  round_trip(s, kSnapshotBytesMax);
+}
+
+TEST(StateDigest, EncodedLayout) {
+  ConnState s = digest_state();
+  Bytes b = encode_ok(s);
+  EXPECT_EQ(b[kFlagsAt] & 0x10, 0x10);
+  ASSERT_GE(b.size(), 24u + 40u + 12u);
+  // The digest is the last 16 bytes, digest_end the 8 before.
+  EXPECT_TRUE(std::equal(s.digest.begin(), s.digest.end(), b.end() - 16));
+  uint64_t end = 0;
+  for (size_t i = 0; i < 8; ++i) end = (end << 8) | b[b.size() - 24 + i];
+  EXPECT_EQ(end, s.digest_end);
+  s.out_digest = false;
+  EXPECT_EQ(encode_ok(s).size(), b.size() - 24);
+}
+
+TEST(StateDigest, TruncatedDigestOrTailIsRefused) {
+  Bytes b = encode_ok(digest_state());
+  // Any cut inside the trailer (tail_start, tail length, tail, digest_end, digest).
+  for (size_t cut = 1; cut <= 12 + 40 + 24; ++cut) {
+    EXPECT_EQ(decode_error(std::span<const uint8_t>(b).first(b.size() - cut)), Error::truncated) << cut;
+  }
+  // The digest flag set on a state without the digest fields.
+  Bytes no_digest = encode_ok([] {
+    ConnState s = digest_state();
+    s.out_digest = false;
+    return s;
+  }());
+  no_digest[kFlagsAt] |= 0x10;
+  EXPECT_EQ(decode_error(no_digest), Error::truncated);
+  // A tail length beyond the cap.
+  ConnState s = digest_state();
+  s.out_tail.clear();
+  s.out_digest = false;
+  Bytes big = encode_ok(s);
+  put_u32(big, big.size() - 4, static_cast<uint32_t>(kStateLogBytesMax + 1));
+  EXPECT_EQ(decode_error(big), Error::state_too_large);
+  s.out_tail = Bytes(kStateLogBytesMax + 1, 1);
+  auto e = encode_state(s);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error(), Error::state_too_large);
+}
+
+TEST(StateDigest, CorruptedDigestFieldsAreRefused) {
+  // digest_end below the snapshot's output position.
+  ConnState s = digest_state();
+  Bytes b = encode_ok(s);
+  Bytes low = b;
+  for (size_t i = 0; i < 8; ++i) low[b.size() - 24 + i] = 0;
+  EXPECT_EQ(decode_error(low), Error::bad_field);
+  // digest_end beyond the tail's start (the digest and the tail would overlap).
+  s.digest_end = s.tail_start + 1;
+  EXPECT_EQ(refused(s), Error::bad_field);
+  // tail_start below the snapshot's output position (written as such by hand).
+  s = digest_state();
+  s.out_digest = false;
+  s.out_tail.clear();
+  Bytes t = encode_ok(s);
+  for (size_t i = 0; i < 8; ++i) t[t.size() - 12 + i] = 0;
+  EXPECT_EQ(decode_error(t), Error::bad_field);
+  // A tail that wraps the 64-bit space.
+  s = digest_state();
+  s.out_digest = false;
+  Bytes w = encode_ok(s);
+  for (size_t i = 0; i < 8; ++i) w[w.size() - 12 - 40 + i] = 0xFF;
+  EXPECT_EQ(decode_error(w), Error::bad_field);
+  // Trailing bytes after the digest.
+  Bytes tr = encode_ok(digest_state());
+  tr.push_back(0);
+  EXPECT_EQ(decode_error(tr), Error::bad_length);
+}
+
+TEST(StateDigest, Version1StillDecodesWithoutTailOrDigest) {
+  ConnState s = sample_state();
+  Bytes b = encode_ok(s);
+  Bytes v1(b.begin(), b.end() - 12);  // a version-1 state ends after in_log
+  v1[0] = 1;
+  auto r = decode_state(v1);
+  ASSERT_TRUE(r.ok()) << to_string(r.error());
+  expect_same(s, r.value());
+  EXPECT_FALSE(r->out_digest);
+  EXPECT_EQ(r->tail_start, s.snap_out_seq);
+  EXPECT_EQ(r->digest_end, s.snap_out_seq);
+  // The digest flag does not exist in version 1.
+  v1[kFlagsAt] |= 0x10;
+  EXPECT_EQ(decode_error(v1), Error::bad_field);
 }
 
 TEST(StateValidation, TruncatedAtEveryOffset) {

@@ -25,7 +25,11 @@ namespace mtcp {
   X(replication_bytes_sent)    /* eager push bytes */                                       \
   X(limit_refusals)            /* operations refused because a cap would be exceeded */     \
   X(connections_opened)        /* new connections accepted (WELCOME sent) */                \
-  X(connections_freed)         /* connections removed from the table */
+  X(connections_freed)         /* connections removed from the table */                    \
+  X(replay_mismatches)         /* replayed output differed from the old owner's: conn reset */ \
+  X(replay_checked_bytes)      /* replayed output compared (bytes or digest) and equal */   \
+  X(replay_unverified_bytes)   /* replayed output the client had that nothing could check */ \
+  X(output_digest_bytes)       /* output hashed by an owner for a later replay check */
 
 struct Counters {
 #define MTCP_COUNTER_FIELD(name) uint64_t name = 0;

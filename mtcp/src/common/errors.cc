@@ -40,6 +40,7 @@ std::string_view to_string(Error e) {
     case Error::peer_reset: return "peer reset";
     case Error::closed: return "closed";
     case Error::subflow_lost: return "subflow lost";
+    case Error::replay_mismatch: return "replay mismatch";
   }
   return "unknown error";
 }

@@ -275,6 +275,9 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
     case wire::FrameType::reset: {
       Error e = std::get<wire::Reset>(f).reason;
       close_subflow(sub);
+      // The server's replay produced other output than the stream so far: no member can
+      // continue it (docs/PROTOCOL.md §4.3). Not a subflow problem: the connection is over.
+      if (e == Error::replay_mismatch && !is_attempt) return fail(e);
       if (is_attempt) return attempt_failed(e, 0, now);
       if (state_ == ClientState::connecting) return fail(e);
       if (!attempt_) recover(0, now);

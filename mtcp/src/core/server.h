@@ -16,6 +16,7 @@
 
 #include "cert/cert.h"
 #include "common/counters.h"
+#include "common/digest.h"
 #include "common/limits.h"
 #include "core/send_log.h"
 #include "core/types.h"
@@ -109,6 +110,13 @@ class ServerEngine {
     const Bytes* bytes = nullptr;
   };
   std::optional<SnapshotView> conn_snapshot_view(ConnId c) const;
+  // Replay verification (docs/PROTOCOL.md §4.3), per connection, off by default. The host calls
+  // it right after `opened` / `imported`. On: the owner digests its output after each snapshot
+  // (so a successor can check its replay), and after an import the output the application
+  // regenerates below the log's end is compared with what the old owner sent; a mismatch ends
+  // the connection (RESET replay_mismatch, conn_write fails, event `closed` replay_mismatch).
+  // Off: no hashing, no check.
+  Status conn_verify_replay(ConnId c, bool on);
   // Ask the client to migrate away (drain, overload).
   Status conn_hint(ConnId c, wire::HintReason reason, ServerId target);
 
@@ -124,6 +132,11 @@ class ServerEngine {
     uint64_t out_end = 0;    // output bytes written
     uint64_t out_acked = 0;  // output bytes acknowledged by the client
     uint64_t snap_id = 0;
+    uint64_t snap_in_seq = 0;       // input position of the last snapshot
+    uint64_t snap_out_seq = 0;      // output position of the last snapshot
+    uint64_t replay_in_until = 0;   // input below this is a replay (logged before the import)
+    uint64_t replay_out_until = 0;  // output below this the client has or the log held at import
+    bool verify_replay = false;
   };
   std::optional<ConnInfo> conn_info(ConnId c) const;
   std::vector<ConnId> owned_connections() const;
@@ -147,6 +160,17 @@ class ServerEngine {
     uint64_t out_have_epoch = 0;
     TimeMs last_send_ms = 0;
   };
+  // Output after a snapshot as a transferred state described it (docs/PROTOCOL.md §7): a
+  // digest of [from, digest_end) and the bytes [tail_start, end()).
+  struct OutRecord {
+    uint64_t from = 0;  // snap_out_seq of that state
+    bool has_digest = false;
+    uint64_t digest_end = 0;
+    Digest128 digest{};
+    uint64_t tail_start = 0;
+    Slice tail;
+    uint64_t end() const { return tail_start + tail.len; }
+  };
   struct Conn {
     ConnId id = 0;
     Role role = Role::owner;
@@ -169,6 +193,22 @@ class ServerEngine {
     bool parked_fin = false;  // the client's CLOSE arrived behind parked DATA
     SendLog out;
     uint64_t app_out = 0;
+    uint64_t replay_out_until = 0;
+    // Replay verification. verify: the application asked for it. Owner: `dig` is the running
+    // digest of output [snap_out_seq, dig_end), fed as output leaves the send log (ack) or is
+    // regenerated below its base; dig_ok false: it has a gap and is not exported.
+    bool verify = false;
+    std::unique_ptr<StreamDigest> dig;
+    uint64_t dig_end = 0;
+    bool dig_ok = false;
+    // The record of the last installed state (a new owner checks its replay against it; a
+    // replica or frozen copy exports it again), or captured from the owner's log at freeze.
+    bool has_rec = false;
+    OutRecord rec;
+    // New owner: digest of the regenerated output [rec.from, chk_pos) (chk_ok: no gap).
+    std::unique_ptr<StreamDigest> chk;
+    uint64_t chk_pos = 0;
+    bool chk_ok = false;
     uint64_t acked_in = 0;  // last cumulative ack sent to the client
     bool app_closed = false;
     bool fin_sent = false;
@@ -204,6 +244,7 @@ class ServerEngine {
     std::set<ServerId> granted;
     bool owner_answered = false;
     std::optional<wire::ConnState> best;  // freshest remote state received
+    bool best_from_owner = false;  // it came from the owner (freshest output record on a tie)
     wire::ReplicaPos best_pos;
     ServerId deny_hint = 0;
     Error deny_reason = Error::ok;
@@ -251,6 +292,12 @@ class ServerEngine {
   void maybe_free(Conn& c);
   void renew_cert(Conn& c, TimeMs now);
   void free_conn(ConnId id, Error why);
+  // Replay verification (server.cc).
+  void digest_acked(Conn& c, uint64_t dsn);
+  void digest_regenerated(Conn& c, uint64_t at, std::span<const uint8_t> bytes);
+  Status check_replay(Conn& c, uint64_t at, std::span<const uint8_t> bytes);
+  void restart_digest(Conn& c);
+  OutRecord owner_record(const Conn& c) const;
   uint64_t ack_target(const Conn& c) const;
   Conn* find(ConnId id);
   const Conn* find(ConnId id) const;

@@ -3,6 +3,7 @@
 // received and acknowledged since the last snapshot. It also transfers unacknowledged data sent
 // before the last snapshot, for retransmission."
 #pragma once
+#include <array>
 #include <cstdint>
 #include <span>
 
@@ -35,6 +36,18 @@ struct ConnState {
   // Input received since the snapshot: [snap_in_seq, snap_in_seq + in_log.size()).
   Bytes in_log;
   bool client_fin = false;   // the client closed its direction at in_end()
+  // Version 2: output written after the snapshot, for the new owner's replay check
+  // (docs/PROTOCOL.md §4.3, §7). out_tail is output [tail_start, tail_start + out_tail.size())
+  // still in the owner's send log (not acknowledged); tail_start >= snap_out_seq. With
+  // out_digest, `digest` is XXH3-128 of output [snap_out_seq, digest_end), digest_end <=
+  // tail_start: bytes the client acknowledged, which the owner no longer holds. Output in
+  // [digest_end, tail_start) (or [snap_out_seq, tail_start) without a digest) cannot be checked.
+  // The encoder writes tail_start / digest_end as at least snap_out_seq.
+  uint64_t tail_start = 0;
+  Bytes out_tail;
+  bool out_digest = false;
+  uint64_t digest_end = 0;
+  std::array<uint8_t, 16> digest{};
 
   uint64_t in_end() const { return snap_in_seq + in_log.size(); }
 };
