@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "Print a JSON summary on stdout");
   app.add_flag("-v,--verbose", verbose, "Narrate each migration and fault (with --seed); twice (-vv) adds control messages and server events");
   app.add_option("--json-out", json_out, "Also write the JSON summary of --seeds to this file");
+  mtcp::sim::RunOptions run_opt;
+  app.add_flag("--nondeterministic", run_opt.nondeterministic,
+               "Members run a service that alters the output it regenerates in replay: replay verification must end "
+               "those connections with replay_mismatch");
   CLI11_PARSE(app, argc, argv);
   if (!seed && seeds == 0) {
     std::cerr << "mtcp-sim: give --seed N or --seeds N (see --help)\n";
@@ -77,7 +81,7 @@ int main(int argc, char** argv) {
   auto wall_start = std::chrono::steady_clock::now();
   if (seed) {
     std::string log;
-    auto out = mtcp::sim::run_seed(*seed, verbose, &log);
+    auto out = mtcp::sim::run_seed(*seed, verbose, &log, run_opt);
     if (json) {
       nlohmann::json j = {{"seed", *seed},
                           {"scenario", scenario_json(out.scenario)},
@@ -117,7 +121,7 @@ int main(int argc, char** argv) {
   nlohmann::json violations = nlohmann::json::array();
   std::vector<uint64_t> failing;
   for (uint64_t s = start; s < start + seeds; ++s) {
-    auto out = mtcp::sim::run_seed(s, 0, nullptr);
+    auto out = mtcp::sim::run_seed(s, 0, nullptr, run_opt);
     migrations_done += out.migrations_done;
     migrations_failed += out.migrations_failed;
     completed += out.completed ? 1 : 0;

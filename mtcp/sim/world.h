@@ -62,9 +62,16 @@ struct Outcome {
   std::vector<std::string> violations;
 };
 
+// How the whole run is set up, the same for every seed (not drawn from it).
+struct RunOptions {
+  // The members' service alters the output it regenerates during replay (sim/nondet_app.h):
+  // replay verification must end such connections with replay_mismatch, never let it pass.
+  bool nondeterministic = false;
+};
+
 Scenario make_scenario(uint64_t seed);
 // Runs one seed. verbosity 1 narrates migrations and faults into `log`; 2 adds every
 // control message and server event.
-Outcome run_seed(uint64_t seed, int verbosity, std::string* log);
+Outcome run_seed(uint64_t seed, int verbosity, std::string* log, const RunOptions& opt = {});
 
 }  // namespace mtcp::sim

@@ -232,9 +232,12 @@ TEST_F(AdminTest, StatusAndListDescribeTheMemberAndItsConnections) {
   EXPECT_EQ(st["transfer"], "lazy");
   // Every engine counter, by name.
   Counters names;
-  names.for_each(
-      [&](const char* name, uint64_t) { EXPECT_TRUE(st["counters"].contains(name)) << name; });
-  EXPECT_EQ(st["counters"].size(), 20u);
+  size_t count = 0;
+  names.for_each([&](const char* name, uint64_t) {
+    EXPECT_TRUE(st["counters"].contains(name)) << name;
+    ++count;
+  });
+  EXPECT_EQ(st["counters"].size(), count);
   json ls = a->ask(R"({"cmd":"list"})");
   EXPECT_EQ(ls["ok"], true);
   EXPECT_EQ(ls["connections"], json::array());

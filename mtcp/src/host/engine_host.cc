@@ -203,10 +203,12 @@ void EngineHost::open(ConnId id, bool migrated) {
   if (view->bytes) imp.snapshot = *view->bytes;
   imp.snap_in = view->in_seq;
   imp.snap_out = view->out_seq;
-  // What the engine holds at import is what a former owner already read and wrote.
-  imp.replay_in_until = info->in_end;
-  imp.replay_out_until = info->out_end;
+  imp.replay_in_until = info->replay_in_until;
+  imp.replay_out_until = info->replay_out_until;
   rec->conn.set_import(info->epoch, view->out_seq, imp.replay_in_until, imp.replay_out_until);
+  // Before the app writes anything: the owner digests its output from here on, and regenerated
+  // output is checked against what a former owner sent (docs/PROTOCOL.md §4.3).
+  if (factory_.verify_replay()) (void)engine_.conn_verify_replay(id, true);
   rec->app = factory_.make(id);
   std::string why;
   if (!rec->app || !rec->app->on_open(rec->conn, imp, why)) {

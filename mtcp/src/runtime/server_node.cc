@@ -138,7 +138,8 @@ void ServerNode::stop() {
 // ---- data subflows ------------------------------------------------------------------------
 
 void ServerNode::accept_data() {
-  data_acceptor_.async_accept([this](asio::error_code ec, tcp::socket sock) {
+  data_acceptor_.async_accept([this, alive = alive_](asio::error_code ec, tcp::socket sock) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     if (!ec) {
       sock.set_option(tcp::no_delay(true), ec);
@@ -157,7 +158,8 @@ void ServerNode::read_sub(core::SubflowId id) {
   sp->reading = true;
   // Each read lands in a large block that the engine keeps as slices (small reads are copied);
   // no block is held while the subflow is idle.
-  async_read_slice(sp->sock, [this, id, sp](asio::error_code ec, Slice data) {
+  async_read_slice(sp->sock, [this, alive = alive_, id, sp](asio::error_code ec, Slice data) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     sp->reading = false;
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
@@ -187,7 +189,8 @@ void ServerNode::write_sub(core::SubflowId id) {
   bufs.reserve(s.out.size());
   for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
   s.writing = true;
-  asio::async_write(s.sock, bufs, [this, id, sp](asio::error_code ec, size_t) {
+  asio::async_write(s.sock, bufs, [this, alive = alive_, id, sp](asio::error_code ec, size_t) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     sp->writing = false;
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
@@ -265,7 +268,8 @@ void ServerNode::connect_peer(core::ServerId to) {
   if (!parse_endpoint(pool_.find(to)->control, ep, why)) return;
   p.connecting = true;
   p.sock = tcp::socket(io_);
-  p.sock.async_connect(ep, [this, to](asio::error_code ec) {
+  p.sock.async_connect(ep, [this, alive = alive_, to](asio::error_code ec) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     Peer& peer = *peers_.at(to);
     peer.connecting = false;
@@ -302,7 +306,8 @@ void ServerNode::write_peer(core::ServerId to) {
   std::vector<asio::const_buffer> bufs;
   bufs.reserve(batch->size());
   for (const auto& m : *batch) bufs.emplace_back(asio::buffer(m));
-  asio::async_write(p.sock, bufs, [this, to, batch](asio::error_code ec, size_t) {
+  asio::async_write(p.sock, bufs, [this, alive = alive_, to, batch](asio::error_code ec, size_t) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     Peer& peer = *peers_.at(to);
     peer.writing = false;
@@ -319,7 +324,8 @@ void ServerNode::write_peer(core::ServerId to) {
 }
 
 void ServerNode::accept_control() {
-  control_acceptor_.async_accept([this](asio::error_code ec, tcp::socket sock) {
+  control_acceptor_.async_accept([this, alive = alive_](asio::error_code ec, tcp::socket sock) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     if (!ec) read_inbound(std::make_shared<Inbound>(std::move(sock)));
     accept_control();
@@ -340,7 +346,8 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
     in->buf = std::move(bigger);
     in->cap = cap;
   }
-  in->sock.async_read_some(asio::buffer(in->buf.get() + in->have, in->cap - in->have), [this, in](asio::error_code ec, size_t n) {
+  in->sock.async_read_some(asio::buffer(in->buf.get() + in->have, in->cap - in->have), [this, alive = alive_, in](asio::error_code ec, size_t n) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_ || ec) return;  // the peer reconnects when it has something to say
     in->have += n;
     size_t off = 0;
@@ -384,7 +391,8 @@ void ServerNode::arm_timer() {
   if (deadline == armed_) return;
   armed_ = deadline;
   timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
-  timer_.async_wait([this](asio::error_code ec) {
+  timer_.async_wait([this, alive = alive_](asio::error_code ec) {
+    if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (ec || stopped_) return;
     armed_ = core::kNever;
     engine_->on_timer(now_ms());
