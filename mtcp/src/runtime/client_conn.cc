@@ -1,28 +1,14 @@
 #include "runtime/client_conn.h"
 
 #include "runtime/address.h"
-#include "runtime/read_block.h"
 
 namespace mtcp::rt {
 
 using asio::ip::tcp;
 
 namespace {
-// With no engine deadline the timer still fires this often: rare enough that 10,000 idle
-// connections in one process do not wake it 10,000 times a second.
-constexpr core::TimeMs kIdleTickMs = 30000;
-constexpr size_t kWriteBudgetBytes = 1u << 20;
 constexpr int kFlushPollsMax = 1000;  // flush_and_close gives up after about a second
 }  // namespace
-
-struct ClientConn::Sub {
-  explicit Sub(asio::io_context& io) : sock(io) {}
-  tcp::socket sock;
-  bool connected = false;
-  bool reading = false;
-  bool writing = false;
-  std::vector<Slice> out;
-};
 
 ClientConn::ClientConn(asio::io_context& io, const PoolConfig& pool)
     : io_(io), pool_(pool), engine_(pool.limits, rng_), timer_(io), flush_timer_(io) {}
@@ -67,8 +53,8 @@ void ClientConn::open(core::SubflowId id, core::ServerId server, const std::stri
   if (addr.empty()) {
     if (const Member* m = pool_.find(server)) addr = m->data;
   }
-  auto sub = std::make_shared<Sub>(io_);
-  Sub& s = *sub;
+  auto sub = std::make_shared<SubflowSocket>(io_);
+  SubflowSocket& s = *sub;
   subs_.emplace(id, sub);
   tcp::endpoint ep;
   std::string why;
@@ -87,10 +73,7 @@ void ClientConn::open(core::SubflowId id, core::ServerId server, const std::stri
       lost(id);
       return;
     }
-    asio::error_code ignore;
-    it->second->sock.set_option(tcp::no_delay(true), ignore);
-    it->second->sock.non_blocking(true, ignore);  // for async_read_slice
-    it->second->connected = true;
+    it->second->ready();
     service();
   });
 }
@@ -107,13 +90,10 @@ void ClientConn::lost(core::SubflowId id) {
 
 void ClientConn::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
-  sp->reading = true;
-  async_read_slice(sp->sock, [this, alive = alive_, id, sp](asio::error_code ec, Slice data) {
-    if (!*alive) return;
+  sp->start_read(alive_, [this, id, sp](asio::error_code ec, Slice data) {
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sp) return;
-    it->second->reading = false;
     if (ec) return lost(id);
     engine_.on_subflow_data(id, std::move(data), now_ms());
     service();
@@ -122,21 +102,11 @@ void ClientConn::read_sub(core::SubflowId id) {
 
 void ClientConn::write_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
-  Sub& s = *sp;
-  s.out.clear();
-  engine_.poll_transmit(id, kWriteBudgetBytes, s.out);
-  if (s.out.empty()) return;
-  std::vector<asio::const_buffer> bufs;
-  bufs.reserve(s.out.size());
-  for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
-  s.writing = true;
-  asio::async_write(s.sock, bufs, [this, alive = alive_, id, sp](asio::error_code ec, size_t) {
-    if (!*alive) return;
+  auto poll = [this, id](size_t budget, std::vector<Slice>& out) { engine_.poll_transmit(id, budget, out); };
+  sp->start_write(poll, alive_, [this, id, sp](asio::error_code ec) {
     if (closed_) return;
     auto it = subs_.find(id);
     if (it == subs_.end() || it->second != sp) return;
-    it->second->writing = false;
-    it->second->out.clear();
     if (ec) return lost(id);
     service();
   });
@@ -144,22 +114,8 @@ void ClientConn::write_sub(core::SubflowId id) {
 
 void ClientConn::arm_timer() {
   if (closed_) return;
-  // Re-armed only when the engine's next deadline moved: most events leave it where it was,
-  // and re-arming costs a system call each time. No deadline: a slow safety tick (every input
-  // goes through service(), which re-arms, so nothing waits for it).
-  core::TimeMs now = now_ms();
-  core::TimeMs deadline = engine_.next_deadline();
-  if (deadline == core::kNever) {
-    if (armed_ != core::kNever && armed_ > now && armed_ <= now + kIdleTickMs) return;
-    deadline = now + kIdleTickMs;
-  }
-  if (deadline == armed_) return;
-  armed_ = deadline;
-  timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
-  timer_.async_wait([this, alive = alive_](asio::error_code ec) {
-    if (!*alive) return;
-    if (ec || closed_) return;
-    armed_ = core::kNever;
+  timer_.arm(engine_.next_deadline(), alive_, [this] {
+    if (closed_) return;
     engine_.on_timer(now_ms());
     service();
   });

@@ -10,6 +10,7 @@
 #include "core/client.h"
 #include "runtime/os.h"
 #include "runtime/pool_config.h"
+#include "runtime/subflow_socket.h"
 
 namespace mtcp::rt {
 
@@ -28,7 +29,6 @@ class ClientConn {
   std::function<void(std::vector<core::ClientEvent>&)> on_change;
 
  private:
-  struct Sub;
   void open(core::SubflowId id, core::ServerId server, const std::string& address);
   void read_sub(core::SubflowId id);
   void write_sub(core::SubflowId id);
@@ -39,13 +39,12 @@ class ClientConn {
   PoolConfig pool_;
   OsRandom rng_;
   core::ClientEngine engine_;
-  asio::steady_timer timer_;
-  core::TimeMs armed_ = core::kNever;  // deadline the timer waits for
+  EngineTimer timer_;
   asio::steady_timer flush_timer_;
   int flush_polls_ = 0;
   // shared_ptr: every pending operation holds its subflow, so closing one while a read or a
   // write is under way never frees the socket under Asio's feet.
-  std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
+  std::map<core::SubflowId, std::shared_ptr<SubflowSocket>> subs_;
   bool in_service_ = false;
   bool again_ = false;
   bool closed_ = false;

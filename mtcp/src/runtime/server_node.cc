@@ -12,10 +12,6 @@ namespace mtcp::rt {
 using asio::ip::tcp;
 
 namespace {
-// With no engine deadline the timer still fires this often: rare enough that 10,000 idle
-// connections in one process do not wake it 10,000 times a second.
-constexpr core::TimeMs kIdleTickMs = 30000;
-constexpr size_t kWriteBudgetBytes = 1u << 20;   // bytes taken from the engine per writev
 constexpr size_t kPeerQueueBytesMax = 64u << 20; // control messages waiting for one peer
 constexpr int kRoundsPerPass = 4;                 // service rounds before yielding to the loop
 constexpr int kLingerMs = 2000;                   // wait this long for a closed subflow's FIN
@@ -30,19 +26,10 @@ constexpr unsigned kControlUserTimeoutMs = 1500;
 using UserTimeout = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_USER_TIMEOUT>;
 }  // namespace
 
-struct ServerNode::Sub {
-  explicit Sub(tcp::socket s) : sock(std::move(s)) {}
-  tcp::socket sock;
-  bool reading = false;
-  bool writing = false;
-  bool closing = false;      // the engine asked to close: flush, then close
-  std::vector<Slice> out;    // slices being written (kept alive until the write completes)
-};
-
 // A subflow being closed: its last frames, then a lingering read until the client's FIN.
 struct ServerNode::Closing {
-  Closing(asio::io_context& io, std::shared_ptr<Sub> s, std::vector<Slice> r) : sub(std::move(s)), rest(std::move(r)), timer(io) {}
-  std::shared_ptr<Sub> sub;
+  Closing(asio::io_context& io, std::shared_ptr<SubflowSocket> s, std::vector<Slice> r) : sub(std::move(s)), rest(std::move(r)), timer(io) {}
+  std::shared_ptr<SubflowSocket> sub;
   std::vector<Slice> rest;
   asio::steady_timer timer;
   std::array<uint8_t, 16u << 10> sink{};
@@ -142,10 +129,10 @@ void ServerNode::accept_data() {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     if (!ec) {
-      sock.set_option(tcp::no_delay(true), ec);
-      sock.non_blocking(true, ec);  // for async_read_slice
       core::SubflowId id = next_sub_++;
-      subs_.emplace(id, std::make_shared<Sub>(std::move(sock)));
+      auto sub = std::make_shared<SubflowSocket>(std::move(sock));
+      sub->ready();
+      subs_.emplace(id, std::move(sub));
       engine_->on_subflow_open(id, now_ms());
       service();
     }
@@ -155,23 +142,14 @@ void ServerNode::accept_data() {
 
 void ServerNode::read_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
-  sp->reading = true;
   // Each read lands in a large block that the engine keeps as slices (small reads are copied);
   // no block is held while the subflow is idle.
-  async_read_slice(sp->sock, [this, alive = alive_, id, sp](asio::error_code ec, Slice data) {
-    if (!*alive) return;  // the node is gone (the io_context outlived it)
-    sp->reading = false;
+  sp->start_read(alive_, [this, id, sp](asio::error_code ec, Slice data) {
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
-    it->second->reading = false;
     host_->mark_subflow(id);
     if (ec) {
-      if (!it->second->closing) {
-        asio::error_code ignore;
-        it->second->sock.close(ignore);
-        subs_.erase(it);
-        engine_->on_subflow_closed(id, now_ms());
-      }
+      if (!sp->closing) lost(id);
     } else {
       engine_->on_subflow_data(id, std::move(data), now_ms());
     }
@@ -181,37 +159,29 @@ void ServerNode::read_sub(core::SubflowId id) {
 
 void ServerNode::write_sub(core::SubflowId id) {
   auto sp = subs_.at(id);
-  Sub& s = *sp;
-  s.out.clear();
-  engine_->poll_transmit(id, kWriteBudgetBytes, s.out);
-  if (s.out.empty()) return;
-  std::vector<asio::const_buffer> bufs;
-  bufs.reserve(s.out.size());
-  for (const auto& sl : s.out) bufs.emplace_back(sl.data(), sl.len);
-  s.writing = true;
-  asio::async_write(s.sock, bufs, [this, alive = alive_, id, sp](asio::error_code ec, size_t) {
-    if (!*alive) return;  // the node is gone (the io_context outlived it)
-    sp->writing = false;
+  auto poll = [this, id](size_t budget, std::vector<Slice>& out) { engine_->poll_transmit(id, budget, out); };
+  sp->start_write(poll, alive_, [this, id, sp](asio::error_code ec) {
     auto it = subs_.find(id);
     if (stopped_ || it == subs_.end() || it->second != sp) return;
-    it->second->writing = false;
     host_->mark_subflow(id);
-    it->second->out.clear();
-    if (ec) {
-      asio::error_code ignore;
-      it->second->sock.close(ignore);
-      subs_.erase(it);
-      engine_->on_subflow_closed(id, now_ms());
-    }
+    if (ec) lost(id);
     service();
   });
+}
+
+void ServerNode::lost(core::SubflowId id) {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return;
+  it->second->close();
+  subs_.erase(it);
+  engine_->on_subflow_closed(id, now_ms());
 }
 
 // The engine asked to close: send what it still queued (a REFUSE, a RESET), then close.
 void ServerNode::close_sub(core::SubflowId id) {
   auto it = subs_.find(id);
   if (it == subs_.end()) return;
-  Sub& s = *it->second;
+  SubflowSocket& s = *it->second;
   s.closing = true;
   if (s.writing) return;  // finished in service() once the write completes
   std::vector<Slice> rest;
@@ -379,22 +349,8 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
 
 void ServerNode::arm_timer() {
   if (stopped_) return;
-  // Re-armed only when the engine's next deadline moved: most events leave it where it was,
-  // and re-arming costs a system call each time. No deadline: a slow safety tick (every input
-  // goes through service(), which re-arms, so nothing waits for it).
-  core::TimeMs now = now_ms();
-  core::TimeMs deadline = engine_->next_deadline();
-  if (deadline == core::kNever) {
-    if (armed_ != core::kNever && armed_ > now && armed_ <= now + kIdleTickMs) return;
-    deadline = now + kIdleTickMs;
-  }
-  if (deadline == armed_) return;
-  armed_ = deadline;
-  timer_.expires_after(std::chrono::milliseconds(deadline > now ? deadline - now : 0));
-  timer_.async_wait([this, alive = alive_](asio::error_code ec) {
-    if (!*alive) return;  // the node is gone (the io_context outlived it)
-    if (ec || stopped_) return;
-    armed_ = core::kNever;
+  timer_.arm(engine_->next_deadline(), alive_, [this] {
+    if (stopped_) return;
     engine_->on_timer(now_ms());
     service();
   });

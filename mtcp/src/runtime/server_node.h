@@ -17,6 +17,7 @@
 #include "sdk/app.h"
 #include "runtime/os.h"
 #include "runtime/pool_config.h"
+#include "runtime/subflow_socket.h"
 
 namespace mtcp::rt {
 
@@ -34,7 +35,6 @@ class ServerNode final : private host::Transport {
   void service();
 
  private:
-  struct Sub;
   struct Peer;
   struct Inbound;
   struct Closing;
@@ -44,6 +44,7 @@ class ServerNode final : private host::Transport {
   void read_sub(core::SubflowId id);
   void write_sub(core::SubflowId id);
   void close_sub(core::SubflowId id);
+  void lost(core::SubflowId id);  // a read or write failed: the subflow is gone
   // host::Transport
   void send_control(core::ServerId to, Bytes msg) override;
   void close_subflow(core::SubflowId sub) override { close_sub(sub); }
@@ -66,10 +67,9 @@ class ServerNode final : private host::Transport {
   std::unique_ptr<host::EngineHost> host_;
   asio::ip::tcp::acceptor data_acceptor_;
   asio::ip::tcp::acceptor control_acceptor_;
-  asio::steady_timer timer_;
-  core::TimeMs armed_ = core::kNever;  // deadline the timer waits for
-  // shared_ptr: pending reads and writes hold their subflow (see client_conn.h).
-  std::map<core::SubflowId, std::shared_ptr<Sub>> subs_;
+  EngineTimer timer_;
+  // shared_ptr: pending reads and writes hold their subflow (subflow_socket.h).
+  std::map<core::SubflowId, std::shared_ptr<SubflowSocket>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;
   core::SubflowId next_sub_ = 1;
   bool service_posted_ = false;  // a yielded service pass is queued on the io_context
