@@ -12,6 +12,10 @@
 // the count of bytes consumed. Tests snapshot by hand (app(...)->snapshot()) or set
 // snapshot_every.
 //
+// Each server's engine and apps are driven by a host::EngineHost (the loop the runtime and the
+// simulator use), through the harness Transport below: an app runs only when its host
+// dispatches it (what the engine reported as touched, or a wake), never every round.
+//
 // "Raw" subflows let a test speak the wire protocol itself (a forger, a second client, a
 // plain-TCP client): raw_send() hands the bytes to the server engine at once, raw_take()
 // returns the frames the server sent back so far.
