@@ -42,13 +42,97 @@ constexpr uint64_t kSnapshotEvery = 1u << 20;  // the server app snapshots after
 
 // The two applications of a bulk run. The client writes the same immutable block again and
 // again (write() takes a slice of it: no copy); stream byte x is pattern_byte(x % block).
-// The server reads slices of its input log and, with echo, writes those very slices back
-// (as the echo service does); it snapshots 8 bytes every kSnapshotEvery bytes at a
-// consistent point. The client reads the echo as slices.
+// The server app (BulkServer, an sdk::ConnApp driven by the server's host::EngineHost) reads
+// slices of its input log and, with echo, writes those very slices back (as the echo service
+// does); it snapshots 8 bytes every kSnapshotEvery bytes at a consistent point. The client
+// reads the echo as slices.
+
+// Stream byte x is (*block)[x % block size].
+bool matches(const Bytes& block, const std::vector<Slice>& v, uint64_t at) {
+  const size_t b = block.size();
+  for (const auto& s : v) {
+    for (size_t i = 0; i < s.len;) {
+      size_t off = static_cast<size_t>(at % b);
+      size_t k = std::min(s.len - i, b - off);
+      if (std::memcmp(s.data() + i, block.data() + off, k) != 0) return false;
+      i += k;
+      at += k;
+    }
+  }
+  return true;
+}
+
+// What the server app of a bulk run did (kept by the Bulk, outliving the app instance).
+struct BulkServerState {
+  BlockPtr block;
+  bool echo = false;
+  bool check = false;  // verify every byte read
+  const char* error = nullptr;
+  uint64_t consumed = 0, last_snap = 0, snapshots = 0;
+};
+
+class BulkServer final : public sdk::ConnApp {
+ public:
+  explicit BulkServer(BulkServerState& st) : st_(st) {}
+  bool on_open(sdk::Conn&, const sdk::Import&, std::string&) override { return true; }
+  void on_readable(sdk::Conn& c) override { serve(c); }
+  void on_writable(sdk::Conn& c) override { serve(c); }
+
+ private:
+  // Write back what is pending (echo), read, write back, and snapshot at a consistent point
+  // (nothing pending) every kSnapshotEvery bytes.
+  void serve(sdk::Conn& c) {
+    if (st_.error != nullptr) return;
+    if (!drain_pending(c)) return fail("server write refused");
+    got_.clear();
+    size_t room = st_.echo ? std::max<size_t>(c.write_space(), 64u << 10) : SIZE_MAX;
+    if (size_t n = c.read_slices(room, got_); n > 0) {
+      if (st_.check && !matches(*st_.block, got_, st_.consumed)) return fail("server app read wrong bytes");
+      st_.consumed += n;
+      if (st_.echo) pending_.insert(pending_.end(), got_.begin(), got_.end());
+    }
+    if (!drain_pending(c)) return fail("server write refused");
+    if (pending_.empty() && st_.consumed >= st_.last_snap + kSnapshotEvery) {
+      if (!c.snapshot(position_snapshot(st_.consumed))) return fail("snapshot refused");
+      st_.last_snap = st_.consumed;
+      ++st_.snapshots;
+    }
+  }
+  void fail(const char* why) { st_.error = why; }
+  // Echo: write pending slices back as far as the send log takes them.
+  bool drain_pending(sdk::Conn& c) {
+    while (!pending_.empty()) {
+      auto w = c.write(pending_.front());
+      if (!w) return false;
+      if (*w == 0) return true;
+      if (*w < pending_.front().len) {
+        pending_.front() = pending_.front().sub(*w, pending_.front().len - *w);
+        return true;
+      }
+      pending_.pop_front();
+    }
+    return true;
+  }
+  BulkServerState& st_;
+  std::deque<Slice> pending_;
+  std::vector<Slice> got_;
+};
+
+class BulkServerFactory final : public sdk::AppFactory {
+ public:
+  explicit BulkServerFactory(BulkServerState& st) : st_(st) {}
+  std::unique_ptr<sdk::ConnApp> make(ConnId) override { return std::make_unique<BulkServer>(st_); }
+  bool verify_replay() const override { return false; }
+
+ private:
+  BulkServerState& st_;
+};
+
 class Bulk {
  public:
   Bulk(size_t block, bool echo, bool copy_reads)
-      : net_(1, Limits{}, copy_reads), block_(make_block(pattern_bytes(block))), echo_(echo) {
+      : state_{make_block(pattern_bytes(block)), echo}, factory_(state_), net_(1, Limits{}, copy_reads, &factory_),
+        block_(state_.block), echo_(echo) {
     conn_ = connect(net_);
   }
   bool connected() const { return conn_ != 0; }
@@ -59,32 +143,14 @@ class Bulk {
   const char* run(uint64_t bytes, bool check) {
     const uint64_t goal = done() + bytes;
     const uint64_t write_goal = written_ + bytes;
-    ServerEngine& srv = net_.server(1);
     ClientEngine& cli = net_.client();
+    state_.check = check;
     while (done() < goal) {
       bool moved = false;
       // Client application: write whole blocks while they fit.
       while (written_ < write_goal && cli.write_space() >= block_->size()) {
         if (!cli.write(Slice(block_))) return "client write refused";
         written_ += block_->size();
-        moved = true;
-      }
-      // Server application: write back what is pending (echo), read, write back, and
-      // snapshot at a consistent point (nothing pending) every kSnapshotEvery bytes.
-      if (!drain_pending(srv, moved)) return "server write refused";
-      got_.clear();
-      size_t room = echo_ ? std::max<size_t>(srv.conn_write_space(conn_), 64u << 10) : SIZE_MAX;
-      if (size_t n = srv.conn_read_slices(conn_, room, got_); n > 0) {
-        moved = true;
-        if (check && !matches(got_, consumed_)) return "server app read wrong bytes";
-        consumed_ += n;
-        if (echo_) pending_.insert(pending_.end(), got_.begin(), got_.end());
-      }
-      if (!drain_pending(srv, moved)) return "server write refused";
-      if (pending_.empty() && consumed_ >= last_snap_ + kSnapshotEvery) {
-        if (!srv.conn_snapshot(conn_, position_snapshot(consumed_))) return "snapshot refused";
-        last_snap_ = consumed_;
-        ++snapshots_;
         moved = true;
       }
       // Client application reads the echo.
@@ -95,11 +161,13 @@ class Bulk {
         for (const auto& s : cgot_) n += s.len;
         if (n > 0) {
           moved = true;
-          if (check && !matches(cgot_, received_)) return "client app read wrong echo bytes";
+          if (check && !matches(*block_, cgot_, received_)) return "client app read wrong echo bytes";
           received_ += n;
         }
       }
+      // The server app runs inside the round (its host).
       moved |= net_.round();
+      if (state_.error != nullptr) return state_.error;
       if (check) record_peaks();  // after delivery, before the applications catch up
       if (!moved) return "stalled";
     }
@@ -110,6 +178,7 @@ class Bulk {
   // the last snapshot interval holds.
   const char* check_drained() {
     if (!net_.settle()) return "did not settle";
+    if (state_.error != nullptr) return state_.error;
     if (net_.client().send_log().size() != 0) return "client send log not trimmed";
     if (net_.client().readable() != 0) return "client receive queue not empty";
     if (in_log_bytes() >= kSnapshotEvery) return "server input log not trimmed";
@@ -118,42 +187,13 @@ class Bulk {
     return nullptr;
   }
 
-  uint64_t snapshots() const { return snapshots_; }
+  uint64_t snapshots() const { return state_.snapshots; }
   size_t peak_client_send_log() const { return peak_send_; }
   size_t peak_server_in_log() const { return peak_in_; }
   size_t peak_server_out_log() const { return peak_out_; }
 
  private:
-  uint64_t done() const { return echo_ ? received_ : consumed_; }
-  // Echo: write pending slices back as far as the send log takes them.
-  bool drain_pending(ServerEngine& srv, bool& moved) {
-    while (!pending_.empty()) {
-      auto w = srv.conn_write(conn_, pending_.front());
-      if (!w) return false;
-      if (*w == 0) return true;
-      moved = true;
-      if (*w < pending_.front().len) {
-        pending_.front() = pending_.front().sub(*w, pending_.front().len - *w);
-        return true;
-      }
-      pending_.pop_front();
-    }
-    return true;
-  }
-  // Stream byte x is (*block_)[x % block size].
-  bool matches(const std::vector<Slice>& v, uint64_t at) const {
-    const size_t b = block_->size();
-    for (const auto& s : v) {
-      for (size_t i = 0; i < s.len;) {
-        size_t off = static_cast<size_t>(at % b);
-        size_t k = std::min(s.len - i, b - off);
-        if (std::memcmp(s.data() + i, block_->data() + off, k) != 0) return false;
-        i += k;
-        at += k;
-      }
-    }
-    return true;
-  }
+  uint64_t done() const { return echo_ ? received_ : state_.consumed; }
   size_t in_log_bytes() {
     auto info = net_.server(1).conn_info(conn_);
     auto view = net_.server(1).conn_snapshot_view(conn_);
@@ -166,13 +206,14 @@ class Bulk {
       peak_out_ = std::max(peak_out_, static_cast<size_t>(info->out_end - info->out_acked));
   }
 
+  BulkServerState state_;
+  BulkServerFactory factory_;
   MemNet net_;
   BlockPtr block_;
   bool echo_;
   ConnId conn_ = 0;
-  uint64_t written_ = 0, consumed_ = 0, received_ = 0, last_snap_ = 0, snapshots_ = 0;
-  std::deque<Slice> pending_;
-  std::vector<Slice> got_, cgot_;
+  uint64_t written_ = 0, received_ = 0;
+  std::vector<Slice> cgot_;
   size_t peak_send_ = 0, peak_in_ = 0, peak_out_ = 0;
 };
 

@@ -5,6 +5,10 @@
 //
 // Time is a field the benchmark sets (the core is sans-IO: it never reads a clock).
 //
+// Each server's engine and application instances are driven by a host::EngineHost (the one
+// loop the runtime and the simulator use too) through a MemNet Transport; the application is
+// the AppFactory the benchmark passes, or EchoSlices (reads slices and writes them back).
+//
 // Pipes move the slices poll_transmit returns, like a socket pair: a sender stops polling while
 // kPipeBytes are queued in its direction, and a receiver is handed at most kReadBytes per
 // direction per round (one read), so the applications run between reads as they would under
@@ -13,6 +17,7 @@
 // copied into one fresh block, as writev + read through a socket would, and handed over as one
 // read.
 #pragma once
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -24,6 +29,8 @@
 #include "bench_util.h"
 #include "core/client.h"
 #include "core/server.h"
+#include "host/engine_host.h"
+#include "sdk/app.h"
 
 namespace mtcp::bench {
 
@@ -38,19 +45,58 @@ using core::ServerId;
 using core::SubflowId;
 using core::TimeMs;
 
+// The default application: every input slice written back as it is (zero copy); accepts any
+// snapshot (it keeps no state), so migrations with arbitrary snapshots import.
+class EchoSlices final : public sdk::ConnApp {
+ public:
+  bool on_open(sdk::Conn&, const sdk::Import&, std::string&) override { return true; }
+  void on_readable(sdk::Conn& c) override { serve(c); }
+  void on_writable(sdk::Conn& c) override { serve(c); }
+
+ private:
+  void serve(sdk::Conn& c) {
+    for (;;) {
+      while (!pending_.empty()) {
+        auto w = c.write(pending_.front());
+        if (!w || *w == 0) return;
+        if (*w < pending_.front().len) {
+          pending_.front() = pending_.front().sub(*w, pending_.front().len - *w);
+          return;
+        }
+        pending_.pop_front();
+      }
+      got_.clear();
+      if (c.read_slices(std::max<size_t>(c.write_space(), 64u << 10), got_) == 0) return;
+      pending_.insert(pending_.end(), got_.begin(), got_.end());
+    }
+  }
+  std::deque<Slice> pending_;
+  std::vector<Slice> got_;
+};
+class EchoSlicesFactory final : public sdk::AppFactory {
+ public:
+  std::unique_ptr<sdk::ConnApp> make(ConnId) override { return std::make_unique<EchoSlices>(); }
+  bool verify_replay() const override { return false; }
+};
+
 class MemNet {
  public:
   static constexpr size_t kBudget = 256u << 10;     // bytes one poll_transmit may return
   static constexpr size_t kPipeBytes = 1u << 20;    // queued per direction before the sender waits
   static constexpr size_t kReadBytes = 256u << 10;  // delivered per direction per round
 
-  MemNet(uint32_t servers, const Limits& limits, bool copy_reads = false)
-      : limits_(limits), copy_reads_(copy_reads), key_(bench_pool_key()), client_rng_(1) {
+  // `factory` (kept by the caller, outliving the MemNet) makes the server applications;
+  // nullptr: EchoSlices.
+  MemNet(uint32_t servers, const Limits& limits, bool copy_reads = false, sdk::AppFactory* factory = nullptr)
+      : limits_(limits), copy_reads_(copy_reads), key_(bench_pool_key()), client_rng_(1),
+        factory_(factory != nullptr ? *factory : echo_factory_) {
     for (ServerId i = 1; i <= servers; ++i) pool_.push_back({i, "s" + std::to_string(i)});
     for (ServerId i = 1; i <= servers; ++i) {
       Node& n = servers_[i];
       n.rng = std::make_unique<BenchRandom>(100 + i);
       n.engine = std::make_unique<ServerEngine>(core::ServerConfig{i, pool_, key_, limits_}, *n.rng);
+      n.transport = std::make_unique<NodeTransport>(*this, i);
+      n.host = std::make_unique<host::EngineHost>(*n.engine, factory_, *n.transport, [](const std::string&) {});
     }
     client_ = std::make_unique<ClientEngine>(limits_, client_rng_);
   }
@@ -67,7 +113,7 @@ class MemNet {
   // One pass over every node: actions, events, transmit, deliver. True if anything moved.
   bool round() {
     bool moved = service_client();
-    for (auto& [id, n] : servers_) moved |= service_server(id, n);
+    for (auto& [id, n] : servers_) moved |= n.host->service(1);
     moved |= deliver_pipes();
     moved |= deliver_control();
     std::erase_if(pipes_, [](const auto& kv) { return !kv.second.client_open && !kv.second.server_open; });
@@ -101,9 +147,36 @@ class MemNet {
     std::deque<Item> c2s, s2c;
     size_t c2s_bytes = 0, s2c_bytes = 0;
   };
+  // A server's side of the network, as its host sees it.
+  class NodeTransport final : public host::Transport {
+   public:
+    NodeTransport(MemNet& net, ServerId s) : net_(net), s_(s) {}
+    void send_control(ServerId to, Bytes msg) override { net_.ctl_.push_back({s_, to, std::move(msg)}); }
+    void close_subflow(SubflowId sub) override { net_.close_subflow(s_, sub); }
+    void plain_tcp(SubflowId sub, Bytes) override {
+      if (auto it = net_.pipes_.find(sub); it != net_.pipes_.end()) it->second.server_open = false;
+    }
+    bool subflow_ready(SubflowId sub) override { return net_.transmit_server(s_, sub); }
+    std::vector<SubflowId> subflows() const override {
+      std::vector<SubflowId> v;
+      for (const auto& [id, p] : net_.pipes_) {
+        if (p.server == s_) v.push_back(id);
+      }
+      return v;
+    }
+    void post_service() override {}  // every round services every host
+    void saw_event(const ServerEvent& e) override { net_.server_events.emplace_back(s_, e); }
+
+   private:
+    MemNet& net_;
+    ServerId s_;
+  };
+  // Destroyed bottom up: the host (and its apps) before the engine.
   struct Node {
     std::unique_ptr<BenchRandom> rng;
     std::unique_ptr<ServerEngine> engine;
+    std::unique_ptr<NodeTransport> transport;
+    std::unique_ptr<host::EngineHost> host;
   };
   struct Msg {
     ServerId from = 0;
@@ -161,49 +234,36 @@ class MemNet {
     return moved;
   }
 
-  bool service_server(ServerId s, Node& n) {
-    ServerEngine& eng = *n.engine;
+  void close_subflow(ServerId s, SubflowId sub) {
+    auto it = pipes_.find(sub);
+    if (it == pipes_.end() || !it->second.server_open) return;
+    ServerEngine& eng = server(s);
+    Pipe& p = it->second;
+    // What the engine still queued (REFUSE, RESET) goes out before the FIN.
+    out_.clear();
+    while (eng.poll_transmit(sub, kBudget, out_) > 0) {}
+    if (p.client_open) {
+      push_out(out_, p.s2c, p.s2c_bytes);
+      p.s2c.push_back({Slice{}, true});
+    }
+    p.server_open = false;
+    p.c2s.clear();
+    p.c2s_bytes = 0;
+    eng.on_subflow_closed(sub, now);
+  }
+
+  // The host's subflow_ready: transmit while the pipe has room.
+  bool transmit_server(ServerId s, SubflowId id) {
+    auto it = pipes_.find(id);
+    if (it == pipes_.end() || it->second.server != s || !it->second.server_open) return false;
+    Pipe& p = it->second;
+    ServerEngine& eng = server(s);
     bool moved = false;
-    for (auto& a : eng.take_actions()) {
+    while (p.s2c_bytes < kPipeBytes && eng.wants_transmit(id)) {
+      out_.clear();
+      if (eng.poll_transmit(id, kBudget, out_) == 0) break;
       moved = true;
-      switch (a.kind) {
-        case ServerAction::Kind::send_control:
-          ctl_.push_back({s, a.peer, std::move(a.bytes)});
-          break;
-        case ServerAction::Kind::close_subflow: {
-          auto it = pipes_.find(a.subflow);
-          if (it == pipes_.end() || !it->second.server_open) break;
-          Pipe& p = it->second;
-          // What the engine still queued (REFUSE, RESET) goes out before the FIN.
-          out_.clear();
-          while (eng.poll_transmit(a.subflow, kBudget, out_) > 0) {}
-          if (p.client_open) {
-            push_out(out_, p.s2c, p.s2c_bytes);
-            p.s2c.push_back({Slice{}, true});
-          }
-          p.server_open = false;
-          p.c2s.clear();
-          p.c2s_bytes = 0;
-          eng.on_subflow_closed(a.subflow, now);
-          break;
-        }
-        case ServerAction::Kind::plain_tcp:
-          if (auto it = pipes_.find(a.subflow); it != pipes_.end()) it->second.server_open = false;
-          break;
-      }
-    }
-    for (auto& e : eng.take_events()) {
-      moved = true;
-      server_events.emplace_back(s, e);
-    }
-    for (auto& [id, p] : pipes_) {
-      if (p.server != s || !p.server_open) continue;
-      while (p.s2c_bytes < kPipeBytes && eng.wants_transmit(id)) {
-        out_.clear();
-        if (eng.poll_transmit(id, kBudget, out_) == 0) break;
-        moved = true;
-        if (p.client_open) push_out(out_, p.s2c, p.s2c_bytes);
-      }
+      if (p.client_open) push_out(out_, p.s2c, p.s2c_bytes);
     }
     return moved;
   }
@@ -250,6 +310,8 @@ class MemNet {
         client_->on_subflow_data(id, std::move(s), now);
         moved = true;
       }
+      // Room in the pipe again: the server's host looks at the subflow in its next pass.
+      if (read > 0 && p.server_open) servers_.at(p.server).host->mark_subflow(id);
     }
     return moved;
   }
@@ -271,6 +333,8 @@ class MemNet {
   std::map<SubflowId, Pipe> pipes_;
   std::deque<Msg> ctl_;
   std::vector<Slice> out_;
+  EchoSlicesFactory echo_factory_;
+  sdk::AppFactory& factory_;
 };
 
 }  // namespace mtcp::bench

@@ -12,6 +12,10 @@
 // the count of bytes consumed. Tests snapshot by hand (app(...)->snapshot()) or set
 // snapshot_every.
 //
+// Each server's engine and apps are driven by a host::EngineHost (the loop the runtime and the
+// simulator use), through the harness Transport below: an app runs only when its host
+// dispatches it (what the engine reported as touched, or a wake), never every round.
+//
 // "Raw" subflows let a test speak the wire protocol itself (a forger, a second client, a
 // plain-TCP client): raw_send() hands the bytes to the server engine at once, raw_take()
 // returns the frames the server sent back so far.
@@ -33,6 +37,8 @@
 #include "common/limits.h"
 #include "core/client.h"
 #include "core/server.h"
+#include "host/engine_host.h"
+#include "sdk/app.h"
 #include "sim/prng.h"
 #include "wire/control.h"
 #include "wire/frame.h"
@@ -125,34 +131,65 @@ inline wire::Migrate make_migrate(const cert::Certificate& c, const cert::Key& s
 
 // ---- the test application -----------------------------------------------------------------
 
-class EchoApp {
+class EchoApp;
+
+// What the apps of one server share with the harness.
+struct AppEnv {
+  ServerId server = 0;
+  std::vector<std::string>* violations = nullptr;
+  std::vector<Error>* write_errors = nullptr;     // conn_write failures are recorded here
+  const uint64_t* snapshot_every = nullptr;       // see Harness::snapshot_every
+  const std::map<ServerId, uint64_t>* corrupt_imported_at = nullptr;
+  std::map<ConnId, EchoApp*>* apps = nullptr;     // the live instances (Harness::app)
+};
+
+// An sdk::ConnApp driven by the server's host::EngineHost: it reads, answers and snapshots
+// whenever the host tells it something changed (readable, writable, acked, woken).
+class EchoApp final : public sdk::ConnApp {
  public:
-  EchoApp(ConnId conn, std::vector<std::string>* violations) : conn_(conn), violations_(violations) {}
+  EchoApp(ConnId conn, const AppEnv* env) : conn_id_(conn), env_(env) {
+    (*env_->apps)[conn_id_] = this;
+    write_errors = env_->write_errors;
+  }
+  ~EchoApp() override {
+    auto it = env_->apps->find(conn_id_);
+    if (it != env_->apps->end() && it->second == this) env_->apps->erase(it);
+  }
+  EchoApp(const EchoApp&) = delete;
+  EchoApp& operator=(const EchoApp&) = delete;
 
   // Start from the engine's snapshot (fresh if there is none).
-  bool import(const ServerEngine& e) {
-    auto v = e.conn_snapshot_view(conn_);
-    if (!v) return fail("import: no snapshot view");
+  bool on_open(sdk::Conn& c, const sdk::Import& imp, std::string& why) override {
+    conn_ = &c;
     consumed_ = written_ = 0;
-    if (v->snap_id != 0) {
-      if (v->bytes == nullptr || v->bytes->size() != 8) return fail("import: snapshot is not 8 bytes");
+    if (imp.snap_id != 0) {
+      if (imp.snapshot.size() != 8) return refuse("import: snapshot is not 8 bytes", why);
       uint64_t count = 0;
-      for (uint8_t b : *v->bytes) count = (count << 8) | b;
-      if (count != v->in_seq || count != v->out_seq) return fail("import: snapshot positions disagree");
+      for (uint8_t b : imp.snapshot) count = (count << 8) | b;
+      if (count != imp.snap_in || count != imp.snap_out) return refuse("import: snapshot positions disagree", why);
       consumed_ = written_ = count;
     }
     last_snap_ = consumed_;
     pending_.clear();
+    if (imp.migrated) {
+      if (auto it = env_->corrupt_imported_at->find(env_->server); it != env_->corrupt_imported_at->end())
+        corrupt_at = it->second;
+    }
     return true;
   }
+  void on_readable(sdk::Conn&) override { step(); }
+  void on_writable(sdk::Conn&) override { step(); }
+  void on_output_acked(sdk::Conn&, uint64_t) override { step(); }
+  void on_wake(sdk::Conn&) override { step(); }
 
   // Read, answer and (every snapshot_every bytes) snapshot as far as the engine lets us.
-  bool step(ServerEngine& e, uint64_t snapshot_every) {
-    if (paused) return false;
+  bool step() {
+    if (paused || conn_ == nullptr) return false;
+    const uint64_t snapshot_every = *env_->snapshot_every;
     bool moved = false;
     for (int round = 0; round < 256; ++round) {
       if (!pending_.empty()) {
-        auto w = e.conn_write_copy(conn_, pending_);
+        auto w = conn_->write_copy(pending_);
         if (!w) {
           last_error = w.error();
           if (write_errors != nullptr) write_errors->push_back(w.error());
@@ -166,11 +203,11 @@ class EchoApp {
         if (!pending_.empty()) return moved;
       }
       if (snapshot_every != 0 && consumed_ >= last_snap_ + snapshot_every) {
-        (void)snapshot(e);
+        (void)snapshot();
         moved = true;
       }
       uint8_t buf[4096];
-      size_t n = e.conn_read(conn_, buf);
+      size_t n = conn_->read(buf);
       if (n == 0) return moved;
       moved = true;
       for (size_t i = 0; i < n; ++i) {
@@ -189,30 +226,42 @@ class EchoApp {
   }
 
   // Snapshot at a consistent point (everything answered has been written).
-  Status snapshot(ServerEngine& e) {
+  Status snapshot() {
     if (!pending_.empty()) return Error::send_log_full;
     Bytes s(8);
     for (int i = 0; i < 8; ++i) s[static_cast<size_t>(i)] = static_cast<uint8_t>(consumed_ >> (56 - 8 * i));
-    Status st = e.conn_snapshot(conn_, std::move(s));
+    Status st = conn_->snapshot(std::move(s));
     if (st) last_snap_ = consumed_;
     return st;
+  }
+  // The tests' form: the engine is the one this app's connection lives on (the call goes
+  // through the app's sdk::Conn handle).
+  Status snapshot(ServerEngine& e) {
+    (void)e;
+    return snapshot();
   }
 
   uint64_t consumed() const { return consumed_; }
   uint64_t written() const { return written_; }
   size_t pending() const { return pending_.size(); }
-  bool paused = false;
+  sdk::Conn* conn() const { return conn_; }
+  bool paused = false;  // no reads or writes; after unpausing, conn()->wake() (or new input)
   Error last_error = Error::ok;
   uint64_t corrupt_at = UINT64_MAX;          // output position written wrong (tests of the replay check)
   std::vector<Error>* write_errors = nullptr;  // conn_write failures are recorded here
 
  private:
   bool fail(const std::string& why) {
-    violations_->push_back("conn " + std::to_string(conn_) + ": " + why);
+    env_->violations->push_back("conn " + std::to_string(conn_id_) + ": " + why);
     return false;
   }
-  ConnId conn_;
-  std::vector<std::string>* violations_;
+  bool refuse(const std::string& what, std::string& why) {
+    why = what;
+    return fail(what);
+  }
+  ConnId conn_id_;
+  const AppEnv* env_;
+  sdk::Conn* conn_ = nullptr;
   uint64_t consumed_ = 0;
   uint64_t written_ = 0;
   uint64_t last_snap_ = 0;
@@ -235,6 +284,7 @@ class Harness {
       Node& n = servers_[i];
       n.rng = std::make_unique<sim::Prng>(seed_rng_.next());
       n.engine = std::make_unique<ServerEngine>(config(i), *n.rng);
+      start_host(i, n);
     }
     client_rng_ = std::make_unique<sim::Prng>(seed_rng_.next());
     client_ = std::make_unique<ClientEngine>(limits_, *client_rng_);
@@ -250,7 +300,7 @@ class Harness {
   EchoApp* app(ServerId s, ConnId c) {
     auto& apps = servers_.at(s).apps;
     auto it = apps.find(c);
-    return it == apps.end() ? nullptr : it->second.get();
+    return it == apps.end() ? nullptr : it->second;
   }
   ServerConfig config(ServerId s) const { return ServerConfig{s, pool_, key_, limits_}; }
   const cert::Key& key() const { return key_; }
@@ -273,7 +323,7 @@ class Harness {
     return v;
   }
   uint64_t snapshot_every = 0;  // EchoApp snapshots after this many input bytes (0: by hand)
-  std::set<ServerId> verify_replay;  // members whose apps call conn_verify_replay(on) at start
+  std::set<ServerId> verify_replay;  // members whose app factory asks for replay verification
   std::map<ServerId, uint64_t> corrupt_imported_at;  // an imported app there writes this byte wrong
   std::vector<Error> write_errors;   // conn_write failures of any app
 
@@ -356,15 +406,20 @@ class Harness {
 
   // ---- faults ----
   void hold_pipe(SubflowId sub, Dir d) { (d == Dir::c2s ? pipes_.at(sub).hold_c2s : pipes_.at(sub).hold_s2c) = true; }
-  void release_pipe(SubflowId sub, Dir d) { (d == Dir::c2s ? pipes_.at(sub).hold_c2s : pipes_.at(sub).hold_s2c) = false; }
+  void release_pipe(SubflowId sub, Dir d) {
+    Pipe& p = pipes_.at(sub);
+    (d == Dir::c2s ? p.hold_c2s : p.hold_s2c) = false;
+    // Bytes may move on this subflow again: the host looks at it in its next pass.
+    if (alive(p.server)) servers_.at(p.server).host->mark_subflow(sub);
+  }
   bool has_pipe(SubflowId sub) const { return pipes_.contains(sub); }
 
   // The server process dies: its engine and apps are gone, its subflows are reset, messages
   // to and from it are lost.
   void crash(ServerId s) {
     Node& n = servers_.at(s);
+    n.host.reset();  // drops the app instances (they unregister from n.apps), then the engine
     n.engine.reset();
-    n.apps.clear();
     for (auto& [id, p] : pipes_) {
       if (p.server != s) continue;
       p.server_open = false;
@@ -477,42 +532,14 @@ class Harness {
     return std::nullopt;
   }
 
-  // Carry out actions a test took from a server engine itself.
+  // Carry out actions a test took from a server engine itself (the host does the same with
+  // the actions it takes, through the node's Transport).
   void perform(ServerId s, std::vector<ServerAction> actions) {
     for (auto& a : actions) {
       switch (a.kind) {
-        case ServerAction::Kind::send_control: {
-          ControlRecord r{s, a.peer, wire::ControlType::claim};
-          if (auto m = wire::decode_control(key_, a.bytes)) r.type = wire::type_of(m->body);
-          else violations.push_back("S" + std::to_string(s) + " sent an undecodable control message");
-          control_log.push_back(r);
-          if (!alive(a.peer)) break;
-          Msg msg{s, a.peer, std::move(a.bytes)};
-          if (hold_.contains({s, a.peer})) held_[{s, a.peer}].push_back(std::move(msg));
-          else ctl_.push_back(std::move(msg));
-          break;
-        }
-        case ServerAction::Kind::close_subflow: {
-          auto it = pipes_.find(a.subflow);
-          if (it == pipes_.end() || !it->second.server_open || !alive(s)) break;
-          Pipe& p = it->second;
-          // What the engine still queued (REFUSE, RESET) goes out before the FIN.
-          std::vector<Slice> out;
-          while (server(s).poll_transmit(a.subflow, kBudget, out) > 0) {}
-          if (p.client_open) {
-            for (auto& sl : out) p.s2c.push_back({std::move(sl), false});
-            p.s2c.push_back({Slice{}, true});
-          }
-          p.server_open = false;
-          p.c2s.clear();
-          server(s).on_subflow_closed(a.subflow, now_);
-          break;
-        }
-        case ServerAction::Kind::plain_tcp: {
-          plain_tcp.push_back({s, a.subflow, std::move(a.bytes)});
-          if (auto it = pipes_.find(a.subflow); it != pipes_.end()) it->second.server_open = false;
-          break;
-        }
+        case ServerAction::Kind::send_control: send_control(s, a.peer, std::move(a.bytes)); break;
+        case ServerAction::Kind::close_subflow: close_subflow(s, a.subflow); break;
+        case ServerAction::Kind::plain_tcp: plain_tcp_handoff(s, a.subflow, std::move(a.bytes)); break;
       }
     }
   }
@@ -577,11 +604,99 @@ class Harness {
     ServerId to = 0;
     Bytes bytes;
   };
+  // A server's side of the harness, as its host sees it.
+  class NodeTransport final : public host::Transport {
+   public:
+    NodeTransport(Harness& h, ServerId s) : h_(h), s_(s) {}
+    void send_control(ServerId to, Bytes msg) override { h_.send_control(s_, to, std::move(msg)); }
+    void close_subflow(SubflowId sub) override { h_.close_subflow(s_, sub); }
+    void plain_tcp(SubflowId sub, Bytes head) override { h_.plain_tcp_handoff(s_, sub, std::move(head)); }
+    bool subflow_ready(SubflowId sub) override {
+      auto it = h_.pipes_.find(sub);
+      return it != h_.pipes_.end() && it->second.server == s_ && h_.transmit_server_pipe(sub, it->second);
+    }
+    std::vector<SubflowId> subflows() const override {
+      std::vector<SubflowId> v;
+      for (const auto& [id, p] : h_.pipes_) {
+        if (p.server == s_) v.push_back(id);
+      }
+      return v;
+    }
+    void post_service() override {}  // every pump services every host
+    void saw_event(const ServerEvent& e) override { h_.record_event(s_, e); }
+
+   private:
+    Harness& h_;
+    ServerId s_;
+  };
+  class NodeFactory final : public sdk::AppFactory {
+   public:
+    NodeFactory(Harness& h, const AppEnv& env) : h_(h), env_(env) {}
+    std::unique_ptr<sdk::ConnApp> make(ConnId conn) override { return std::make_unique<EchoApp>(conn, &env_); }
+    bool verify_replay() const override { return h_.verify_replay.contains(env_.server); }
+
+   private:
+    Harness& h_;
+    const AppEnv& env_;
+  };
+  // Destroyed bottom up: the host (and its apps) first, then what they use.
   struct Node {
     std::unique_ptr<sim::Prng> rng;
     std::unique_ptr<ServerEngine> engine;
-    std::map<ConnId, std::unique_ptr<EchoApp>> apps;
+    std::map<ConnId, EchoApp*> apps;  // owned by the host
+    AppEnv env;
+    std::unique_ptr<NodeFactory> factory;
+    std::unique_ptr<NodeTransport> transport;
+    std::unique_ptr<host::EngineHost> host;
+    uint64_t host_violations_seen = 0;
+    std::string host_last_log;
   };
+
+  void start_host(ServerId s, Node& n) {
+    n.env = AppEnv{s, &violations, &write_errors, &snapshot_every, &corrupt_imported_at, &n.apps};
+    n.factory = std::make_unique<NodeFactory>(*this, n.env);
+    n.transport = std::make_unique<NodeTransport>(*this, s);
+    n.host = std::make_unique<host::EngineHost>(*n.engine, *n.factory, *n.transport,
+                                                [&n](const std::string& line) { n.host_last_log = line; });
+  }
+
+  void record_event(ServerId s, const ServerEvent& e) {
+    server_events[s].push_back(e);
+    if (e.kind == ServerEvent::Kind::resumed && !servers_.at(s).apps.contains(e.conn))
+      violations.push_back("S" + std::to_string(s) + " resumed conn " + std::to_string(e.conn) + " without an app instance");
+  }
+
+  void send_control(ServerId s, ServerId to, Bytes bytes) {
+    ControlRecord r{s, to, wire::ControlType::claim};
+    if (auto m = wire::decode_control(key_, bytes)) r.type = wire::type_of(m->body);
+    else violations.push_back("S" + std::to_string(s) + " sent an undecodable control message");
+    control_log.push_back(r);
+    if (!alive(to)) return;
+    Msg msg{s, to, std::move(bytes)};
+    if (hold_.contains({s, to})) held_[{s, to}].push_back(std::move(msg));
+    else ctl_.push_back(std::move(msg));
+  }
+
+  void close_subflow(ServerId s, SubflowId sub) {
+    auto it = pipes_.find(sub);
+    if (it == pipes_.end() || !it->second.server_open || !alive(s)) return;
+    Pipe& p = it->second;
+    // What the engine still queued (REFUSE, RESET) goes out before the FIN.
+    std::vector<Slice> out;
+    while (server(s).poll_transmit(sub, kBudget, out) > 0) {}
+    if (p.client_open) {
+      for (auto& sl : out) p.s2c.push_back({std::move(sl), false});
+      p.s2c.push_back({Slice{}, true});
+    }
+    p.server_open = false;
+    p.c2s.clear();
+    server(s).on_subflow_closed(sub, now_);
+  }
+
+  void plain_tcp_handoff(ServerId s, SubflowId sub, Bytes head) {
+    plain_tcp.push_back({s, sub, std::move(head)});
+    if (auto it = pipes_.find(sub); it != pipes_.end()) it->second.server_open = false;
+  }
 
   bool service_client() {
     bool moved = false;
@@ -624,42 +739,15 @@ class Harness {
     return moved;
   }
 
+  // The host does one round: actions, events, the apps and subflows that changed.
   bool service_server(ServerId s) {
     Node& n = servers_.at(s);
     if (!n.engine) return false;
-    ServerEngine& eng = *n.engine;
-    bool moved = false;
-    auto actions = eng.take_actions();
-    if (!actions.empty()) moved = true;
-    perform(s, std::move(actions));
-    for (auto& e : eng.take_events()) {
-      moved = true;
-      server_events[s].push_back(e);
-      switch (e.kind) {
-        case ServerEvent::Kind::opened:
-        case ServerEvent::Kind::imported: {
-          auto app = std::make_unique<EchoApp>(e.conn, &violations);
-          app->import(eng);
-          app->write_errors = &write_errors;
-          if (verify_replay.contains(s)) (void)eng.conn_verify_replay(e.conn, true);
-          if (auto c = corrupt_imported_at.find(s); c != corrupt_imported_at.end() && e.kind == ServerEvent::Kind::imported)
-            app->corrupt_at = c->second;
-          n.apps[e.conn] = std::move(app);
-          break;
-        }
-        case ServerEvent::Kind::resumed:
-          if (!n.apps.contains(e.conn))
-            violations.push_back("S" + std::to_string(s) + " resumed conn " + std::to_string(e.conn) + " without an app instance");
-          break;
-        case ServerEvent::Kind::fenced:
-        case ServerEvent::Kind::closed:
-          n.apps.erase(e.conn);
-          break;
-      }
-    }
-    for (auto& [c, app] : n.apps) moved |= app->step(eng, snapshot_every);
-    for (auto& [id, p] : pipes_) {
-      if (p.server == s) moved |= transmit_server_pipe(id, p);
+    bool moved = n.host->service(1);
+    // The host refused an import or an app reported a violation of its own.
+    if (n.host->violations() > n.host_violations_seen) {
+      n.host_violations_seen = n.host->violations();
+      violations.push_back("S" + std::to_string(s) + " host: " + n.host_last_log);
     }
     return moved;
   }

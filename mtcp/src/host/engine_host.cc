@@ -136,6 +136,7 @@ bool EngineHost::round() {
   }
   for (auto& e : engine_.take_events()) {
     moved = true;
+    transport_.saw_event(e);
     on_event(e);
   }
   for (ConnId id : wake_->take()) {

@@ -35,6 +35,9 @@ class Transport {
   virtual std::vector<core::SubflowId> subflows() const = 0;
   // Any thread: an app was woken; call service() soon on the host's thread.
   virtual void post_service() = 0;
+  // Every event the host takes from the engine, before it acts on it (a driver's log: the
+  // tests record them). Optional.
+  virtual void saw_event(const core::ServerEvent& ev) { (void)ev; }
 };
 
 class EngineHost {
