@@ -581,6 +581,56 @@ TEST_F(ClientTest, AttemptTimeoutKeepsThePrimaryAndAppliesHeldAcks) {
   EXPECT_EQ(std::get<wire::Data>(f[0]).dsn, 100u);
 }
 
+// The old server finishes the connection while a migration is under way (seen in e2e_netns:
+// eager, a migration every 50 ms). It acknowledges all input, sends all output and its CLOSE,
+// then frees the connection and closes the subflow. The attempt must not go on to recover a
+// connection the pool has freed: the connection ends here, complete.
+TEST_F(ClientTest, ServerFinishingDuringAnAttemptEndsTheConnectionInsteadOfRecovering) {
+  establish();
+  EXPECT_EQ(c->write_copy(input_bytes(0, 100)), 100u);
+  c->close();
+  (void)sent(kPrimary);  // DATA and CLOSE
+  ASSERT_TRUE(c->migrate(2, now).ok());
+  SubflowId sub = c->take_actions().at(0).subflow;
+  feed(kPrimary, make_data(0, output_bytes(0, 20)));
+  feed(kPrimary, wire::Ack{100});
+  EXPECT_TRUE(c->migrating());  // the CLOSE is still missing: the attempt goes on
+  EXPECT_EQ(c->send_log().base(), 0u);
+  feed(kPrimary, wire::Close{20});
+  EXPECT_FALSE(c->migrating());
+  EXPECT_TRUE(c->finished());
+  EXPECT_EQ(c->send_log().base(), 100u);
+  EXPECT_EQ(c->counters().migrations_abandoned, 1u);
+  auto acts = c->take_actions();
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, ClientAction::Kind::close_subflow);
+  EXPECT_EQ(acts[0].subflow, sub);
+  c->on_subflow_closed(kPrimary, now + 1);
+  c->on_timer(now + 10000);
+  EXPECT_TRUE(c->take_actions().empty());  // no recovery attempt
+  EXPECT_EQ(c->state(), ClientState::established);
+  for (const auto& ev : c->take_events()) EXPECT_NE(ev.kind, ClientEvent::Kind::failed);
+}
+
+// Same, but the final ACK came before the attempt began and only the CLOSE and the end of the
+// subflow arrive during it.
+TEST_F(ClientTest, PrimaryClosingAfterEverythingDuringAnAttemptEndsTheConnection) {
+  establish();
+  EXPECT_EQ(c->write_copy(input_bytes(0, 50)), 50u);
+  c->close();
+  (void)sent(kPrimary);
+  feed(kPrimary, wire::Ack{50});
+  ASSERT_TRUE(c->migrate(3, now).ok());
+  (void)c->take_actions();
+  feed(kPrimary, wire::Close{0});
+  EXPECT_FALSE(c->migrating());
+  c->on_subflow_closed(kPrimary, now + 1);
+  c->on_timer(now + 10000);
+  EXPECT_TRUE(c->finished());
+  for (const auto& a : c->take_actions()) EXPECT_NE(a.kind, ClientAction::Kind::open_subflow);
+  EXPECT_NE(c->state(), ClientState::failed);
+}
+
 TEST_F(ClientTest, RefusedAttemptReportsTheReason) {
   establish();
   cert::Challenge nonce{};

@@ -18,6 +18,7 @@ namespace mtcp {
   X(migrations_started)        /* client: attempts begun; server: MIGRATE verified */       \
   X(migrations_done)           /* completed (client accepted / server took ownership) */    \
   X(migrations_failed)         /* ended with an explicit error */                           \
+  X(migrations_abandoned)      /* client: dropped because the connection ended meanwhile */ \
   X(claims_granted)            /* this server granted an ownership claim */                 \
   X(claims_denied)             /* this server denied an ownership claim */                  \
   X(stale_messages)            /* control messages for an old epoch, ignored */             \

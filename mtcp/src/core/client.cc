@@ -152,11 +152,29 @@ void ClientEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
       return;
     }
     // Both directions closed and acknowledged: the connection is over, the member may close.
-    if (finished()) return;
+    if (end_during_attempt() || finished()) return;
     // Lost the server mid-session: recover through an alternate (or the same server).
     if (!attempt_) recover(0, now);
     else attempt_->recovery = true;
   }
+}
+
+// A migration was under way when the old server finished the connection: it acknowledged all
+// our input (held back while the attempt runs, see the ACK case), and sent all its output and
+// its CLOSE. Nothing is left to move, and the pool frees the connection now, so the attempt
+// would only fail and then recover a connection nobody holds: drop it, take the acknowledgement
+// and let the connection end here. True when it did.
+bool ClientEngine::end_during_attempt() {
+  uint64_t acked = std::max(held_ack_, send_.base());
+  if (!attempt_ || !fin_sent_ || !peer_fin_ || rcv_nxt_ != peer_fin_at_ || acked != send_.end()) return false;
+  (void)send_.ack(acked);
+  held_ack_ = 0;
+  SubflowId sub = attempt_->subflow;
+  attempt_.reset();
+  close_subflow(sub);
+  attempts_in_row_ = 0;
+  ++counters_.migrations_abandoned;
+  return true;
 }
 
 void ClientEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
@@ -241,8 +259,12 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
       if (dsn > send_.end()) return violation();
       // While a migration is under way the old server's acks are held back: the log keeps
       // what the new server may lack, so a stale replica means a resend, not a gap.
-      if (attempt_) held_ack_ = std::max(held_ack_, dsn);
-      else (void)send_.ack(dsn);
+      if (attempt_) {
+        held_ack_ = std::max(held_ack_, dsn);
+        (void)end_during_attempt();
+      } else {
+        (void)send_.ack(dsn);
+      }
       return;
     }
     case wire::FrameType::hint: {
@@ -270,6 +292,7 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
       peer_fin_ = true;
       peer_fin_at_ = at;
       report_peer_closed();
+      if (is_primary) (void)end_during_attempt();
       return;
     }
     case wire::FrameType::reset: {
@@ -405,7 +428,7 @@ void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
   ev.started_ms = at.started_ms;
   ev.done_ms = now;
   events_.push_back(ev);
-  if (!primary_) {
+  if (!primary_ && !finished()) {
     // No subflow left: keep trying, following the refusal's hint first.
     ServerId next = 0;
     if (hint != 0 && std::find(pool_.begin(), pool_.end(), hint) != pool_.end()) next = hint;

@@ -124,6 +124,7 @@ class ClientEngine {
   void on_accept(SubflowId sub, const wire::Accept& a, TimeMs now);
   void on_data(SubflowId sub, wire::Data&& d);
   void attempt_failed(Error e, ServerId hint, TimeMs now);
+  bool end_during_attempt();
   void start_attempt(ServerId target, bool recovery, TimeMs now);
   void recover(ServerId preferred, TimeMs now);
   void fail(Error e);
