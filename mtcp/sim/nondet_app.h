@@ -21,6 +21,7 @@ class NondetConn final : public sdk::Conn {
   uint64_t input_pos() const override { return in_.input_pos(); }
   uint64_t output_pos() const override { return in_.output_pos(); }
   uint64_t output_acked() const override { return in_.output_acked(); }
+  sdk::ConnStats stats() const override { return in_.stats(); }
   size_t readable() const override { return in_.readable(); }
   size_t read(std::span<uint8_t> dst) override { return in_.read(dst); }
   size_t read_slices(size_t max_bytes, std::vector<Slice>& out) override { return in_.read_slices(max_bytes, out); }

@@ -52,6 +52,11 @@ class FakeConn final : public sdk::Conn {
   uint64_t input_pos() const override { return in_pos; }
   uint64_t output_pos() const override { return out_pos; }
   uint64_t output_acked() const override { return out_pos; }
+  sdk::ConnStats stats() const override {
+    sdk::ConnStats s;
+    s.input_received = in_pos + input.size();
+    return s;
+  }
   size_t readable() const override { return input.size(); }
   size_t read(std::span<uint8_t> dst) override {
     size_t n = std::min(dst.size(), input.size());

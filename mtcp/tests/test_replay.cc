@@ -337,6 +337,15 @@ TEST(ReplayCheck, ConnInfoReportsReplayPositions) {
   EXPECT_EQ(i2->snap_out_seq, 100u);
   EXPECT_EQ(i2->replay_in_until, 150u);   // input logged since the snapshot
   EXPECT_EQ(i2->replay_out_until, 150u);  // S1's output: the client had 140, the log the rest
+  // The app sees the same through its handle.
+  sdk::ConnStats st = h.app(2, id)->conn()->stats();
+  EXPECT_EQ(st.migrations, 1u);
+  EXPECT_EQ(st.input_received, 150u);
+  EXPECT_EQ(st.snapshot_input, 100u);
+  EXPECT_EQ(st.snapshot_output, 100u);
+  EXPECT_EQ(st.replay_input_until, 150u);
+  EXPECT_EQ(st.replay_output_until, 150u);
+  EXPECT_TRUE(st.replay_verified);
   EXPECT_EQ(h.server(2).counters().replay_checked_bytes, 50u);
   EXPECT_EQ(h.server(2).counters().replay_mismatches, 0u);
   h.read_all();

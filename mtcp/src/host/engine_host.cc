@@ -27,6 +27,19 @@ class EngineHost::EngineConn final : public sdk::Conn {
     auto i = eng_.conn_info(id_);
     return i ? i->out_acked : 0;
   }
+  sdk::ConnStats stats() const override {
+    sdk::ConnStats s;
+    auto i = eng_.conn_info(id_);
+    if (!i) return s;
+    s.migrations = i->counter;
+    s.input_received = i->in_end;
+    s.snapshot_input = i->snap_in_seq;
+    s.snapshot_output = i->snap_out_seq;
+    s.replay_input_until = replay_in_until_;
+    s.replay_output_until = replay_out_until_;
+    s.replay_verified = i->verify_replay;
+    return s;
+  }
   size_t readable() const override { return eng_.conn_readable(id_); }
   size_t read(std::span<uint8_t> dst) override { return eng_.conn_read(id_, dst); }
   size_t read_slices(size_t max_bytes, std::vector<Slice>& out) override {

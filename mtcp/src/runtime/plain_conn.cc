@@ -46,6 +46,11 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
   uint64_t input_pos() const override { return in_pos_; }
   uint64_t output_pos() const override { return out_pos_; }
   uint64_t output_acked() const override { return out_done_; }
+  sdk::ConnStats stats() const override {
+    sdk::ConnStats s;
+    s.input_received = in_pos_ + in_.size();
+    return s;
+  }
   size_t readable() const override { return in_.size(); }
   size_t read(std::span<uint8_t> dst) override {
     size_t n = in_.copy_out(0, dst);

@@ -88,6 +88,17 @@ class Waker {
 
 // The handle an app gets for its connection. Positions are stream offsets from the start of
 // the connection (not from the snapshot).
+// What the host knows about one connection, for logs and an app's own reports.
+struct ConnStats {
+  uint32_t migrations = 0;         // migrations this connection went through so far
+  uint64_t input_received = 0;     // input bytes held for the app (read or not)
+  uint64_t snapshot_input = 0;     // input position of the last snapshot (0: none)
+  uint64_t snapshot_output = 0;    // output position of the last snapshot
+  uint64_t replay_input_until = 0;   // input below this is replayed (see Import)
+  uint64_t replay_output_until = 0;  // output below this the client has or was sent
+  bool replay_verified = false;      // the host checks regenerated output (AppFactory)
+};
+
 class Conn {
  public:
   virtual ~Conn() = default;
@@ -100,6 +111,7 @@ class Conn {
   virtual uint64_t input_pos() const = 0;     // input bytes read so far
   virtual uint64_t output_pos() const = 0;    // output bytes written so far
   virtual uint64_t output_acked() const = 0;  // output the client acknowledged
+  virtual ConnStats stats() const = 0;
 
   // Input. read_slices hands out the received blocks themselves (no copy).
   virtual size_t readable() const = 0;

@@ -6,17 +6,81 @@
 
 namespace mtcp::sdk {
 
-void ServiceDef::opt(std::string name, uint64_t* value, std::string help, uint64_t max) {
-  options_.push_back({std::move(name), std::move(help), value, max});
+std::string ServiceDef::Option::key() const {
+  std::string k = name;
+  std::replace(k.begin(), k.end(), '-', '_');
+  return k;
 }
+
+void ServiceDef::opt(std::string name, uint64_t* value, std::string help, uint64_t max) {
+  opt(std::move(name), value, std::move(help), 0, max);
+}
+
+void ServiceDef::opt(std::string name, uint64_t* value, std::string help, uint64_t min, uint64_t max) {
+  Option o;
+  o.type = Option::Type::u64;
+  o.name = std::move(name);
+  o.help = std::move(help);
+  o.u64 = value;
+  o.min = min;
+  o.max = max;
+  options_.push_back(std::move(o));
+}
+
+void ServiceDef::opt(std::string name, std::string* value, std::string help, size_t max_bytes) {
+  Option o;
+  o.type = Option::Type::text;
+  o.name = std::move(name);
+  o.help = std::move(help);
+  o.text = value;
+  o.text_bytes_max = max_bytes;
+  options_.push_back(std::move(o));
+}
+
+void ServiceDef::opt(std::string name, bool* value, std::string help) {
+  Option o;
+  o.type = Option::Type::flag;
+  o.name = std::move(name);
+  o.help = std::move(help);
+  o.flag = value;
+  options_.push_back(std::move(o));
+}
+
+namespace {
+
+// Empty if `v` is an acceptable value of text option `o`, else what is wrong with it.
+std::string text_problem(const ServiceDef::Option& o, const std::string& v) {
+  if (v.size() > o.text_bytes_max) return "is longer than " + std::to_string(o.text_bytes_max) + " bytes";
+  if (v.find('\0') != std::string::npos) return "contains a NUL byte";
+  return {};
+}
+
+}  // namespace
 
 void ServiceDef::add_options(CLI::App& cli) {
   std::string group = "Options of the " + name_ + " service";
   for (Option& o : options_) {
-    o.cli = cli.add_option("--" + o.name, *o.value, o.help)
-                ->group(group)
-                ->capture_default_str()
-                ->check(CLI::Range(uint64_t{0}, o.max));
+    CLI::Option* c = nullptr;
+    switch (o.type) {
+      case Option::Type::u64:
+        c = cli.add_option("--" + o.name, *o.u64, o.help)->capture_default_str()->check(CLI::Range(o.min, o.max));
+        break;
+      case Option::Type::text: {
+        const Option* op = &o;
+        c = cli.add_option("--" + o.name, *o.text, o.help)->capture_default_str()->check(CLI::Validator(
+            [op](std::string& v) {
+              std::string p = text_problem(*op, v);
+              return p.empty() ? std::string() : "--" + op->name + " " + p;
+            },
+            "TEXT"));
+        break;
+      }
+      case Option::Type::flag:
+        c = cli.add_flag("--" + o.name, *o.flag, o.help);
+        break;
+    }
+    c->group(group);
+    o.cli = c;
   }
 }
 
@@ -26,28 +90,50 @@ bool ServiceDef::configure_json(const std::string& section_json, std::string& wh
     why = "services." + name_ + " must be a JSON object";
     return false;
   }
+  // Check every key before setting any, so a refused section changes nothing.
   for (auto it = j.begin(); it != j.end(); ++it) {
-    auto match = std::find_if(options_.begin(), options_.end(), [&](const Option& o) {
-      std::string key = o.name;
-      std::replace(key.begin(), key.end(), '-', '_');
-      return key == it.key();
-    });
+    auto match = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.key() == it.key(); });
+    std::string where = "services." + name_ + "." + it.key();
     if (match == options_.end()) {
       std::string known;
-      for (const Option& o : options_) {
-        std::string key = o.name;
-        std::replace(key.begin(), key.end(), '-', '_');
-        known += (known.empty() ? "" : ", ") + key;
-      }
-      why = "services." + name_ + "." + it.key() + ": unknown option (known: " + (known.empty() ? "none" : known) + ")";
+      for (const Option& o : options_) known += (known.empty() ? "" : ", ") + o.key();
+      why = where + ": unknown option (known: " + (known.empty() ? "none" : known) + ")";
       return false;
     }
-    if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() > match->max) {
-      why = "services." + name_ + "." + it.key() + " must be an integer from 0 to " + std::to_string(match->max);
-      return false;
+    const auto& v = it.value();
+    switch (match->type) {
+      case Option::Type::u64:
+        if (!v.is_number_unsigned() || v.get<uint64_t>() < match->min || v.get<uint64_t>() > match->max) {
+          why = where + " must be an integer from " + std::to_string(match->min) + " to " + std::to_string(match->max);
+          return false;
+        }
+        break;
+      case Option::Type::text:
+        if (!v.is_string()) {
+          why = where + " must be a string";
+          return false;
+        }
+        if (std::string p = text_problem(*match, v.get<std::string>()); !p.empty()) {
+          why = where + " " + p;
+          return false;
+        }
+        break;
+      case Option::Type::flag:
+        if (!v.is_boolean()) {
+          why = where + " must be true or false";
+          return false;
+        }
+        break;
     }
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    auto match = std::find_if(options_.begin(), options_.end(), [&](const Option& o) { return o.key() == it.key(); });
     if (match->cli && static_cast<const CLI::Option*>(match->cli)->count() > 0) continue;  // the command line wins
-    *match->value = it.value().get<uint64_t>();
+    switch (match->type) {
+      case Option::Type::u64: *match->u64 = it.value().get<uint64_t>(); break;
+      case Option::Type::text: *match->text = it.value().get<std::string>(); break;
+      case Option::Type::flag: *match->flag = it.value().get<bool>(); break;
+    }
   }
   return true;
 }

@@ -3,10 +3,11 @@
 // here, sets its options from the pool file's "services" section and then from the command
 // line, and starts it with the member's environment to get the factory of its app instances.
 //
-// Options are declared once, in the service's constructor (opt()): each becomes a command-line
-// option `--NAME` in the service's own option group and a key NAME (dashes as underscores) of
-// its pool-file section. Unknown keys, wrong types and out-of-range values are refused with a
-// message naming the option.
+// Options are declared once, in the service's constructor (opt()): integers with a range, text
+// with a length limit, and on/off flags. Each becomes a command-line option `--NAME` in the
+// service's own option group and a key NAME (dashes as underscores) of its pool-file section.
+// Unknown keys, wrong types, out-of-range numbers and over-long text are refused with a message
+// naming the option.
 #pragma once
 #include <asio/io_context.hpp>
 #include <cstdint>
@@ -50,18 +51,33 @@ class ServiceDef {
   // Checks the options and makes the factory. False (null) with `why` if it cannot start.
   virtual std::unique_ptr<AppFactory> start(const ServiceEnv& env, std::string& why) = 0;
 
+  // One declared option. Exactly one of u64/text/flag is bound, by type.
   struct Option {
+    enum class Type { u64, text, flag } type = Type::u64;
     std::string name;  // command-line spelling without the dashes, e.g. "snapshot-every"
     std::string help;
-    uint64_t* value = nullptr;
-    uint64_t max = UINT64_MAX;  // inclusive
+    uint64_t* u64 = nullptr;
+    uint64_t min = 0, max = UINT64_MAX;  // u64: inclusive range
+    std::string* text = nullptr;
+    size_t text_bytes_max = 0;  // text: longest accepted value
+    bool* flag = nullptr;
     const void* cli = nullptr;  // the CLI11 option, once add_options() made it
+    std::string key() const;    // its pool-file key: the name with dashes as underscores
   };
   const std::vector<Option>& options() const { return options_; }
 
+  // Longest text option value unless the service says otherwise (a path, a conninfo string).
+  static constexpr size_t kTextOptionBytesMax = 4096;
+
  protected:
-  // Declares an option bound to `value` (its current value is the default).
+  // Declare options bound to `value` (its current value is the default).
+  // An integer from 0 (or min) to max, inclusive.
   void opt(std::string name, uint64_t* value, std::string help, uint64_t max = UINT64_MAX);
+  void opt(std::string name, uint64_t* value, std::string help, uint64_t min, uint64_t max);
+  // Text of at most max_bytes bytes, without NUL bytes (a file name, a connection string).
+  void opt(std::string name, std::string* value, std::string help, size_t max_bytes = kTextOptionBytesMax);
+  // On/off: `--NAME` on the command line (or `--NAME=false`), true/false in the pool file.
+  void opt(std::string name, bool* value, std::string help);
 
  private:
   std::string name_, summary_;
