@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
     if (sc.crash != mtcp::sim::Scenario::Crash::none) ++faults[std::string("crash_") + crash_name(sc.crash)];
     if (out.crashed) ++faults["crashes_happened"];
     if (sc.pingpong) ++faults["pingpong_seeds"];
+    if (sc.end_migration) ++faults["end_migration_seeds"];
     faults["subflow_cuts"] += out.cuts_done;
     faults["control_partitions"] += sc.partitions;
     faults["control_delay_spikes"] += sc.ctl_spikes;

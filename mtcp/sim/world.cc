@@ -71,6 +71,7 @@ Scenario make_scenario(uint64_t seed) {
     s.output_bytes = s.input_bytes;
     s.input_bytes = 0;
   }
+  s.end_migration = r.chance(0.3);  // drawn last: the fields above stay what they were per seed
   return s;
 }
 
@@ -704,6 +705,13 @@ class World {
         --pp_left_;
         start_migration(client_->server() == pp_a_ ? pp_b_ : pp_a_);
       }
+      // At the end, a migration that races the member's final frames.
+      if (sc_.end_migration && !end_migration_done_ && client_closed_ && model_.received() == expected_out_ &&
+          !client_->migrating()) {
+        end_migration_done_ = true;
+        say("end migration: all output received, our CLOSE sent");
+        start_migration(random_other(client_->server()));
+      }
       // Application: write the input stream (zero-copy slices), read and check the output.
       while (written_ < sc_.input_bytes && client_->write_space() > 0) {
         size_t n = static_cast<size_t>(std::min<uint64_t>({sc_.input_bytes - written_, client_->write_space(), rng_.range(1, 40000)}));
@@ -711,6 +719,12 @@ class World {
         svc::input_fill(sc_.app.stream_seed, written_, b);
         if (!client_->write(Slice(make_block(std::move(b))))) break;
         written_ += n;
+        moved = true;
+      }
+      // All input written: close our side (the services close theirs once they read it all).
+      if (written_ == sc_.input_bytes && !client_closed_) {
+        client_->close();
+        client_closed_ = true;
         moved = true;
       }
       std::vector<Slice> got;
@@ -840,8 +854,10 @@ class World {
   bool finished() {
     if (!out_.violations.empty() && out_.violations.size() > 20) return true;
     if (client_->state() == core::ClientState::failed) return true;
+    // Complete: every byte both ways, both sides closed, nothing under way (a ping-pong burst
+    // still running ends there: a closed connection does not migrate).
     bool done = written_ == sc_.input_bytes && model_.received() == expected_out_ &&
-                client_->send_log().base() == sc_.input_bytes && !client_->migrating() && pp_left_ == 0;
+                client_->send_log().base() == sc_.input_bytes && !client_->migrating() && client_->finished();
     if (done) out_.completed = true;
     return done;
   }
@@ -942,6 +958,8 @@ class World {
   ClientModel model_;
   uint64_t expected_out_ = 0;
   uint64_t written_ = 0;
+  bool client_closed_ = false;
+  bool end_migration_done_ = false;
   std::vector<Trigger> triggers_;
   size_t next_trigger_ = 0;
   uint32_t pp_left_ = 0;

@@ -42,6 +42,9 @@ struct Scenario {
   uint32_t forged = 0;             // forged / replayed migration attempts
   uint64_t migrate_timeout_ms = 0;
   uint64_t claim_timeout_ms = 0;
+  // A migration requested once all output has arrived and the client has closed: it races the
+  // member's final ACK and CLOSE (and, once both sides closed, the member freeing it).
+  bool end_migration = false;
 };
 
 struct Outcome {

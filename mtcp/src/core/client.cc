@@ -166,7 +166,7 @@ void ClientEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
 // and let the connection end here. True when it did.
 bool ClientEngine::end_during_attempt() {
   uint64_t acked = std::max(held_ack_, send_.base());
-  if (!attempt_ || !fin_sent_ || !peer_fin_ || rcv_nxt_ != peer_fin_at_ || acked != send_.end()) return false;
+  if (!attempt_ || !fin_ || !peer_fin_ || rcv_nxt_ != peer_fin_at_ || acked != send_.end()) return false;
   (void)send_.ack(acked);
   held_ack_ = 0;
   SubflowId sub = attempt_->subflow;

@@ -64,7 +64,10 @@ class ClientEngine {
   void read_slices(size_t max_bytes, std::vector<Slice>& out);
   bool peer_closed() const { return peer_fin_ && recv_.empty() && rcv_nxt_ == peer_fin_at_; }
   // Both directions closed, every byte acknowledged by the server and received from it.
-  bool finished() const { return fin_sent_ && send_.base() == send_.end() && peer_fin_ && rcv_nxt_ == peer_fin_at_; }
+  // Both sides closed and every byte delivered both ways: the app closed its side and all its
+  // input is acknowledged, and the server's CLOSE came after all its output. (Our own CLOSE may
+  // not have been sent again to a member we just migrated to: the state it imported says so.)
+  bool finished() const { return fin_ && send_.base() == send_.end() && peer_fin_ && rcv_nxt_ == peer_fin_at_; }
 
   // Subflow I/O.
   void on_subflow_data(SubflowId sub, Slice bytes, TimeMs now);
