@@ -107,13 +107,9 @@ class CounterApp final : public sdk::ConnApp {
 class CounterService final : public sdk::ServiceDef {
  public:
   CounterService() : ServiceDef("counter", "the example line protocol: ADD n, GET (a counter per connection)") {
-    opt("snapshot-every", &o_.snapshot_every, "Requests between snapshots (1: after every request)");
+    opt("snapshot-every", &o_.snapshot_every, "Requests between snapshots (1: after every request)", 1, UINT64_MAX);
   }
-  std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv&, std::string& why) override {
-    if (o_.snapshot_every == 0) {
-      why = "counter: snapshot-every must be at least 1";
-      return nullptr;
-    }
+  std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv&, std::string&) override {
     return std::make_unique<sdk::OptionsFactory<CounterApp, CounterOptions>>(o_);
   }
 
