@@ -437,9 +437,9 @@ void ServerEngine::drop_parked(Conn& c) {
 uint64_t ServerEngine::ack_target(const Conn& c) const {
   uint64_t end = c.in_end();
   if (!cfg_.limits.ack_after_replication) return end;
-  // Ending: the client closed, the application read everything and closed too. The final ACK
-  // goes out with our CLOSE, whatever the replicas hold; after it nobody takes over.
-  if (c.client_fin && c.app_in == c.client_fin_at && c.app_closed) return end;
+  // No exception at the end of the connection: an ACK of input no other member holds, sent
+  // before the client has all our output and our CLOSE, loses that input if we crash then
+  // (the client would recover with nothing to resend and no member holding it).
   // Acknowledge only what a majority of the pool holds (this owner plus majority()-1
   // alternates), so any majority of voters that elects a new owner includes a holder.
   std::vector<uint64_t> held;

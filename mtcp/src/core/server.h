@@ -307,7 +307,8 @@ class ServerEngine {
   // transfer.cc: claims, hand-off, replication, state encoding.
   void start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now);
   void send_claim(PendingClaim& p, uint32_t request_id, ServerId to);
-  ServerId successor_of(ConnId id) const;  // from retired_, 0 if unknown
+  ServerId successor_of(ConnId id) const;
+  uint64_t retired_epoch(ConnId id) const;  // last epoch of a connection freed here (0: none)  // from retired_, 0 if unknown
   void on_claim(ServerId from, const wire::Claim& m, TimeMs now);
   void on_grant(ServerId from, wire::Grant&& m, TimeMs now);
   void adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now);

@@ -119,9 +119,11 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     send_claim(it->second, rid, ask);
     return;
   }
-  // Eager: propose the epoch after the highest this member knows of, vote for ourselves.
-  uint64_t known = 0;
-  if (local) known = local->epoch;
+  // Eager: propose the epoch after the highest this member knows of, vote for ourselves. A
+  // connection freed here (closed, or released by its owner) still counts: its last epoch
+  // must not be won a second time (I4).
+  uint64_t known = retired_epoch(id);
+  if (local) known = std::max(known, local->epoch);
   if (auto v = votes_.find(id); v != votes_.end()) known = std::max(known, v->second.epoch);
   p.epoch = std::max<uint64_t>(known, 1) + 1;  // a connection starts at epoch 1
   votes_[id] = {p.epoch, cfg_.self};
@@ -135,6 +137,11 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     if (mem.server_id != cfg_.self) send_claim(it->second, rid, mem.server_id);
   }
   check_claim(rid, now, false);
+}
+
+uint64_t ServerEngine::retired_epoch(ConnId id) const {
+  auto r = retired_.find(id);
+  return r == retired_.end() ? 0 : r->second.epoch;
 }
 
 ServerId ServerEngine::successor_of(ConnId id) const {
@@ -462,7 +469,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
   if (c && m.counter <= c->counter) return deny(Error::stale_counter, 0, 0);
   Vote v;
   if (auto it = votes_.find(m.conn_id); it != votes_.end()) v = it->second;
-  uint64_t known = std::max(v.epoch, c ? c->epoch : 0);
+  uint64_t known = std::max({v.epoch, c ? c->epoch : 0, retired_epoch(m.conn_id)});
   bool repeat = v.epoch == m.epoch && v.claimer == from;
   if (!repeat && m.epoch <= known) {
     bool claimed = v.epoch >= m.epoch && v.claimer != 0;
@@ -692,8 +699,11 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   // up to send_log_bytes_max per snapshot and per alternate.
   uint64_t out_from = p.out_have_epoch == c.epoch ? p.out_have : 0;
   wire::ConnState st = export_state(c, false, out_from);
-  // Nor the input it already holds: it confirmed this epoch's log past the new snapshot.
-  bool keep_in = out_from != 0 && p.acked.epoch == c.epoch && p.acked.in_end >= c.snap_in_seq;
+  // Nor the input it already holds: it confirmed this epoch's log past the new snapshot. Not
+  // once the client closed: the state's input must then end exactly at the client's CLOSE
+  // (client_fin is taken to be at the state's input end), and the alternate's own log may still
+  // lack increments in flight.
+  bool keep_in = !c.client_fin && out_from != 0 && p.acked.epoch == c.epoch && p.acked.in_end >= c.snap_in_seq;
   if (keep_in) {
     st.in_log_kept = true;
     st.in_log.clear();
@@ -748,7 +758,8 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
     // Our own input log from the new snapshot on stands in for the state's.
     bool have = c->role == Role::replica && c->epoch == st->epoch && c->snap_in_seq <= st->snap_in_seq &&
                 c->in_end() >= st->snap_in_seq;
-    if (!have) {
+    // A closed client's state must carry its input whole (see send_repl_state).
+    if (!have || st->client_fin) {
       send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
       return;
     }
@@ -765,10 +776,14 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
       send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
       return;
     }
-    // The client holds everything below snap_out_seq - send_log_bytes_max (the owner never has
-    // more than that unacknowledged): older bytes of our copy are not needed and must not make
-    // the log overflow.
-    uint64_t floor = st->snap_out_seq > cfg_.limits.send_log_bytes_max ? st->snap_out_seq - cfg_.limits.send_log_bytes_max : 0;
+    // The client holds everything below the owner's output end - send_log_bytes_max (the owner
+    // never has more than that unacknowledged): older bytes of our copy are not needed and must
+    // not make the log overflow. The end is the tail's, past the snapshot: bounding by the
+    // snapshot position alone kept up to a whole log before it, and the tail on top overflowed
+    // the copy, which was then dropped (a replica lost under bulk output, seen in the simulator
+    // with the owner crashing next).
+    uint64_t out_end = std::max<uint64_t>(st->snap_out_seq, st->tail_start + st->out_tail.size());
+    uint64_t floor = out_end > cfg_.limits.send_log_bytes_max ? out_end - cfg_.limits.send_log_bytes_max : 0;
     uint64_t keep = std::min(std::max(c->out.base(), floor), st->out_log_start);
     Bytes whole = c->out.copy(keep, st->out_log_start);
     whole.insert(whole.end(), st->out_log.begin(), st->out_log.end());
