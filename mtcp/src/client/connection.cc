@@ -113,7 +113,9 @@ size_t Connection::accepted(size_t n, size_t offered) {
 
 size_t Connection::write_space() const {
   if (terminal_ || close_requested_) return 0;
-  return conn_->engine().write_space();
+  size_t room = conn_->engine().write_space();
+  if (room == 0) write_blocked_ = true;
+  return room;
 }
 
 size_t Connection::read_slices(size_t max_bytes, std::vector<Slice>& out) {

@@ -11,7 +11,8 @@
 // Data:
 //   write(Slice) / write_copy(span) return how many bytes were accepted into the send log
 //   (at most Limits::send_log_bytes_max waiting for the server's acknowledgement); fewer than
-//   offered, or 0, means the log is full: on_writable runs once there is room again.
+//   offered, or 0, means the log is full: on_writable runs once there is room again. It runs
+//   too after write_space() returned 0, for an application that asks before it produces.
 //   read_slices(max, out) hands over received bytes without a copy (read() copies);
 //   on_readable runs when new bytes arrived or the peer closed. Bytes left unread stay
 //   readable (up to Limits::recv_buffer_bytes_max; the server is held back beyond that) and are
@@ -172,7 +173,8 @@ class Connection {
   Stats stats_;
   uint64_t rcv_seen_ = 0;       // engine rcv_nxt already counted and announced
   bool connect_called_ = false;
-  bool write_blocked_ = false;  // a write accepted less than offered: on_writable is owed
+  // A write accepted less than offered, or write_space() said 0: on_writable is owed.
+  mutable bool write_blocked_ = false;
   bool peer_fin_ = false;
   bool peer_closed_due_ = false;  // peer_closed seen, announced after the bytes before it
   bool close_requested_ = false;
