@@ -106,7 +106,7 @@ size_t Connection::accepted(size_t n, size_t offered) {
   if (n > 0) {
     stats_.bytes_sent += n;
     policy_->on_bytes_sent(n, steady_ms());
-    conn_->service();
+    kick();
   }
   return n;
 }
@@ -124,13 +124,13 @@ size_t Connection::read_slices(size_t max_bytes, std::vector<Slice>& out) {
   e.read_slices(max_bytes, out);
   size_t n = before - e.readable();
   // Reading freed receive buffer: the engine may want to read its subflows again.
-  if (n > 0 && !terminal_ && !closing_subflows_) conn_->service();
+  if (n > 0 && !terminal_ && !closing_subflows_) kick();
   return n;
 }
 
 size_t Connection::read(std::span<uint8_t> dst) {
   size_t n = conn_->engine().read(dst);
-  if (n > 0 && !terminal_ && !closing_subflows_) conn_->service();
+  if (n > 0 && !terminal_ && !closing_subflows_) kick();
   return n;
 }
 
@@ -172,8 +172,31 @@ void Connection::on_change(std::vector<core::ClientEvent>& events) {
   --depth_;
 }
 
+// Inside a service round the event goes out now; from a call of the application it is posted,
+// so that no callback runs inside a call the application makes.
 void Connection::emit(Event e) {
-  if (on_event) on_event(e);
+  if (depth_ > 0) {
+    if (on_event) on_event(e);
+    return;
+  }
+  asio::post(io_, [this, alive = alive_, e = std::move(e)] {
+    if (*alive && on_event) on_event(e);
+  });
+}
+
+// The engine has new work (bytes written or read, a migration, a close). Inside a service
+// round ClientConn runs one more round; from a call of the application the round is posted
+// (once), because a round runs the callbacks: an application's write() inside its own pump
+// loop would otherwise re-enter that loop.
+void Connection::kick() {
+  if (depth_ > 0) return conn_->service();
+  if (service_posted_) return;
+  service_posted_ = true;
+  asio::post(io_, [this, alive = alive_] {
+    if (!*alive) return;
+    service_posted_ = false;
+    conn_->service();
+  });
 }
 
 void Connection::handle(const core::ClientEvent& ev, TimeMs now) {
@@ -337,7 +360,7 @@ Status Connection::start_migration(ServerId target, std::string reason, std::str
   out.reason = std::move(reason);
   out.detail = std::move(detail);
   emit(std::move(out));
-  conn_->service();
+  kick();
   return {};
 }
 
@@ -393,7 +416,9 @@ void Connection::arm_policy_timer(TimeMs now) {
   policy_timer_.async_wait([this, alive = alive_](asio::error_code ec) {
     if (ec || !*alive) return;
     policy_armed_ = core::kNever;
+    ++depth_;  // a handler of the loop, not a call of the application: events go out now
     run_policy(steady_ms());
+    --depth_;
   });
 }
 
@@ -405,7 +430,7 @@ void Connection::close() {
   manual_request_.reset();
   conn_->engine().close();
   if (close_timeout_ms_ != 0) arm_close_timer();
-  conn_->service();
+  kick();
 }
 
 void Connection::arm_close_timer() {
@@ -445,7 +470,9 @@ void Connection::finish_close(std::string detail) {
       out.kind = EventKind::closed;
       out.from = conn_->engine().server();
       out.detail = std::move(detail);
+      ++depth_;  // a handler of the loop: the event goes out now
       emit(std::move(out));
+      --depth_;
     });
   });
 }

@@ -5,8 +5,10 @@
 // Threading rule: everything runs on the thread that runs the io_context passed at creation.
 // No method may be called from another thread and no callback runs on another thread; there
 // is no locking. Another thread hands work in with asio::post(io, ...), which runs it on the
-// loop thread. Callbacks (on_event, on_readable, on_writable) may call any method, except that
-// a Connection must not be destroyed from inside its own callback: post the destruction.
+// loop thread. Callbacks (on_event, on_readable, on_writable) run from the io_context only,
+// never inside a call the application makes (write, read, migrate, close, ...), so an
+// application loop that writes is never re-entered. Callbacks may call any method, except
+// that a Connection must not be destroyed from inside its own callback: post the destruction.
 //
 // Data:
 //   write(Slice) / write_copy(span) return how many bytes were accepted into the send log
@@ -158,6 +160,7 @@ class Connection {
   void finish_close(std::string detail);
   void terminate();
   void emit(Event e);
+  void kick();
 
   asio::io_context& io_;
   ServerId first_;
@@ -181,6 +184,7 @@ class Connection {
   bool closing_subflows_ = false;  // flush_and_close is under way
   bool terminal_ = false;
   int depth_ = 0;  // > 0 while inside the engine's service round
+  bool service_posted_ = false;  // kick() posted a service round that has not run yet
   // Shared with pending handlers: false once this object is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
