@@ -355,6 +355,26 @@ TEST_F(ClientLibTest, MigrationToAStoppedMemberFailsAndTheConnectionCarriesOn) {
   EXPECT_EQ(e.c->stats().migrations_failed, 1u);
 }
 
+// A call made from inside a callback does not run callbacks either: migration_started of a
+// migrate() called from on_event arrives after that on_event returned.
+TEST_F(ClientLibTest, MigrateCalledFromACallbackReportsAfterTheCallback) {
+  start_pool(2);
+  EchoClient& e = client(0);
+  auto on_event = e.c->on_event;
+  e.c->on_event = [&, on_event](const client::Event& ev) {
+    on_event(ev);
+    if (ev.kind != EventKind::connected) return;
+    EchoClient::Inside in(e.inside);
+    EXPECT_TRUE(e.c->migrate().ok());
+    EXPECT_EQ(e.count(EventKind::migration_started), 0u);
+  };
+  ASSERT_TRUE(connect(e));
+  ASSERT_TRUE(run_until([&] { return e.count(EventKind::migrated) == 1; }));
+  EXPECT_EQ(e.count(EventKind::migration_started), 1u);
+  EXPECT_EQ(e.last(EventKind::migrated)->to, 2u);
+  EXPECT_EQ(e.last(EventKind::migrated)->reason, "manual");
+}
+
 TEST_F(ClientLibTest, MigrateRefusesWhenItCannot) {
   start_pool(2);
   EchoClient& e = client(0);

@@ -76,6 +76,7 @@ Connection::~Connection() {
 }
 
 void Connection::connect() {
+  AppCall call(app_depth_);
   if (connect_called_ || terminal_) return;
   connect_called_ = true;
   conn_->connect(first_);
@@ -84,6 +85,7 @@ void Connection::connect() {
 // ---- data ------------------------------------------------------------------------------------
 
 size_t Connection::write(Slice s) {
+  AppCall call(app_depth_);
   auto& e = conn_->engine();
   if (terminal_ || close_requested_ || e.state() == core::ClientState::failed || s.empty()) return 0;
   size_t offered = s.len;
@@ -93,6 +95,7 @@ size_t Connection::write(Slice s) {
 }
 
 size_t Connection::write_copy(std::span<const uint8_t> bytes) {
+  AppCall call(app_depth_);
   auto& e = conn_->engine();
   if (terminal_ || close_requested_ || e.state() == core::ClientState::failed || bytes.empty()) return 0;
   return accepted(e.write_copy(bytes), bytes.size());
@@ -119,6 +122,7 @@ size_t Connection::write_space() const {
 }
 
 size_t Connection::read_slices(size_t max_bytes, std::vector<Slice>& out) {
+  AppCall call(app_depth_);
   auto& e = conn_->engine();
   size_t before = e.readable();
   e.read_slices(max_bytes, out);
@@ -129,6 +133,7 @@ size_t Connection::read_slices(size_t max_bytes, std::vector<Slice>& out) {
 }
 
 size_t Connection::read(std::span<uint8_t> dst) {
+  AppCall call(app_depth_);
   size_t n = conn_->engine().read(dst);
   if (n > 0 && !terminal_ && !closing_subflows_) kick();
   return n;
@@ -157,7 +162,7 @@ uint64_t Connection::unacknowledged_bytes() const {
 
 void Connection::on_change(std::vector<core::ClientEvent>& events) {
   if (terminal_) return;
-  ++depth_;
+  ++round_depth_;
   TimeMs now = steady_ms();
   for (const auto& ev : events) {
     handle(ev, now);
@@ -169,13 +174,14 @@ void Connection::on_change(std::vector<core::ClientEvent>& events) {
     check_closed();
     run_policy(now);
   }
-  --depth_;
+  --round_depth_;
 }
 
-// Inside a service round the event goes out now; from a call of the application it is posted,
-// so that no callback runs inside a call the application makes.
+// From the library's own work (a service round, a timer) the event goes out now; from a call
+// of the application it is posted, so that no callback runs inside a call the application
+// makes.
 void Connection::emit(Event e) {
-  if (depth_ > 0) {
+  if (app_depth_ == 0) {
     if (on_event) on_event(e);
     return;
   }
@@ -185,11 +191,11 @@ void Connection::emit(Event e) {
 }
 
 // The engine has new work (bytes written or read, a migration, a close). Inside a service
-// round ClientConn runs one more round; from a call of the application the round is posted
+// round ClientConn runs one more round. From a call of the application the round is posted
 // (once), because a round runs the callbacks: an application's write() inside its own pump
 // loop would otherwise re-enter that loop.
 void Connection::kick() {
-  if (depth_ > 0) return conn_->service();
+  if (round_depth_ > 0 || app_depth_ == 0) return conn_->service();
   if (service_posted_) return;
   service_posted_ = true;
   asio::post(io_, [this, alive = alive_] {
@@ -365,13 +371,15 @@ Status Connection::start_migration(ServerId target, std::string reason, std::str
 }
 
 Status Connection::migrate(ServerId target) {
+  AppCall call(app_depth_);
   return start_migration(target, kReasonManual, "requested by the application");
 }
 
 void Connection::request_migration(ServerId target) {
+  AppCall call(app_depth_);
   if (terminal_) return;
   manual_request_ = target;
-  if (depth_ == 0) run_policy(steady_ms());
+  if (round_depth_ == 0) run_policy(steady_ms());  // inside a round, the round's end asks
 }
 
 void Connection::run_policy(TimeMs now) {
@@ -416,15 +424,14 @@ void Connection::arm_policy_timer(TimeMs now) {
   policy_timer_.async_wait([this, alive = alive_](asio::error_code ec) {
     if (ec || !*alive) return;
     policy_armed_ = core::kNever;
-    ++depth_;  // a handler of the loop, not a call of the application: events go out now
     run_policy(steady_ms());
-    --depth_;
   });
 }
 
 // ---- closing ---------------------------------------------------------------------------------
 
 void Connection::close() {
+  AppCall call(app_depth_);
   if (terminal_ || close_requested_) return;
   close_requested_ = true;
   manual_request_.reset();
@@ -470,9 +477,7 @@ void Connection::finish_close(std::string detail) {
       out.kind = EventKind::closed;
       out.from = conn_->engine().server();
       out.detail = std::move(detail);
-      ++depth_;  // a handler of the loop: the event goes out now
       emit(std::move(out));
-      --depth_;
     });
   });
 }
@@ -490,7 +495,7 @@ void Connection::terminate() {
 void Connection::abort() {
   if (terminal_ && closing_subflows_) return;
   closing_subflows_ = true;
-  if (depth_ > 0) return terminate();
+  if (round_depth_ > 0) return terminate();
   terminal_ = true;
   policy_timer_.cancel();
   close_timer_.cancel();

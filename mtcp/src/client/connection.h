@@ -183,7 +183,15 @@ class Connection {
   bool close_requested_ = false;
   bool closing_subflows_ = false;  // flush_and_close is under way
   bool terminal_ = false;
-  int depth_ = 0;  // > 0 while inside the engine's service round
+  int round_depth_ = 0;  // > 0 while inside the engine's service round (on_change)
+  int app_depth_ = 0;    // > 0 while inside a call of the application
+  struct AppCall {
+    explicit AppCall(int& d) : depth(d) { ++depth; }
+    ~AppCall() { --depth; }
+    AppCall(const AppCall&) = delete;
+    AppCall& operator=(const AppCall&) = delete;
+    int& depth;
+  };
   bool service_posted_ = false;  // kick() posted a service round that has not run yet
   // Shared with pending handlers: false once this object is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
