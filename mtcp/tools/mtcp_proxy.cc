@@ -1,10 +1,10 @@
 // mtcp-proxy: the client side of M-TCP for unmodified programs (docs/PROXY.md).
 //   mtcp-proxy --pool pool.json [--listen 127.0.0.1:7000] [--policy throughput,stall,hint,manual]
 // Listens on a local TCP address; each accepted connection is carried to the pool over one
-// M-TCP connection (rt::ClientConn) with its own migration policy (rt::MigrationPolicy).
+// M-TCP connection (client::Connection, client/connection.h) with its own migration policy.
 // Bytes are pumped with back-pressure both ways: the local socket is read only while the
-// engine has room in its send log, and the engine is read only once the previous local write
-// has finished, so nothing is buffered without bound.
+// connection has room in its send log, and the connection is read only once the previous
+// local write has finished, so nothing is buffered without bound.
 // SIGUSR1: migrate every connection now (manual policy). SIGINT/SIGTERM: close all, exit 0.
 // Exit status: 0 after a signal, 2 on bad usage, a bad configuration or a listen failure.
 #include <CLI/CLI.hpp>
@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "client/connection.h"
 #include "runtime/address.h"
-#include "runtime/client_conn.h"
 #include "runtime/os.h"
 #include "runtime/policy.h"
 
@@ -28,20 +28,15 @@ using namespace mtcp;
 using asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kLocalReadBytes = 256u << 10;   // one read from the local program, at most
-constexpr size_t kLocalWriteBytes = 1u << 20;    // one gathered write to the local program
-constexpr core::TimeMs kPolicyRetryTickMs = 20;  // a decision the engine cannot take yet
+constexpr size_t kLocalReadBytes = 256u << 10;  // one read from the local program, at most
+constexpr size_t kLocalWriteBytes = 1u << 20;   // one gathered write to the local program
 
-const char* hint_name(wire::HintReason r) {
-  switch (r) {
-    case wire::HintReason::overload:
-      return "overload";
-    case wire::HintReason::draining:
-      return "draining";
-    case wire::HintReason::operator_request:
-      return "operator request";
-  }
-  return "unknown";
+// The text logged as a migration's reason (docs/PROXY.md): the default policy's explanation
+// ("schedule: every 100 ms", "stall: ..."), "manual" for SIGUSR1, "recovery: subflow lost".
+std::string reason_text(const client::Event& e) {
+  if (e.reason == client::kReasonRecovery) return "recovery: subflow lost";
+  if (e.reason == client::kReasonManual || e.detail.empty()) return e.reason;
+  return e.detail;
 }
 
 // One line per event: JSON on stdout (--json) or a human line on stderr.
@@ -85,21 +80,12 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t id() const { return id_; }
 
  private:
-  struct Pending {
-    core::ServerId target = 0;
-    std::string reason;
-    Clock::time_point started;
-  };
-
-  void on_change(std::vector<core::ClientEvent>& events);
-  void pump(core::TimeMs now);
+  void on_event(const client::Event& ev);
+  void pump();
   void read_local();
+  bool push_up(Slice s);
   void write_local();
-  void run_policy(core::TimeMs now);
-  void arm_timer(core::TimeMs now);
   void check_done();
-  void maybe_detach();
-  void after_local_write();
   void finish(const std::string& event, const std::string& why, bool reset_local,
               nlohmann::json extra = {});
   nlohmann::json base(const char* event) const { return {{"event", event}, {"conn", id_}}; }
@@ -109,26 +95,22 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t id_;
   tcp::socket local_;
   std::string peer_;
-  std::unique_ptr<rt::ClientConn> conn_;
-  rt::MigrationPolicy policy_;
-  asio::steady_timer timer_;
-  core::TimeMs armed_ = core::kNever;
+  std::unique_ptr<client::Connection> conn_;
   Clock::time_point opened_;
 
-  std::vector<Slice> out_;  // being written to the local program
+  std::vector<Slice> out_;   // being written to the local program
+  Slice up_rest_;            // read from the local program, not yet taken by the send log
   bool local_reading_ = false;
   bool local_writing_ = false;
   bool local_eof_ = false;   // the local program closed its sending side
-  bool peer_fin_ = false;    // the server closed its side (engine peer_closed)
+  bool peer_fin_ = false;    // the server closed its side
   bool local_shut_ = false;  // we shut down our sending side towards the local program
   bool detached_ = false;    // the M-TCP connection is complete and closed; delivering its tail
-  std::string end_note_;     // added to the "done" reason
+  std::string end_reason_;   // the `closed` event's detail: "done", ...
   bool done_ = false;
-  uint64_t rcv_seen_ = 0;    // engine rcv_nxt last reported to the policy
   uint64_t bytes_up_ = 0;    // local program -> pool
   uint64_t bytes_down_ = 0;  // pool -> local program
   uint64_t migrations_ = 0;
-  std::optional<Pending> pending_;
 };
 
 class Proxy {
@@ -262,13 +244,7 @@ class Proxy {
 // ---- session ------------------------------------------------------------------------------
 
 Session::Session(Proxy& proxy, uint64_t id, tcp::socket local, std::string peer)
-    : proxy_(proxy),
-      id_(id),
-      local_(std::move(local)),
-      peer_(std::move(peer)),
-      policy_(proxy.opt().policy),
-      timer_(proxy.io()),
-      opened_(Clock::now()) {}
+    : proxy_(proxy), id_(id), local_(std::move(local)), peer_(std::move(peer)), opened_(Clock::now()) {}
 
 void Session::start() {
   asio::error_code ignore;
@@ -276,158 +252,112 @@ void Session::start() {
   proxy_.log().event(
       {{"event", "accepted"}, {"conn", id_}, {"peer", peer_}, {"server", proxy_.opt().first}},
       tag() + "accepted " + peer_ + ", connecting to member " + std::to_string(proxy_.opt().first));
-  conn_ = std::make_unique<rt::ClientConn>(proxy_.io(), proxy_.pool());
-  // on_change runs inside conn_->service(), which only runs while conn_ (and so this) lives.
-  conn_->on_change = [this](std::vector<core::ClientEvent>& evs) { on_change(evs); };
-  conn_->connect(proxy_.opt().first);
+  client::Options o;
+  o.first = proxy_.opt().first;
+  o.policy = proxy_.opt().policy;
+  o.close_timeout_ms = 0;  // the local program decides how long a half-closed connection lasts
+  std::string why;
+  conn_ = client::Connection::create(proxy_.io(), proxy_.pool(), std::move(o), why);
+  if (!conn_) return finish("failed", why, true);  // main() checked the same: not expected
+  // The callbacks run only while conn_ (and so this) lives.
+  conn_->on_event = [this](const client::Event& ev) { on_event(ev); };
+  conn_->on_readable = [this] { pump(); };
+  conn_->on_writable = [this] { read_local(); };
+  conn_->connect();
   // The local program may talk first: its bytes wait in the send log until WELCOME.
   read_local();
 }
 
 void Session::manual() {
-  if (done_) return;
-  policy_.request_manual();
-  run_policy(rt::now_ms());
+  if (done_ || !(proxy_.opt().policy.enabled & rt::kPolicyManual)) return;
+  conn_->request_migration();
 }
 
 void Session::stop(const std::string& why) { finish("closed", why, false); }
 
-void Session::on_change(std::vector<core::ClientEvent>& events) {
-  if (done_ || detached_) return;
-  auto& e = conn_->engine();
-  core::TimeMs now = rt::now_ms();
-  using K = core::ClientEvent::Kind;
-  for (const auto& ev : events) {
-    switch (ev.kind) {
-      case K::connected: {
-        policy_.on_connected(e.server(), e.pool(), now);
-        auto j = base("connected");
-        j["server"] = e.server();
-        j["conn_id"] = e.conn_id();
-        proxy_.log().event(j, tag() + "connected to member " + std::to_string(e.server()) +
-                                  " (M-TCP connection " + std::to_string(e.conn_id()) + ")");
-        break;
-      }
-      case K::migrated: {
-        ++migrations_;
-        std::string reason;
-        int64_t down_us = 0;
-        if (pending_ && pending_->target == ev.to) {
-          reason = pending_->reason;
-          down_us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
-                                                                          pending_->started)
-                        .count();
-        } else {
-          // The engine moved by itself: the subflow was lost (a crashed or unreachable member).
-          reason = "recovery: subflow lost";
-          down_us = static_cast<int64_t>(ev.done_ms - ev.started_ms) * 1000;
-        }
-        pending_.reset();
-        policy_.on_migrated(ev.from, ev.to, now);
-        auto j = base("migration");
-        j.update({{"from", ev.from},
-                  {"to", ev.to},
-                  {"reason", reason},
-                  {"downtime_us", down_us},
-                  {"output_at", ev.rcv_at},
-                  {"input_at", ev.snd_at},
-                  {"bytes_up", bytes_up_},
-                  {"bytes_down", bytes_down_},
-                  {"migrations", migrations_}});
-        proxy_.log().event(j, tag() + "migrated " + std::to_string(ev.from) + " -> " +
-                                  std::to_string(ev.to) + " in " + std::to_string(down_us) +
-                                  " us (" + reason + "; output at " + std::to_string(ev.rcv_at) +
-                                  ", input at " + std::to_string(ev.snd_at) + ")");
-        break;
-      }
-      case K::migration_failed: {
-        std::string reason =
-            pending_ && pending_->target == ev.to ? pending_->reason : "recovery: subflow lost";
-        pending_.reset();
-        policy_.on_migration_failed(ev.to, now);
-        auto j = base("migration_failed");
-        j.update({{"from", ev.from},
-                  {"to", ev.to},
-                  {"reason", reason},
-                  {"error", std::string(to_string(ev.error))}});
-        proxy_.log().event(
-            j, tag() + "migration " + std::to_string(ev.from) + " -> " + std::to_string(ev.to) +
-                   " failed: " + std::string(to_string(ev.error)) + " (" + reason + ")");
-        break;
-      }
-      case K::hint: {
-        policy_.on_hint(ev.to, now);
-        auto j = base("hint");
-        j.update({{"from", ev.from}, {"to", ev.to}, {"hint", hint_name(ev.hint)}});
-        proxy_.log().event(j, tag() + "member " + std::to_string(ev.from) + " hints: move" +
-                                  (ev.to ? " to " + std::to_string(ev.to) : std::string()) + " (" +
-                                  hint_name(ev.hint) + ")");
-        break;
-      }
-      case K::peer_closed:
-        peer_fin_ = true;
-        policy_.on_peer_closed(now);
-        break;
-      case K::failed: {
-        if (peer_fin_ && local_eof_) {  // after both sides closed: the end, not a failure
-          maybe_detach();
-          break;
-        }
-        std::string why = std::string(to_string(ev.error));
-        if (ev.last_attempt != Error::ok)
-          why += " (last attempt: " + std::string(to_string(ev.last_attempt)) + ")";
-        // Reset the local connection: the program must see an error, never a clean end.
-        finish("failed", why, true,
-               {{"error", std::string(to_string(ev.error))},
-                {"last_attempt", std::string(to_string(ev.last_attempt))}});
-        return;
-      }
-    }
-  }
-  if (uint64_t r = e.rcv_nxt(); r > rcv_seen_) {
-    policy_.on_bytes_received(r - rcv_seen_, now);
-    rcv_seen_ = r;
-  }
-  pump(now);
-  maybe_detach();
-  run_policy(now);
-  check_done();
-}
-
-// Both directions are closed and everything the program sent is acknowledged: the M-TCP
-// connection is complete, whatever happens to its subflow now. The member frees it and closes
-// the subflow; the engine would take that for a lost server and try to recover (ending in
-// "unknown connection" failures). So close the subflows ourselves and deliver the bytes the
-// engine still holds (at most its receive buffer) to the local program.
-// A member may also free the connection before its last ACK went out (seen with eager
-// transfer and ack-after-replication): once both sides have closed, losing the subflow (or
-// the engine giving up after that) is taken as the end too, and the log says how many bytes
-// were left unacknowledged.
-void Session::maybe_detach() {
-  if (detached_ || done_ || !peer_fin_ || !local_eof_) return;
-  auto& e = conn_->engine();
-  uint64_t unacked = e.send_log().end() - e.send_log().base();
-  bool gone = !e.primary() || e.state() == core::ClientState::failed;
-  if (unacked != 0 && !gone) return;
-  if (unacked != 0)
-    end_note_ =
-        " (the member closed without acknowledging the last " + std::to_string(unacked) + " bytes)";
-  detached_ = true;
-  timer_.cancel();
-  asio::post(proxy_.io(), [self = shared_from_this()] { self->conn_->close_all(); });
-}
-
-// Moves bytes in both directions as far as back-pressure allows.
-void Session::pump(core::TimeMs now) {
+void Session::on_event(const client::Event& ev) {
   if (done_) return;
-  auto& e = conn_->engine();
+  switch (ev.kind) {
+    case client::EventKind::connected: {
+      auto j = base("connected");
+      j["server"] = conn_->server();
+      j["conn_id"] = conn_->conn_id();
+      proxy_.log().event(j, tag() + "connected to member " + std::to_string(conn_->server()) +
+                                " (M-TCP connection " + std::to_string(conn_->conn_id()) + ")");
+      break;
+    }
+    case client::EventKind::migration_started:
+      break;  // logged when it ends
+    case client::EventKind::migrated: {
+      ++migrations_;
+      std::string reason = reason_text(ev);
+      auto j = base("migration");
+      j.update({{"from", ev.from},
+                {"to", ev.to},
+                {"reason", reason},
+                {"downtime_us", ev.downtime_us},
+                {"output_at", ev.rcv_at},
+                {"input_at", ev.snd_at},
+                {"bytes_up", bytes_up_},
+                {"bytes_down", bytes_down_},
+                {"migrations", migrations_}});
+      proxy_.log().event(j, tag() + "migrated " + std::to_string(ev.from) + " -> " +
+                                std::to_string(ev.to) + " in " + std::to_string(ev.downtime_us) +
+                                " us (" + reason + "; output at " + std::to_string(ev.rcv_at) +
+                                ", input at " + std::to_string(ev.snd_at) + ")");
+      break;
+    }
+    case client::EventKind::migration_failed: {
+      std::string reason = reason_text(ev);
+      auto j = base("migration_failed");
+      j.update({{"from", ev.from},
+                {"to", ev.to},
+                {"reason", reason},
+                {"error", std::string(to_string(ev.error))}});
+      proxy_.log().event(
+          j, tag() + "migration " + std::to_string(ev.from) + " -> " + std::to_string(ev.to) +
+                 " failed: " + std::string(to_string(ev.error)) + " (" + reason + ")");
+      break;
+    }
+    case client::EventKind::hint: {
+      auto j = base("hint");
+      j.update({{"from", ev.from}, {"to", ev.to}, {"hint", client::to_string(ev.hint)}});
+      proxy_.log().event(j, tag() + client::to_string(ev));
+      break;
+    }
+    case client::EventKind::peer_closed:
+      peer_fin_ = true;
+      pump();  // nothing left to deliver: shut the local side now
+      break;
+    case client::EventKind::failed: {
+      std::string why = std::string(to_string(ev.error));
+      if (ev.last_attempt != Error::ok)
+        why += " (last attempt: " + std::string(to_string(ev.last_attempt)) + ")";
+      // Reset the local connection: the program must see an error, never a clean end.
+      finish("failed", why, true,
+             {{"error", std::string(to_string(ev.error))},
+              {"last_attempt", std::string(to_string(ev.last_attempt))}});
+      break;
+    }
+    case client::EventKind::closed:
+      // Both directions closed and acknowledged: deliver what is still readable, then end.
+      detached_ = true;
+      end_reason_ = ev.detail;
+      pump();
+      check_done();
+      break;
+  }
+}
+
+// Moves bytes towards the local program as far as its socket takes them, and reads it again
+// if the send log has room.
+void Session::pump() {
+  if (done_) return;
   if (!local_writing_ && !local_shut_) {
-    if (e.readable() > 0) {
+    if (conn_->readable() > 0) {
       out_.clear();
-      e.read_slices(kLocalWriteBytes, out_);
+      conn_->read_slices(kLocalWriteBytes, out_);
       write_local();
-      // Reading freed receive buffer: the engine may want to read its subflows again.
-      if (!detached_) conn_->service();
     } else if (peer_fin_) {
       asio::error_code ignore;
       local_.shutdown(tcp::socket::shutdown_send, ignore);
@@ -435,45 +365,48 @@ void Session::pump(core::TimeMs now) {
     }
   }
   // Data the local program has not taken yet: a slow reader, not a slow server.
-  policy_.on_app_limited(local_writing_ && e.readable() > 0, now);
-  if (!local_reading_ && !local_eof_ && e.write_space() > 0) read_local();
+  conn_->set_app_limited(local_writing_ && conn_->readable() > 0);
+  if (!local_reading_) read_local();
 }
 
-void Session::after_local_write() {
-  if (!detached_) return conn_->service();  // runs on_change: the next write, the policy, the end
-  pump(rt::now_ms());
-  check_done();
+// Hands bytes read from the local program to the connection; false if some are left for
+// on_writable (only if the send log has less room than when the read started).
+bool Session::push_up(Slice s) {
+  size_t took = conn_->write(s);
+  if (took < s.len) {
+    up_rest_ = s.sub(took, s.len - took);
+    return false;
+  }
+  up_rest_ = {};
+  return true;
 }
 
 void Session::read_local() {
-  if (local_reading_ || local_eof_ || done_) return;
-  auto& e = conn_->engine();
-  size_t room = std::min(e.write_space(), kLocalReadBytes);
-  if (room == 0 || e.state() == core::ClientState::failed) return;
+  if (local_reading_ || done_) return;
+  if (!up_rest_.empty() && !push_up(up_rest_)) return;
+  if (local_eof_) {
+    conn_->close();  // a CLOSE follows the last byte written (once: close() ignores repeats)
+    return;
+  }
+  size_t room = std::min(conn_->write_space(), kLocalReadBytes);
+  if (room == 0) return;  // on_writable comes back
   auto block = std::make_shared<Bytes>(room);
   local_reading_ = true;
   local_.async_read_some(
       asio::buffer(*block), [self = shared_from_this(), block](asio::error_code ec, size_t n) {
         self->local_reading_ = false;
         if (self->done_) return;
-        auto& eng = self->conn_->engine();
         if (ec == asio::error::eof) {
           self->local_eof_ = true;
-          eng.close();  // a CLOSE follows the last byte written
-          self->conn_->service();
-          return;
+          return self->read_local();
         }
         if (ec) return self->finish("closed", "local connection: " + ec.message(), true);
-        // n <= write_space at the time of the read, and only we write: it fits. A small read is
-        // copied into a block of its size, so it does not pin the whole read buffer.
-        if (n * 2 < block->size()) {
-          (void)eng.write_copy(std::span<const uint8_t>(block->data(), n));
-        } else {
-          (void)eng.write(Slice(BlockPtr(block), 0, n));
-        }
         self->bytes_up_ += n;
-        self->policy_.on_bytes_sent(n, rt::now_ms());
-        self->conn_->service();
+        // A small read is copied into a block of its size, so it does not pin the whole
+        // read buffer.
+        Slice s = n * 2 < block->size() ? Slice::copy_of(std::span<const uint8_t>(block->data(), n))
+                                        : Slice(BlockPtr(block), 0, n);
+        if (self->push_up(std::move(s))) self->read_local();
       });
 }
 
@@ -493,49 +426,16 @@ void Session::write_local() {
     if (self->done_) return;
     if (ec) return self->finish("closed", "local connection: " + ec.message(), true);
     self->bytes_down_ += n;
-    self->after_local_write();
+    self->pump();
+    self->check_done();
   });
 }
 
-void Session::run_policy(core::TimeMs now) {
-  // Nothing left to move once both directions are closed.
-  if (done_ || detached_ || (peer_fin_ && local_eof_)) return;
-  auto& e = conn_->engine();
-  if (e.state() == core::ClientState::established && !e.migrating() && e.primary()) {
-    if (auto d = policy_.poll(now)) {
-      core::ServerId target = d->target;
-      if (target != 0 && e.migrate(target, now)) {
-        policy_.on_migration_started(target, now);
-        pending_ = Pending{target, d->reason, Clock::now()};
-        conn_->service();
-        if (done_) return;
-      }
-    }
-  }
-  arm_timer(now);
-}
-
-void Session::arm_timer(core::TimeMs now) {
-  core::TimeMs d = policy_.next_deadline();
-  if (d == core::kNever) return;
-  // Due already but not taken (the engine is busy): look again a little later; the events
-  // that end the engine's business call run_policy too.
-  if (d <= now) d = now + kPolicyRetryTickMs;
-  if (armed_ != core::kNever && armed_ <= d) return;  // an earlier wake-up is set: it re-arms
-  armed_ = d;
-  timer_.expires_after(std::chrono::milliseconds(d - now));
-  timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
-    if (ec || self->done_) return;
-    self->armed_ = core::kNever;
-    self->run_policy(rt::now_ms());
-  });
-}
-
-// The M-TCP connection is complete (maybe_detach) and everything the pool sent is delivered:
-// a clean end on both sides.
+// The M-TCP connection is complete (the `closed` event) and everything the pool sent is
+// delivered: a clean end on both sides.
 void Session::check_done() {
   if (done_ || !detached_ || !local_shut_ || local_writing_) return;
-  finish("closed", "done" + end_note_, false);
+  finish("closed", end_reason_, false);
 }
 
 void Session::finish(const std::string& event, const std::string& why, bool reset_local,
@@ -543,7 +443,6 @@ void Session::finish(const std::string& event, const std::string& why, bool rese
   if (done_) return;
   done_ = true;
   asio::error_code ignore;
-  timer_.cancel();
   if (reset_local) local_.set_option(asio::socket_base::linger(true, 0), ignore);  // RST, not FIN
   local_.close(ignore);
   double secs = std::chrono::duration<double>(Clock::now() - opened_).count();
@@ -564,11 +463,10 @@ void Session::finish(const std::string& event, const std::string& why, bool rese
                             (reset_local ? "; local connection reset)" : ")"));
   auto self = shared_from_this();
   proxy_.remove(id_);
-  // close_all() is not called from inside conn_->service() (finish may run there), and the
-  // ClientConn outlives its aborted socket operations: their handlers use it, so it is freed
-  // only after they have run (they are queued before the second post below).
+  // finish may run inside a callback of conn_: the session (and conn_) must outlive it, and
+  // the aborted socket operations, whose handlers are queued before the second post below.
   asio::post(proxy_.io(), [self] {
-    self->conn_->close_all();
+    if (self->conn_) self->conn_->abort();
     asio::post(self->proxy_.io(), [self] {});
   });
 }
