@@ -1,7 +1,6 @@
 // Server engine, part 1: subflows, client frames and the application calls.
 // Part 2 (transfer.cc): ownership claims, hand-off, eager replication.
 #include <algorithm>
-#include <cassert>
 #include <cstring>
 
 #include "core/receive.h"
@@ -33,7 +32,7 @@ Status validate(const ServerConfig& cfg) {
 }
 
 ServerEngine::ServerEngine(ServerConfig cfg, Random& rng) : cfg_(std::move(cfg)), rng_(rng) {
-  assert(validate(cfg_).ok());
+  MTCP_ASSERT(validate(cfg_).ok(), "server: invalid configuration (call validate first)");
   tokens_ = cfg_.limits.migrate_requests_per_s_max;
 }
 
@@ -48,6 +47,63 @@ const ServerEngine::Conn* ServerEngine::find(ConnId id) const {
 ServerEngine::Conn* ServerEngine::owned(ConnId id) {
   Conn* c = find(id);
   return c && c->role == Role::owner ? c : nullptr;
+}
+
+// ---- invariants (common/assert.h) ----------------------------------------------------------
+
+void ServerEngine::check_conn(const Conn& c) const {
+  c.out.check();
+  MTCP_ASSERT(c.out.bytes_max() == cfg_.limits.send_log_bytes_max, "conn: send log not bounded by send_log_bytes_max");
+  MTCP_ASSERT(c.snap_in_seq <= c.app_in, "conn: app read position below its snapshot");
+  MTCP_ASSERT(c.app_in <= c.in_end(), "conn: app read beyond the input log");
+  MTCP_ASSERT(c.acked_in <= c.in_end(), "conn: acknowledged input the log does not hold");
+  MTCP_ASSERT(c.app_out <= c.out.end(), "conn: app output position beyond the send log");
+  MTCP_ASSERT(!c.client_fin || c.client_fin_at == c.in_end(), "conn: input beyond the client's CLOSE");
+  MTCP_ASSERT(c.parked_bytes <= parked_max() + kFramePayloadBytesMax, "conn: parked DATA beyond parked_max");
+  MTCP_ASSERT(c.parked.empty() == (c.parked_bytes == 0), "conn: parked byte count out of step");
+  MTCP_ASSERT(c.role != Role::frozen || c.handed_to != 0, "conn: frozen without a successor");
+  if (c.subflow) {
+    MTCP_ASSERT(c.role == Role::owner, "conn: a subflow attached to a non-owner");
+    auto it = subs_.find(*c.subflow);
+    MTCP_ASSERT(it != subs_.end(), "conn: attached subflow does not exist");
+    MTCP_ASSERT(it->second.phase == Phase::attached, "conn: attached subflow not in phase attached");
+    MTCP_ASSERT(it->second.conn == c.id, "conn: attached subflow points at another connection");
+  }
+}
+
+void ServerEngine::check_tables() const {
+  MTCP_ASSERT(conns_.size() <= cfg_.limits.connections_max, "server: connection table beyond connections_max");
+  MTCP_ASSERT(claims_.size() <= cfg_.limits.pending_migrations_max, "server: claims beyond pending_migrations_max");
+  MTCP_ASSERT(subs_.size() <= cfg_.limits.subflows_max, "server: subflow table beyond subflows_max");
+}
+
+// Every subflow in phase attached is its connection's one subflow (so an owner has at most one).
+void ServerEngine::check_all() const {
+  check_tables();
+  for (const auto& [id, c] : conns_) {
+    MTCP_ASSERT(c.id == id, "conn: id differs from its table key");
+    check_conn(c);
+  }
+  for (const auto& [id, s] : subs_) {
+    if (s.phase != Phase::attached) continue;
+    const Conn* c = find(s.conn);
+    MTCP_ASSERT(c != nullptr, "subflow: attached to a connection that does not exist");
+    MTCP_ASSERT(c->subflow == id, "subflow: attached, but its connection's record points elsewhere");
+  }
+}
+
+void ServerEngine::record_vote(ConnId id, Vote v) {
+  auto it = votes_.find(id);
+  if (it != votes_.end()) {
+    const Vote& old = it->second;
+    MTCP_ASSERT(v.epoch >= old.epoch, "vote: epoch went back");
+    // One claimer per epoch. The one exception: our own vote, once our claim for that epoch
+    // is over (it can no longer count it), may go to the claimer that beat us.
+    bool own_claim_pending = std::any_of(claims_.begin(), claims_.end(), [&](const auto& kv) { return kv.second.conn == id; });
+    MTCP_ASSERT(v.epoch > old.epoch || v.claimer == old.claimer || (old.claimer == cfg_.self && !own_claim_pending),
+                "vote: a second claimer in one epoch");
+  }
+  votes_[id] = v;
 }
 
 // Token bucket: at most migrate_requests_per_s_max proofs are checked per second, so a flood
@@ -77,6 +133,7 @@ void ServerEngine::on_subflow_open(SubflowId sub, TimeMs now) {
   s.opened_ms = now;
   s.decoder = wire::FrameDecoder(kFramePayloadBytesMax);
   subs_.emplace(sub, std::move(s));
+  MTCP_ASSERT(subs_.size() <= cfg_.limits.subflows_max, "server: subflow table beyond subflows_max");
 }
 
 void ServerEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
@@ -334,6 +391,7 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   ConnId id = 0;
   while (id == 0 || conns_.contains(id)) id = rng_.u64();
   auto [it, inserted] = conns_.emplace(id, Conn(cfg_.limits.send_log_bytes_max));
+  MTCP_ASSERT(conns_.size() <= cfg_.limits.connections_max, "server: connection table beyond connections_max");
   touch_conn(id);
   Conn& c = it->second;
   c.id = id;
@@ -357,6 +415,7 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   c.cert_issued_ms = now;
   ++counters_.connections_opened;
   emit({ServerEvent::Kind::opened, id, Error::ok});
+  check_conn(c);
   if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
 }
 
@@ -405,8 +464,14 @@ void ServerEngine::on_data(SubflowId sub, Conn& c, wire::Data&& d) {
 }
 
 void ServerEngine::accept_data(Conn& c, const wire::Data& d) {
+  MTCP_ASSERT(c.role == Role::owner, "input: DATA accepted by a non-owner");
+  MTCP_ASSERT(c.in_log.size() < cfg_.limits.input_log_bytes_max, "input: DATA accepted into a full input log");
   uint64_t end = c.in_end();
   counters_.duplicate_bytes_dropped += append_new_bytes(d, end, c.in_log);
+  // Room for one more frame was checked: the log passes its cap by at most that frame.
+  MTCP_ASSERT(c.in_log.size() <= cfg_.limits.input_log_bytes_max + kFramePayloadBytesMax,
+              "input: input log beyond input_log_bytes_max");
+  check_conn(c);
   if (c.in_end() == end) return;
   if (pump_depth_ > 0) repl_dirty_.insert(c.id);
   else replicate(c, now_ms_, false);
@@ -474,6 +539,7 @@ void ServerEngine::attach(Conn& c, SubflowId sub, TimeMs now) {
   Sub& s = subs_.at(sub);
   s.phase = Phase::attached;
   s.conn = c.id;
+  check_conn(c);
 }
 
 void ServerEngine::send_accept(Conn& c, SubflowId sub, TimeMs now) {
@@ -544,6 +610,7 @@ size_t ServerEngine::conn_read(ConnId id, std::span<uint8_t> dst) {
   if (n > 0) touch_conn(id);  // only a change counts: an app polling an idle connection must not keep it listed
   if (c->app_in < c->replay_until) counters_.replayed_input_bytes += std::min<uint64_t>(n, c->replay_until - c->app_in);
   c->app_in += n;
+  check_conn(*c);
   maybe_free(*c);
   return n;
 }
@@ -556,6 +623,7 @@ size_t ServerEngine::conn_read_slices(ConnId id, size_t max_bytes, std::vector<S
   c->in_log.view(static_cast<size_t>(c->app_in - c->snap_in_seq), n, out);
   if (c->app_in < c->replay_until) counters_.replayed_input_bytes += std::min<uint64_t>(n, c->replay_until - c->app_in);
   c->app_in += n;
+  check_conn(*c);
   maybe_free(*c);
   return n;
 }
@@ -606,6 +674,7 @@ Result<size_t> ServerEngine::conn_write(ConnId id, Slice s) {
     accepted += n;
     c->app_out += n;
   }
+  check_conn(*c);
   if (accepted > 0) touch_conn(id);
   return accepted;
 }
@@ -640,6 +709,7 @@ Status ServerEngine::conn_snapshot(ConnId id, Bytes snapshot) {
   c->snapshot = std::move(snapshot);
   ++c->snap_id;
   if (c->verify) restart_digest(*c);
+  check_conn(*c);
   if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(*c, now_ms_, true);
   // Room in the input log again: parse what the subflow queued meanwhile.
   if (c->subflow) pump(*c->subflow, now_ms_);
@@ -851,6 +921,8 @@ void ServerEngine::on_timer(TimeMs now) {
   }
   for (auto& [id, e] : expired) free_conn(id, e);
   std::erase_if(retired_, [&](const auto& kv) { return now >= kv.second.until_ms; });
+  MTCP_ASSERT(retired_.size() <= cfg_.limits.connections_max, "server: retired table beyond connections_max");
+  check_all();
 }
 
 TimeMs ServerEngine::sub_deadline(const Sub& s) const {

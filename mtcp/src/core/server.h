@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cert/cert.h"
+#include "common/assert.h"
 #include "common/counters.h"
 #include "common/digest.h"
 #include "common/limits.h"
@@ -268,6 +269,15 @@ class ServerEngine {
     touch_conn(ev.conn);
     events_.push_back(ev);
   }
+  // Invariants (MTCP_ASSERT): one connection's positions, logs and subflow link, and the
+  // tables' bounds; check_all() walks every connection and subflow (from on_timer, which
+  // visits them all anyway).
+  void check_conn(const Conn& c) const;
+  void check_tables() const;
+  void check_all() const;
+  // Record a vote (or, from a DENY, the newer epoch another member knows): never older than
+  // the one recorded, and one claimer per epoch.
+  void record_vote(ConnId id, Vote v);
   TimeMs conn_deadline(const Conn& c) const;
   TimeMs sub_deadline(const Sub& s) const;
   void refresh_deadlines() const;
@@ -322,6 +332,7 @@ class ServerEngine {
   void freeze(Conn& c, ServerId to, uint64_t epoch);
   // out_from > the log's start: only output from there (an out_log_tail state, for eager).
   wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0) const;
+  Status check_install(const wire::ConnState& s, uint64_t client_rcv_nxt) const;
   Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
   Status resend_from(Conn& c, uint64_t client_rcv_nxt);
   void replicate(Conn& c, TimeMs now, bool force_state);
