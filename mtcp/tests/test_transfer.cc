@@ -267,13 +267,11 @@ TEST(LazyTransfer, TwoClaimsToTheOwnerExactlyOneWins) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
-// POSSIBLE ENGINE BUG (kept on purpose, see the report): a MIGRATE with a valid proof but a
-// stale counter sent to a member that does not hold the connection (lazy) is refused with
-// stale_counter only after the claim won: by then the owner has frozen and closed the client's
-// subflow, and claim_won() has already installed the state with role owner. The claimer keeps
-// the connection without an `imported` event (no application instance) and sends no RELEASE;
-// when the client recovers to it, the member resumes a connection nobody serves and the
-// stream stalls. A refused attempt must not disturb the live connection.
+// Regression: a MIGRATE with a valid proof but a stale counter sent to a member that does not
+// hold the connection (lazy). The owner refuses it before freezing (on_claim), and claim_won
+// checks the counter before it creates or changes anything (once it installed the state with
+// role owner first, leaving a connection nobody served). A refused attempt must not disturb
+// the live connection.
 TEST(LazyTransfer, StaleCounterAtANonOwnerLeavesTheConnectionServed) {
   Harness h(3);
   h.connect(1);
