@@ -3,8 +3,9 @@
 #
 #   scripts/build.sh [release|sanitize|fuzz] [extra cmake -D options...]
 #
-#   release   build/       RelWithDebInfo
-#   sanitize  build-asan/  Debug (-O1, asserts on), address + undefined sanitizers, MTCP_SIM_SEEDS=2000
+#   release   build/       RelWithDebInfo (core invariants on: MTCP_INVARIANTS defaults to ON)
+#   sanitize  build-asan/  Debug (-O1, asserts and invariants on), address + undefined sanitizers,
+#                          MTCP_SIM_SEEDS=2000
 #   fuzz      build-fuzz/  clang-14, libFuzzer harnesses (MTCP_FUZZ=ON)
 set -euo pipefail
 
@@ -27,8 +28,9 @@ case "${mode}" in
   sanitize)
     build_dir="build-asan"
     # Debug keeps assertions on; -O1 keeps the sanitized simulator fast enough for CI.
+    # MTCP_INVARIANTS: the core's MTCP_ASSERT checks (on by default; said here on purpose).
     cmake_args=(-DMTCP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
-      -DMTCP_SIM_SEEDS=2000)
+      -DMTCP_SIM_SEEDS=2000 -DMTCP_INVARIANTS=ON)
     ;;
   fuzz)
     build_dir="build-fuzz"

@@ -282,5 +282,18 @@ TEST(SendLogLarge, DsnNearTheTopOfTheSpace) {
   expect_positions(log, start + 400, start + 400, start + 400);
 }
 
+// MTCP_ASSERT is compiled in (MTCP_INVARIANTS, on by default in every build type): a view
+// outside [base, end) is an invariant failure that prints where and why, then aborts.
+TEST(SendLogDeathTest, ViewOutsideTheLogIsAnInvariantFailure) {
+#if MTCP_INVARIANTS
+  SendLog log(16);
+  ASSERT_TRUE(log.append(Slice::copy_of(pattern_bytes(8, 1))).ok());
+  std::vector<Slice> out;
+  EXPECT_DEATH(log.view(0, 9, out), "send_log.cc:[0-9]+: invariant failed: .*send log: view outside");
+#else
+  GTEST_SKIP() << "MTCP_INVARIANTS is off";
+#endif
+}
+
 }  // namespace
 }  // namespace mtcp::core

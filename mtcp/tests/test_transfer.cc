@@ -267,13 +267,11 @@ TEST(LazyTransfer, TwoClaimsToTheOwnerExactlyOneWins) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
-// POSSIBLE ENGINE BUG (kept on purpose, see the report): a MIGRATE with a valid proof but a
-// stale counter sent to a member that does not hold the connection (lazy) is refused with
-// stale_counter only after the claim won: by then the owner has frozen and closed the client's
-// subflow, and claim_won() has already installed the state with role owner. The claimer keeps
-// the connection without an `imported` event (no application instance) and sends no RELEASE;
-// when the client recovers to it, the member resumes a connection nobody serves and the
-// stream stalls. A refused attempt must not disturb the live connection.
+// Regression: a MIGRATE with a valid proof but a stale counter sent to a member that does not
+// hold the connection (lazy). The owner refuses it before freezing (on_claim), and claim_won
+// checks the counter before it creates or changes anything (once it installed the state with
+// role owner first, leaving a connection nobody served). A refused attempt must not disturb
+// the live connection.
 TEST(LazyTransfer, StaleCounterAtANonOwnerLeavesTheConnectionServed) {
   Harness h(3);
   h.connect(1);
@@ -553,6 +551,224 @@ TEST(EagerTransfer, PingPongKeepsTheStreamIntact) {
   EXPECT_EQ(h.read_all(), 7u * 150);
   EXPECT_EQ(h.client().counters().migrations_done, 6u);
   EXPECT_EQ(h.client().counters().migrations_failed, 0u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// ---- a refused claim changes nothing (core/transfer.cc: claim_won, start_claim) ----------
+//
+// The harness gives every member the same limits, so a state always fits the claimer's send
+// log. These tests drive two bare engines by hand instead: S1 with the default send log, S2
+// with a send log too small for S1's unacknowledged output, so S2's claim_won must refuse the
+// state it won. Frames and control messages are carried by the helpers below.
+
+struct BareNode {
+  std::unique_ptr<sim::Prng> rng;
+  std::unique_ptr<ServerEngine> engine;
+};
+
+class BarePool {
+ public:
+  BarePool(TransferMode mode, size_t s2_send_log_bytes_max) {
+    sim::Prng seed(7);
+    seed.fill(key_);
+    std::vector<wire::Alternate> pool{{1, "s1"}, {2, "s2"}};
+    for (ServerId i : {1u, 2u}) {
+      Limits l;
+      l.transfer_mode = mode;
+      if (i == 2) l.send_log_bytes_max = s2_send_log_bytes_max;
+      nodes_[i].rng = std::make_unique<sim::Prng>(seed.next());
+      ServerConfig cfg{i, pool, key_, l};
+      EXPECT_TRUE(core::validate(cfg).ok());
+      nodes_[i].engine = std::make_unique<ServerEngine>(cfg, *nodes_[i].rng);
+    }
+  }
+  ServerEngine& server(ServerId s) { return *nodes_.at(s).engine; }
+  const cert::Key& key() const { return key_; }
+
+  // Delivers control messages between the members until none is left; other actions
+  // (subflow closes) are dropped: the tests read the subflows' frames themselves.
+  void settle() {
+    for (int round = 0; round < 100; ++round) {
+      bool moved = false;
+      for (ServerId from : {1u, 2u}) {
+        for (auto& a : server(from).take_actions()) {
+          if (a.kind != ServerAction::Kind::send_control) continue;
+          moved = true;
+          server(a.peer).on_control(from, a.bytes, now);
+        }
+      }
+      if (!moved) return;
+    }
+    ADD_FAILURE() << "control messages do not settle";
+  }
+  std::vector<wire::Frame> frames(ServerId s, SubflowId sub) {
+    std::vector<Slice> out;
+    while (server(s).poll_transmit(sub, 1u << 20, out) > 0) {}
+    bool ok = false;
+    auto f = decode_frames(flatten(out), &ok);
+    EXPECT_TRUE(ok);
+    return f;
+  }
+  // A client's fresh connection on S1 (subflow 1); returns its WELCOME.
+  wire::Welcome open_on_s1() {
+    server(1).on_subflow_open(1, now);
+    server(1).on_subflow_data(1, slice_of(preface_and(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0})), now);
+    settle();
+    for (auto& f : frames(1, 1)) {
+      if (auto* w = std::get_if<wire::Welcome>(&f)) return *w;
+    }
+    ADD_FAILURE() << "no WELCOME";
+    return {};
+  }
+  // The client migrates to S2 on subflow 2 with `counter`, holding no output (rcv_nxt 0) and
+  // with none of its input acknowledged; returns the frames S2 answered after the claim.
+  std::vector<wire::Frame> migrate_to_s2(const wire::Welcome& w, uint32_t counter) {
+    server(2).on_subflow_open(2, now);
+    server(2).on_subflow_data(2, slice_of(preface_and(wire::Hello{wire::kVersion, wire::HelloKind::migrate, w.conn_id})), now);
+    std::optional<wire::ChallengeFrame> ch;
+    for (auto& f : frames(2, 2)) {
+      if (auto* c = std::get_if<wire::ChallengeFrame>(&f)) ch = *c;
+    }
+    EXPECT_TRUE(ch);
+    if (!ch) return {};
+    server(2).on_subflow_data(2, slice_of(encode_frame(make_migrate(w.cert, w.secret, *ch, counter, 1, 0, 0))), now);
+    settle();
+    return frames(2, 2);
+  }
+  TimeMs now = 1000;
+
+ private:
+  cert::Key key_{};
+  std::map<ServerId, BareNode> nodes_;
+};
+
+std::optional<Error> refusal(const std::vector<wire::Frame>& frames) {
+  for (const auto& f : frames) {
+    if (const auto* r = std::get_if<wire::Refuse>(&f)) return r->reason;
+  }
+  return std::nullopt;
+}
+bool accepted(const std::vector<wire::Frame>& frames) {
+  return std::any_of(frames.begin(), frames.end(), [](const auto& f) { return std::holds_alternative<wire::Accept>(f); });
+}
+
+TEST(ClaimRefusal, LazyStateTooLargeForTheClaimerCreatesNoEntry) {
+  BarePool pool(TransferMode::lazy, 1024);
+  wire::Welcome w = pool.open_on_s1();
+  ConnId id = w.conn_id;
+  // 4 KiB of output the client has not acknowledged: more than S2's send log holds.
+  ASSERT_EQ(pool.server(1).conn_write_copy(id, output_bytes(0, 4096)).value(), 4096u);
+  auto f = pool.migrate_to_s2(w, 1);
+  EXPECT_EQ(refusal(f), Error::send_log_full);
+  EXPECT_FALSE(accepted(f));
+  EXPECT_FALSE(pool.server(2).conn_info(id));
+  EXPECT_EQ(pool.server(2).connection_count(), 0u);
+  EXPECT_EQ(pool.server(2).counters().migrations_done, 0u);
+  EXPECT_EQ(pool.server(2).counters().migrations_failed, 1u);
+  EXPECT_TRUE(pool.server(2).take_events().empty());  // no `imported`: no application instance
+}
+
+TEST(ClaimRefusal, EagerStateTooLargeForTheClaimerLeavesItsReplicaUntouched) {
+  BarePool pool(TransferMode::eager, 1024);
+  wire::Welcome w = pool.open_on_s1();
+  ConnId id = w.conn_id;
+  auto before = pool.server(2).conn_info(id);  // the replica S1 pushed when the connection opened
+  ASSERT_TRUE(before);
+  ASSERT_EQ(before->role, Role::replica);
+  ASSERT_EQ(pool.server(1).conn_write_copy(id, output_bytes(0, 4096)).value(), 4096u);
+  (void)pool.server(2).take_events();
+  auto f = pool.migrate_to_s2(w, 1);
+  EXPECT_EQ(refusal(f), Error::send_log_full);
+  EXPECT_FALSE(accepted(f));
+  // S2 won the vote but cannot hold the state: its copy is as it was (the old code made it the
+  // owner at the new epoch, with a half-installed send log, and no application instance).
+  auto after = pool.server(2).conn_info(id);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->role, Role::replica);
+  EXPECT_EQ(after->epoch, before->epoch);
+  EXPECT_EQ(after->counter, before->counter);
+  EXPECT_EQ(after->in_end, before->in_end);
+  EXPECT_EQ(after->out_end, before->out_end);
+  EXPECT_EQ(after->out_acked, before->out_acked);
+  EXPECT_EQ(after->snap_id, before->snap_id);
+  EXPECT_FALSE(after->attached);
+  EXPECT_EQ(pool.server(2).owned_connections(), std::vector<ConnId>{});
+  EXPECT_EQ(pool.server(2).counters().migrations_failed, 1u);
+  for (const auto& e : pool.server(2).take_events()) EXPECT_NE(e.kind, ServerEvent::Kind::imported);
+}
+
+// The client comes back to its own eager owner with a counter the connection has seen (a
+// replayed MIGRATE): refused before the owner votes for itself or freezes.
+TEST(ClaimRefusal, EagerStaleCounterAtTheOwnerLeavesItServing) {
+  Harness h(3, eager());
+  h.connect(1);
+  ConnId id = h.conn();
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 100u);
+  ASSERT_TRUE(h.migrate(2).ok());  // counter 1 used; S2 owns epoch 2
+  ASSERT_EQ(h.client().server(), 2u);
+  auto before = h.info(2, id);
+  ASSERT_TRUE(before);
+  size_t claims_sent = h.count_control(2, wire::ControlType::claim);
+  cert::Certificate c2 = h.client().certificate();
+  SubflowId raw = h.open_raw(2);
+  auto ch = h.raw_hello_migrate(raw, id);
+  ASSERT_TRUE(ch);
+  h.raw_send(raw, make_migrate(c2, cert::derive_secret(h.key(), c2), *ch, 1, 2, 100, 100));
+  h.pump();
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::stale_counter);
+  EXPECT_EQ(h.count_control(2, wire::ControlType::claim), claims_sent);  // no CLAIM went out
+  auto after = h.info(2, id);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->role, Role::owner);
+  EXPECT_TRUE(after->attached);
+  EXPECT_EQ(after->epoch, before->epoch);
+  EXPECT_EQ(after->counter, before->counter);
+  EXPECT_EQ(h.count(2, ServerEvent::Kind::fenced), 0u);
+  EXPECT_EQ(h.owners(id), (std::vector<ServerId>{2}));
+  h.write_input(10);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// The same replayed counter sent to a replica: it refuses at once, and the owner is untouched.
+TEST(ClaimRefusal, EagerStaleCounterAtAReplicaLeavesTheOwnerServing) {
+  Harness h(3, eager());
+  h.connect(1);
+  ConnId id = h.conn();
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 100u);
+  ASSERT_TRUE(h.migrate(2).ok());
+  ASSERT_EQ(h.client().server(), 2u);
+  auto owner_before = h.info(2, id);
+  auto replica_before = h.info(3, id);
+  ASSERT_TRUE(owner_before && replica_before);
+  cert::Certificate c2 = h.client().certificate();
+  SubflowId raw = h.open_raw(3);
+  auto ch = h.raw_hello_migrate(raw, id);
+  ASSERT_TRUE(ch);
+  h.raw_send(raw, make_migrate(c2, cert::derive_secret(h.key(), c2), *ch, 1, 2, 100, 100));
+  h.pump();
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::stale_counter);
+  EXPECT_EQ(h.count_control(3, wire::ControlType::claim), 0u);
+  auto owner_after = h.info(2, id);
+  auto replica_after = h.info(3, id);
+  ASSERT_TRUE(owner_after && replica_after);
+  EXPECT_EQ(owner_after->role, Role::owner);
+  EXPECT_TRUE(owner_after->attached);
+  EXPECT_EQ(owner_after->epoch, owner_before->epoch);
+  EXPECT_EQ(replica_after->role, Role::replica);
+  EXPECT_EQ(replica_after->epoch, replica_before->epoch);
+  h.write_input(10);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10u);
   EXPECT_NO_VIOLATIONS(h);
 }
 

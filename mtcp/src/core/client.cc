@@ -3,7 +3,8 @@
 #include "core/receive.h"
 
 #include <algorithm>
-#include <cassert>
+
+#include "common/assert.h"
 
 namespace mtcp::core {
 
@@ -12,10 +13,26 @@ using wire::Frame;
 ClientEngine::ClientEngine(const Limits& limits, Random& rng)
     : limits_(limits), rng_(rng), send_(limits.send_log_bytes_max) {}
 
+void ClientEngine::check() const {
+  send_.check();
+  MTCP_ASSERT(send_.bytes_max() == limits_.send_log_bytes_max, "client: send log not bounded by send_log_bytes_max");
+  MTCP_ASSERT(held_ack_ <= send_.end(), "client: held ack beyond the send log");
+  MTCP_ASSERT(acked_rcv_ <= rcv_nxt_, "client: acknowledged output not received");
+  MTCP_ASSERT(recv_.size() <= rcv_nxt_, "client: receive buffer holds more than was received");
+  MTCP_ASSERT(!fin_sent_ || fin_, "client: CLOSE sent without close()");
+  MTCP_ASSERT(!primary_ || subflows_.contains(*primary_), "client: primary subflow does not exist");
+  if (attempt_) {
+    MTCP_ASSERT(subflows_.contains(attempt_->subflow), "client: attempt subflow does not exist");
+    MTCP_ASSERT(primary_ != attempt_->subflow, "client: attempt subflow is the primary");
+    MTCP_ASSERT(attempt_->counter <= counter_, "client: attempt counter above the highest used");
+  }
+  MTCP_ASSERT(state_ != ClientState::established || conn_id_ != 0, "client: established without a connection id");
+}
+
 // ---- connection control -------------------------------------------------------------------
 
 void ClientEngine::connect(ServerId server, TimeMs now) {
-  assert(state_ == ClientState::idle);
+  MTCP_ASSERT(state_ == ClientState::idle, "client: connect() called twice");
   state_ = ClientState::connecting;
   server_ = server;
   SubflowId sub = open_subflow(server);
@@ -157,6 +174,7 @@ void ClientEngine::on_subflow_closed(SubflowId sub, TimeMs now) {
     if (!attempt_) recover(0, now);
     else attempt_->recovery = true;
   }
+  check();
 }
 
 // A migration was under way when the old server finished the connection: it acknowledged all
@@ -183,6 +201,7 @@ void ClientEngine::on_subflow_data(SubflowId sub, Slice bytes, TimeMs now) {
   if (it == subflows_.end() || !it->second.open) return;
   it->second.in.push(std::move(bytes));
   pump(sub, now);
+  check();
 }
 
 // Parse and handle the frames queued on one subflow, as far as the receive buffer allows.
@@ -447,6 +466,7 @@ void ClientEngine::on_data(SubflowId sub, wire::Data&& d) {
   }
   uint64_t dup = append_new_bytes(d, rcv_nxt_, recv_);
   counters_.duplicate_bytes_dropped += dup;
+  MTCP_ASSERT(dup <= len, "client: more duplicate bytes than the frame carried");
   rcv_nxt_ += len - dup;
   if (rcv_nxt_ != acked_rcv_) ack_pending_ = true;
   report_peer_closed();
@@ -542,6 +562,7 @@ size_t ClientEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
     out.emplace_back(make_block(std::move(b)));
     fin_sent_ = true;
   }
+  check();
   return used;
 }
 
@@ -558,6 +579,7 @@ void ClientEngine::on_timer(TimeMs now) {
     retry_at_ms_ = kNever;
     if (state_ == ClientState::established && !primary_) start_attempt(retry_target_, true, now);
   }
+  check();
 }
 
 TimeMs ClientEngine::next_deadline() const {

@@ -137,6 +137,9 @@ class ClientEngine {
   void reset_subflow(SubflowId sub, Error e);
   ServerId next_candidate(ServerId after) const;
   std::string address_of(ServerId s) const;
+  // Invariants (MTCP_ASSERT): send log positions, what was received and acknowledged, and the
+  // primary and attempt subflows. Called at the end of each input the driver feeds in.
+  void check() const;
 
   Limits limits_;
   Random& rng_;

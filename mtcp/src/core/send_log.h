@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/assert.h"
 #include "common/buffer.h"
 #include "common/result.h"
 
@@ -22,6 +23,12 @@ class SendLog {
   size_t space() const { return bytes_max_ > q_.size() ? bytes_max_ - q_.size() : 0; }
   size_t bytes_max() const { return bytes_max_; }
   bool has_unsent() const { return sent_ < end_; }
+  // base <= sent <= end, the queue holds exactly [base, end), and never more than bytes_max.
+  void check() const {
+    MTCP_ASSERT(base_ <= sent_ && sent_ <= end_, "send log: positions out of order");
+    MTCP_ASSERT(end_ - base_ == q_.size(), "send log: queue does not hold [base, end)");
+    MTCP_ASSERT(q_.size() <= bytes_max_, "send log: beyond send_log_bytes_max");
+  }
 
   // Start an empty log at `dsn` (a new connection, or a migrated one where the client already
   // has everything below dsn).

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cert/cert.h"
+#include "common/assert.h"
 #include "common/counters.h"
 #include "common/digest.h"
 #include "common/limits.h"
@@ -268,11 +269,20 @@ class ServerEngine {
     touch_conn(ev.conn);
     events_.push_back(ev);
   }
+  // server.cc: invariants (MTCP_ASSERT): one connection's positions, logs and subflow link, and the
+  // tables' bounds; check_all() walks every connection and subflow (from on_timer, which
+  // visits them all anyway).
+  void check_conn(const Conn& c) const;
+  void check_tables() const;
+  void check_all() const;
+  // transfer.cc: record a vote (or, from a DENY, the newer epoch another member knows): never
+  // older than the one recorded, and one claimer per epoch.
+  void record_vote(ConnId id, Vote v);
   TimeMs conn_deadline(const Conn& c) const;
   TimeMs sub_deadline(const Sub& s) const;
   void refresh_deadlines() const;
 
-  // server.cc: subflows, frames, application calls.
+  // server_subflows.cc: subflows, client frames, the input log, attach / detach.
   void pump(SubflowId sub, TimeMs now);
   void pump_frames(SubflowId sub, TimeMs now);
   void handle_frame(SubflowId sub, wire::Frame&& f, TimeMs now);
@@ -289,22 +299,22 @@ class ServerEngine {
   void detach(Conn& c);
   void attach(Conn& c, SubflowId sub, TimeMs now);
   void send_accept(Conn& c, SubflowId sub, TimeMs now);
-  void maybe_free(Conn& c);
   void renew_cert(Conn& c, TimeMs now);
+  uint64_t ack_target(const Conn& c) const;
+  bool take_token(TimeMs now);
+  // server.cc: freeing; lookups.
+  void maybe_free(Conn& c);
   void free_conn(ConnId id, Error why);
-  // Replay verification (server.cc).
+  Conn* find(ConnId id);
+  const Conn* find(ConnId id) const;
+  Conn* owned(ConnId id);
+  // server_app.cc: replay verification of the application's output.
   void digest_acked(Conn& c, uint64_t dsn);
   void digest_regenerated(Conn& c, uint64_t at, std::span<const uint8_t> bytes);
   Status check_replay(Conn& c, uint64_t at, std::span<const uint8_t> bytes);
   void restart_digest(Conn& c);
-  OutRecord owner_record(const Conn& c) const;
-  uint64_t ack_target(const Conn& c) const;
-  Conn* find(ConnId id);
-  const Conn* find(ConnId id) const;
-  Conn* owned(ConnId id);
-  bool take_token(TimeMs now);
 
-  // transfer.cc: claims, hand-off, replication, state encoding.
+  // transfer.cc: claims, votes, hand-off, state export and install.
   void start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now);
   void send_claim(PendingClaim& p, uint32_t request_id, ServerId to);
   ServerId successor_of(ConnId id) const;
@@ -313,22 +323,25 @@ class ServerEngine {
   void on_grant(ServerId from, wire::Grant&& m, TimeMs now);
   void adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now);
   void on_deny(ServerId from, const wire::Deny& m, TimeMs now);
-  void on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now);
-  void on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now);
-  void on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now);
   void on_release(ServerId from, const wire::Release& m, TimeMs now);
   void check_claim(uint32_t request_id, TimeMs now, bool deadline);
   void claim_won(uint32_t request_id, TimeMs now);
   void claim_failed(uint32_t request_id, Error e, ServerId hint);
   void freeze(Conn& c, ServerId to, uint64_t epoch);
+  OutRecord owner_record(const Conn& c) const;
   // out_from > the log's start: only output from there (an out_log_tail state, for eager).
   wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0) const;
+  Status check_install(const wire::ConnState& s, uint64_t client_rcv_nxt) const;
   Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
   Status resend_from(Conn& c, uint64_t client_rcv_nxt);
-  void replicate(Conn& c, TimeMs now, bool force_state);
-  void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
   void send_control(ServerId to, wire::ControlBody body);
   size_t majority() const { return cfg_.pool.size() / 2 + 1; }
+  // replication.cc: eager replication.
+  void on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now);
+  void on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now);
+  void on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now);
+  void replicate(Conn& c, TimeMs now, bool force_state);
+  void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
 
   ServerConfig cfg_;
   Random& rng_;

@@ -1,4 +1,6 @@
-// Server engine, part 2: moving a connection between members (docs/PROTOCOL.md §5).
+// Server engine: moving a connection between members (docs/PROTOCOL.md §5): the control
+// channel's dispatch, claims (claimer side), votes and grants (voter / owner side), freezing,
+// exporting and installing a connection's state. Eager replication is in replication.cc.
 //
 // Theory of operation.
 //  * Every connection has an ownership epoch. Exactly one member may serve a given epoch.
@@ -17,15 +19,10 @@
 //    the pool holds it, so any majority that elects a new owner includes a member holding
 //    every acknowledged byte: S2 can take over after S1 crashed (TEST-MATRIX #4).
 #include <algorithm>
-#include <cassert>
 
 #include "core/server.h"
 
 namespace mtcp::core {
-
-namespace {
-constexpr size_t kReplLogChunkBytes = 1u << 20;  // one REPL_LOG message carries at most this
-}
 
 void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
   wire::ControlMessage m{cfg_.self, to, std::move(body)};
@@ -116,23 +113,34 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     p.asked = ask;
     subs_.at(sub).phase = Phase::claiming;
     auto [it, ok] = claims_.emplace(rid, std::move(p));
+    MTCP_ASSERT(ok && claims_.size() <= cfg_.limits.pending_migrations_max, "claim: beyond pending_migrations_max");
     send_claim(it->second, rid, ask);
     return;
   }
-  // Eager: propose the epoch after the highest this member knows of, vote for ourselves. A
-  // connection freed here (closed, or released by its owner) still counts: its last epoch
-  // must not be won a second time (I4).
+  // Eager. A counter our own copy has already seen is refused here, before we vote or freeze
+  // anything (I3: a rejected attempt never disturbs the live connection, least of all when we
+  // are its owner and would otherwise freeze it for a claim that claim_won refuses).
+  if (local && m.counter <= local->counter) return refuse(sub, Error::stale_counter);
+  // Propose the epoch after the highest this member knows of, vote for ourselves. Voting and
+  // (if we own it) freezing before the claim is decided is the protocol, not a refusal path
+  // that changes state early (docs/PROTOCOL.md §5.3 "Claiming"): our vote for this epoch must be
+  // taken before any CLAIM leaves, or we could vote for a second claimer of the same epoch
+  // while our own claim counts us; and as owner our frozen state is the owner's answer, which
+  // must stop serving before the hand-off (§5.2), as a remote owner does in on_claim. Every check
+  // that needs no vote has run above. A connection freed here (closed, or released by its
+  // owner) still counts: its last epoch must not be won a second time (I4).
   uint64_t known = retired_epoch(id);
   if (local) known = std::max(known, local->epoch);
   if (auto v = votes_.find(id); v != votes_.end()) known = std::max(known, v->second.epoch);
   p.epoch = std::max<uint64_t>(known, 1) + 1;  // a connection starts at epoch 1
-  votes_[id] = {p.epoch, cfg_.self};
+  record_vote(id, {p.epoch, cfg_.self});
   if (local && local->role == Role::owner) {
     p.owner_answered = true;  // we are the owner: our own state is the hand-off
     freeze(*local, cfg_.self, p.epoch);
   }
   subs_.at(sub).phase = Phase::claiming;
   auto [it, ok] = claims_.emplace(rid, std::move(p));
+  MTCP_ASSERT(ok && claims_.size() <= cfg_.limits.pending_migrations_max, "claim: beyond pending_migrations_max");
   for (const auto& mem : cfg_.pool) {
     if (mem.server_id != cfg_.self) send_claim(it->second, rid, mem.server_id);
   }
@@ -238,6 +246,7 @@ void ServerEngine::adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now) 
   uint32_t rid = next_request_++;
   if (rid == 0) rid = next_request_++;
   auto [it, ok] = claims_.emplace(rid, std::move(p));
+  MTCP_ASSERT(ok && claims_.size() <= cfg_.limits.pending_migrations_max, "claim: beyond pending_migrations_max");
   send_claim(it->second, rid, from);
 }
 
@@ -278,13 +287,18 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
   // cannot reach a majority that includes that voter, so give up now rather than at timeout.
   p.deny_reason = d.reason;
   p.deny_hint = d.owner_id;
-  // Remember the newer epoch so the next claim for this connection proposes above it.
-  Vote& v = votes_[d.conn_id];
-  if (d.owner_epoch >= v.epoch) v = {d.owner_epoch, d.owner_id};
-  if (d.reason == Error::stale_epoch || d.reason == Error::already_claimed)
-    return claim_failed(d.request_id, Error::already_claimed, d.owner_id);
-  if (d.reason == Error::stale_counter) return claim_failed(d.request_id, Error::stale_counter, 0);
-  check_claim(d.request_id, now, false);
+  bool lost = d.reason == Error::stale_epoch || d.reason == Error::already_claimed;
+  if (lost) claim_failed(d.request_id, Error::already_claimed, d.owner_id);
+  else if (d.reason == Error::stale_counter) claim_failed(d.request_id, Error::stale_counter, 0);
+  // Remember the newer epoch so the next claim for this connection proposes above it. Not in
+  // place of a vote for another claimer of that very epoch (we would then grant both), and our
+  // own vote for it only once our claim is over (done just above when the DENY ends it).
+  auto v = votes_.find(d.conn_id);
+  bool own_claim_pending = claims_.contains(d.request_id);
+  if (d.owner_epoch != 0 && (v == votes_.end() || d.owner_epoch > v->second.epoch ||
+                             (d.owner_epoch == v->second.epoch && v->second.claimer == cfg_.self && !own_claim_pending)))
+    record_vote(d.conn_id, {d.owner_epoch, d.owner_id});
+  if (own_claim_pending) check_claim(d.request_id, now, false);
 }
 
 void ServerEngine::check_claim(uint32_t request_id, TimeMs now, bool deadline) {
@@ -312,12 +326,19 @@ void ServerEngine::claim_failed(uint32_t request_id, Error e, ServerId hint) {
   if (sub != 0) refuse(sub, e, hint);
 }
 
+// Every check that can refuse the claim runs first, on the candidate state and what this member
+// holds: a refused claim leaves conns_, votes_ and the local copy (role, epoch, counter, logs)
+// as they were. Only then is the connection created or taken over and the state installed.
 void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   auto it = claims_.find(request_id);
-  assert(it != claims_.end());
+  MTCP_ASSERT(it != claims_.end(), "claim_won: no such claim");
   PendingClaim p = std::move(it->second);
   claims_.erase(it);
   Conn* local = find(p.conn);
+  auto give_up = [&](Error e) {
+    ++counters_.migrations_failed;
+    if (p.sub) refuse(p.sub, e);
+  };
   // The state to continue from: the freshest of ours and what the grants carried.
   bool from_remote = false;
   wire::ConnState st;
@@ -336,43 +357,37 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     st.issuer_id = p.request.cert.issuer_id;
     from_remote = true;
   } else {
-    ++counters_.migrations_failed;
-    if (p.sub) refuse(p.sub, Error::unknown_connection);
-    return;
+    return give_up(Error::unknown_connection);
   }
   // The epoch we won must be newer than the state we continue from: a copy of that epoch or
   // a newer one arrived while we were collecting votes, so another member owns it (I4).
-  if (p.mode == TransferMode::eager && st.epoch >= p.epoch) {
-    ++counters_.migrations_failed;
-    if (p.sub) refuse(p.sub, Error::claim_lost);
-    return;
-  }
+  if (p.mode == TransferMode::eager && st.epoch >= p.epoch) return give_up(Error::claim_lost);
   // Never take over with less input than the client saw acknowledged: without the owner's
   // answer that means our copies are stale (eager without ack-after-replication, or a
   // partition); give up the claim and let the client retry rather than fence a live owner
   // with a state that cannot continue the stream.
-  if (p.sub && st.in_end() < p.request.client_snd_una) {
-    Error e = p.owner_answered ? Error::state_gap : Error::owner_unreachable;
-    ++counters_.migrations_failed;
-    refuse(p.sub, e);
-    return;
+  if (p.sub && st.in_end() < p.request.client_snd_una)
+    return give_up(p.owner_answered ? Error::state_gap : Error::owner_unreachable);
+  // A counter the state (or our copy) has already seen.
+  if (p.sub && p.request.counter <= std::max(st.migrations, local ? local->counter : 0))
+    return give_up(Error::stale_counter);
+  // Room for a new entry.
+  if (!local && conns_.size() >= cfg_.limits.connections_max) {
+    ++counters_.limit_refusals;
+    return give_up(Error::conn_table_full);
   }
-  // Refuse a counter the state has already seen before touching anything local.
-  if (p.sub && p.request.counter <= std::max(st.migrations, local ? local->counter : 0)) {
-    ++counters_.migrations_failed;
-    refuse(p.sub, Error::stale_counter);
-    return;
-  }
+  // The state must fit this member's send log and continue this client's output stream (should
+  // not fail with honest peers): checked on the state alone, before the copy is touched.
+  st.epoch = p.epoch;
+  uint64_t rcv = p.sub ? p.request.client_rcv_nxt : st.out_log_start;
+  if (Status fits = check_install(st, rcv); !fits) return give_up(fits.error());
+  MTCP_ASSERT(!local || local->epoch <= p.epoch, "claim_won: the epoch won is older than our copy's");
+
+  // Decided: take the connection over.
   bool was_owner_instance = local && !from_remote && local->handed_to == cfg_.self && local->role != Role::replica;
-  bool created = !local;
   if (!local) {
-    if (conns_.size() >= cfg_.limits.connections_max) {
-      ++counters_.limit_refusals;
-      ++counters_.migrations_failed;
-      if (p.sub) refuse(p.sub, Error::conn_table_full);
-      return;
-    }
     auto [cit, ok] = conns_.emplace(p.conn, Conn(cfg_.limits.send_log_bytes_max));
+    MTCP_ASSERT(conns_.size() <= cfg_.limits.connections_max, "server: connection table beyond connections_max");
     touch_conn(p.conn);
     local = &cit->second;
     local->id = p.conn;
@@ -381,24 +396,12 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   c.role = Role::owner;
   c.handed_to = 0;
   c.peers.clear();
-  st.epoch = p.mode == TransferMode::lazy ? p.epoch : std::max(p.epoch, st.epoch);
-  uint64_t rcv = p.sub ? p.request.client_rcv_nxt : st.out_log_start;
   Status ok = install_state(c, std::move(st), rcv);
-  c.epoch = p.epoch;
-  if (!ok) {
-    // The state cannot continue this client's stream (should not happen with honest peers).
-    if (created) conns_.erase(p.conn);
-    ++counters_.migrations_failed;
-    if (p.sub) refuse(p.sub, ok.error());
-    return;
-  }
+  MTCP_ASSERT(ok.ok(), "claim_won: install_state failed after check_install passed");
+  MTCP_ASSERT(c.epoch == p.epoch, "claim_won: installed another epoch than the one won");
+  MTCP_ASSERT(!p.sub || p.request.counter > c.counter, "claim_won: stale counter installed");
   // We own it now: the old owner's frozen copy can go, whatever happens to this client.
   if (p.mode == TransferMode::lazy) send_control(p.asked, wire::Release{c.id, c.epoch});
-  if (p.request.counter <= c.counter && p.sub) {
-    ++counters_.migrations_failed;
-    refuse(p.sub, Error::stale_counter);
-    return;
-  }
   c.counter = std::max(c.counter, p.request.counter);
   ++counters_.migrations_done;
   c.news_ms = now;
@@ -411,8 +414,23 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
     c.dig.reset();
     c.dig_ok = false;
   }
+  check_conn(c);
   emit({was_owner_instance ? ServerEvent::Kind::resumed : ServerEvent::Kind::imported, c.id, Error::ok});
   if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(c, now, true);
+}
+
+void ServerEngine::record_vote(ConnId id, Vote v) {
+  auto it = votes_.find(id);
+  if (it != votes_.end()) {
+    const Vote& old = it->second;
+    MTCP_ASSERT(v.epoch >= old.epoch, "vote: epoch went back");
+    // One claimer per epoch. The one exception: our own vote, once our claim for that epoch
+    // is over (it can no longer count it), may go to the claimer that beat us.
+    bool own_claim_pending = std::any_of(claims_.begin(), claims_.end(), [&](const auto& kv) { return kv.second.conn == id; });
+    MTCP_ASSERT(v.epoch > old.epoch || v.claimer == old.claimer || (old.claimer == cfg_.self && !own_claim_pending),
+                "vote: a second claimer in one epoch");
+  }
+  votes_[id] = v;
 }
 
 // ---- voter / owner side -------------------------------------------------------------------
@@ -479,7 +497,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     ++counters_.limit_refusals;
     return deny(Error::conn_table_full, 0, 0);
   }
-  votes_[m.conn_id] = {m.epoch, from};
+  record_vote(m.conn_id, {m.epoch, from});
   ++counters_.claims_granted;
   wire::Grant g;
   g.conn_id = m.conn_id;
@@ -520,6 +538,7 @@ void ServerEngine::freeze(Conn& c, ServerId to, uint64_t epoch) {
   c.app_in = c.snap_in_seq;
   c.app_out = c.snap_out_seq;
   c.peers.clear();
+  check_conn(c);
   if (was_owner) emit({ServerEvent::Kind::fenced, c.id, Error::ok});
 }
 
@@ -585,15 +604,41 @@ Status ServerEngine::resend_from(Conn& c, uint64_t client_rcv_nxt) {
   return c.out.rewind(client_rcv_nxt);
 }
 
-// Make c continue from s for a client that already has output below client_rcv_nxt.
-Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt) {
-  // The old owner may have seen the client acknowledge more than the MIGRATE said it had
-  // (the client keeps reading the old subflow until ACCEPT): it has those bytes too.
+// Where the client's output resumes when s is installed for a client that has output below
+// client_rcv_nxt. The old owner may have seen the client acknowledge more than the MIGRATE said
+// it had (the client keeps reading the old subflow until ACCEPT): it has those bytes too. Output
+// before tail_start beyond the snapshot was acknowledged to the old owner (it left its log), so
+// the client has it. (When the client had not acknowledged the snapshot's output,
+// out_log_start is below snap_out_seq and tail_start is snap_out_seq.)
+static uint64_t resume_point(const wire::ConnState& s, uint64_t client_rcv_nxt) {
   client_rcv_nxt = std::max(client_rcv_nxt, s.out_log_start);
-  // Output before tail_start beyond the snapshot was acknowledged to the old owner (it left
-  // its log), so the client has it. (When the client had not acknowledged the snapshot's
-  // output, out_log_start is below snap_out_seq and tail_start is snap_out_seq.)
   if (s.out_log_start == s.snap_out_seq) client_rcv_nxt = std::max(client_rcv_nxt, s.tail_start);
+  return client_rcv_nxt;
+}
+
+// install_state's dry run: what it would put in the send log, against this member's
+// send_log_bytes_max, and whether that log reaches the snapshot's output position (the
+// application's replay writes from there). Touches nothing, so a claim is refused on it
+// before any local state changes.
+Status ServerEngine::check_install(const wire::ConnState& s, uint64_t client_rcv_nxt) const {
+  uint64_t start = resume_point(s, client_rcv_nxt);
+  uint64_t end = start;
+  if (start < s.snap_out_seq) {
+    uint64_t from = start - s.out_log_start;
+    if (from < s.out_log.size()) end += s.out_log.size() - from;
+  }
+  uint64_t tail_end = s.tail_start + s.out_tail.size();
+  if (end >= s.tail_start && end < tail_end) end = tail_end;
+  if (end - start > cfg_.limits.send_log_bytes_max) return Error::send_log_full;
+  if (end < s.snap_out_seq) return Error::state_gap;  // output nobody holds any more
+  return {};
+}
+
+// Make c continue from s for a client that already has output below client_rcv_nxt. Fails
+// only where check_install fails, and then before c is modified.
+Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt) {
+  if (Status fits = check_install(s, client_rcv_nxt); !fits) return fits;
+  client_rcv_nxt = resume_point(s, client_rcv_nxt);
   OutRecord rec;
   rec.from = s.snap_out_seq;
   rec.has_digest = s.out_digest;
@@ -601,6 +646,7 @@ Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client
   rec.digest = s.digest;
   rec.tail_start = s.tail_start;
   if (!s.out_tail.empty()) rec.tail = Slice(make_block(std::move(s.out_tail)));
+  MTCP_ASSERT(s.epoch >= c.epoch, "install: epoch went back");
   c.epoch = s.epoch;
   c.counter = std::max(c.counter, s.migrations);
   c.issuer = s.issuer_id;
@@ -622,15 +668,16 @@ Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client
     size_t from = static_cast<size_t>(client_rcv_nxt - s.out_log_start);
     if (from < s.out_log.size()) {
       Bytes tail(s.out_log.begin() + static_cast<std::ptrdiff_t>(from), s.out_log.end());
-      if (!c.out.append(Slice(make_block(std::move(tail))))) return Error::send_log_full;
+      Status appended = c.out.append(Slice(make_block(std::move(tail))));
+      MTCP_ASSERT(appended.ok(), "install: output log beyond send_log_bytes_max after check_install");
     }
   }
   // Then the old owner's output after the snapshot that the client may lack: sent again now,
   // and the replay that regenerates it is checked against it.
   if (c.out.end() >= rec.tail_start && c.out.end() < rec.end()) {
     uint64_t skip = c.out.end() - rec.tail_start;
-    if (!c.out.append(rec.tail.sub(static_cast<size_t>(skip), static_cast<size_t>(rec.tail.len - skip))))
-      return Error::send_log_full;
+    Status appended = c.out.append(rec.tail.sub(static_cast<size_t>(skip), static_cast<size_t>(rec.tail.len - skip)));
+    MTCP_ASSERT(appended.ok(), "install: output tail beyond send_log_bytes_max after check_install");
   }
   c.rec = std::move(rec);
   c.has_rec = true;
@@ -642,223 +689,8 @@ Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client
   c.acked_in = 0;
   c.app_closed = false;
   c.fin_sent = false;
+  check_conn(c);
   return {};
-}
-
-// ---- eager replication --------------------------------------------------------------------
-
-void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
-  if (cfg_.limits.transfer_mode != TransferMode::eager || c.role != Role::owner) return;
-  for (const auto& mem : cfg_.pool) {
-    if (mem.server_id == cfg_.self) continue;
-    Peer& p = c.peers[mem.server_id];
-    bool stale_ack = p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()};
-    // An idle connection still tells its alternates it is alive, so their copies do not
-    // expire (replica_timeout_ms) while the owner serves.
-    bool keepalive = now >= p.last_send_ms + cfg_.limits.replica_timeout_ms / 2;
-    bool retry = (stale_ack && now >= p.last_send_ms + cfg_.limits.replication_retry_ms) || keepalive;
-    if (force_state || p.sent_epoch != c.epoch || p.sent_snap != c.snap_id) {
-      send_repl_state(c, mem.server_id, p, now);
-      continue;
-    }
-    uint64_t from = p.sent_in_end;
-    if (retry) {
-      // Go back to what the alternate confirmed (messages may have been lost).
-      if (p.acked.epoch != c.epoch || p.acked.snap_id != c.snap_id) {
-        send_repl_state(c, mem.server_id, p, now);
-        continue;
-      }
-      from = p.acked.in_end;
-    }
-    from = std::max(from, c.snap_in_seq);
-    uint64_t end = c.in_end();
-    if (from >= end && !retry) continue;
-    if (from >= end && retry) {
-      // Nothing new but no ack yet: resend the tail so the alternate answers.
-      p.last_send_ms = now;
-      send_control(mem.server_id, wire::ReplLog{c.id, c.epoch, c.snap_id, end, c.out.base(), {}});
-      continue;
-    }
-    while (from < end) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(end - from, kReplLogChunkBytes));
-      wire::ReplLog m{c.id, c.epoch, c.snap_id, from, c.out.base(),
-                      c.in_log.flatten(static_cast<size_t>(from - c.snap_in_seq), n)};
-      counters_.replication_bytes_sent += n;
-      ++counters_.replication_msgs_sent;
-      send_control(mem.server_id, std::move(m));
-      from += n;
-    }
-    p.sent_in_end = end;
-    p.last_send_ms = now;
-  }
-}
-
-void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
-  // Only the output the alternate does not hold yet (it confirmed a state of this epoch):
-  // resending the whole unacknowledged output log with every snapshot made bulk output cost
-  // up to send_log_bytes_max per snapshot and per alternate.
-  uint64_t out_from = p.out_have_epoch == c.epoch ? p.out_have : 0;
-  wire::ConnState st = export_state(c, false, out_from);
-  // Nor the input it already holds: it confirmed this epoch's log past the new snapshot. Not
-  // once the client closed: the state's input must then end exactly at the client's CLOSE
-  // (client_fin is taken to be at the state's input end), and the alternate's own log may still
-  // lack increments in flight.
-  bool keep_in = !c.client_fin && out_from != 0 && p.acked.epoch == c.epoch && p.acked.in_end >= c.snap_in_seq;
-  if (keep_in) {
-    st.in_log_kept = true;
-    st.in_log.clear();
-  }
-  auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
-  if (!bytes) {
-    ++counters_.limit_refusals;
-    return;
-  }
-  counters_.replication_bytes_sent += bytes->size();
-  ++counters_.replication_msgs_sent;
-  send_control(to, wire::ReplState{c.id, c.epoch, std::move(bytes.value())});
-  p.sent_epoch = c.epoch;
-  p.sent_snap = c.snap_id;
-  p.sent_snap_out = c.snap_out_seq;
-  if (!keep_in) p.sent_in_end = c.in_end();  // else the increments already sent stand
-  p.last_send_ms = now;
-}
-
-void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now) {
-  auto st = wire::decode_state(m.state, cfg_.limits.snapshot_bytes_max);
-  if (!st || st->conn_id != m.conn_id || st->epoch != m.epoch || st->snapshot_elided) {
-    ++counters_.control_malformed;
-    return;
-  }
-  Conn* c = find(m.conn_id);
-  // Accept pushes from the owner of the newest epoch pushed so far: once a new owner has
-  // pushed, a fenced owner's pushes are ignored (I4). Votes do not block pushes: a claim that
-  // lost must not starve the owner that is still serving.
-  bool owner_here = c && c->role == Role::owner && c->epoch >= m.epoch;
-  if ((c && m.epoch < c->epoch) || owner_here) {
-    ++counters_.stale_messages;
-    return;
-  }
-  if (!c) {
-    if (conns_.size() >= cfg_.limits.connections_max) {
-      ++counters_.limit_refusals;
-      return;
-    }
-    auto [it, ok] = conns_.emplace(m.conn_id, Conn(cfg_.limits.send_log_bytes_max));
-    touch_conn(m.conn_id);
-    c = &it->second;
-    c->id = m.conn_id;
-    c->role = Role::replica;
-  }
-  if (c->role == Role::owner) {
-    // A newer epoch owned elsewhere: we were fenced without hearing the claim.
-    detach(*c);
-    emit({ServerEvent::Kind::fenced, c->id, Error::ok});
-  }
-  if (st->in_log_kept) {
-    // Our own input log from the new snapshot on stands in for the state's.
-    bool have = c->role == Role::replica && c->epoch == st->epoch && c->snap_in_seq <= st->snap_in_seq &&
-                c->in_end() >= st->snap_in_seq;
-    // A closed client's state must carry its input whole (see send_repl_state).
-    if (!have || st->client_fin) {
-      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
-      return;
-    }
-    size_t at = static_cast<size_t>(st->snap_in_seq - c->snap_in_seq);
-    st->in_log = c->in_log.flatten(at, c->in_log.size() - at);
-    st->in_log_kept = false;
-  }
-  if (st->out_log_tail) {
-    // Only the output after the state we confirmed: put our copy of the part before in front.
-    // Without that part (no copy of this epoch, or a gap), ask for the whole state.
-    bool have = c->role == Role::replica && c->epoch == st->epoch && c->out.base() <= st->out_log_start &&
-                c->out.end() >= st->out_log_start;
-    if (!have) {
-      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
-      return;
-    }
-    // The client holds everything below the owner's output end - send_log_bytes_max (the owner
-    // never has more than that unacknowledged): older bytes of our copy are not needed and must
-    // not make the log overflow. The end is the tail's, past the snapshot: bounding by the
-    // snapshot position alone kept up to a whole log before it, and the tail on top overflowed
-    // the copy, which was then dropped (a replica lost under bulk output, seen in the simulator
-    // with the owner crashing next).
-    uint64_t out_end = std::max<uint64_t>(st->snap_out_seq, st->tail_start + st->out_tail.size());
-    uint64_t floor = out_end > cfg_.limits.send_log_bytes_max ? out_end - cfg_.limits.send_log_bytes_max : 0;
-    uint64_t keep = std::min(std::max(c->out.base(), floor), st->out_log_start);
-    Bytes whole = c->out.copy(keep, st->out_log_start);
-    whole.insert(whole.end(), st->out_log.begin(), st->out_log.end());
-    st->out_log = std::move(whole);
-    st->out_log_start = keep;
-    st->out_log_tail = false;
-  }
-  c->role = Role::replica;
-  c->handed_to = from;
-  c->handed_epoch = m.epoch;
-  c->peers.clear();
-  wire::ReplicaPos mine = c->pos();
-  wire::ReplicaPos theirs{st->epoch, st->snap_id, st->in_end()};
-  if (theirs >= mine || c->epoch < st->epoch) {
-    uint64_t keep_from = st->out_log_start;
-    if (!install_state(*c, std::move(st.value()), keep_from)) {
-      // Our copy cannot hold it: keep nothing rather than a copy with a hole, ask for all.
-      free_conn(m.conn_id, Error::ok);
-      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
-      return;
-    }
-  }
-  c->news_ms = now;
-  send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), false});
-}
-
-void ServerEngine::on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now) {
-  Conn* c = find(m.conn_id);
-  if (!c || c->role == Role::owner || m.epoch < c->epoch) {
-    if (!c || c->role != Role::owner) send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
-    ++counters_.stale_messages;
-    return;
-  }
-  // Input positions are absolute within an epoch: an increment sent before (or after) the
-  // snapshot we hold still extends our log if it starts at or before its end. Only an unknown
-  // epoch or a gap needs the whole state. (Asking for it on a mere snapshot mismatch made every
-  // snapshot under bulk input cost a full state per alternate: the increments in flight when
-  // the new REPL_STATE arrived all asked again.)
-  if (m.epoch > c->epoch || m.start > c->in_end()) {
-    send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), true});
-    return;
-  }
-  uint64_t end = c->in_end();
-  uint64_t skip = end - m.start;
-  if (skip < m.bytes.size()) {
-    Bytes tail(m.bytes.begin() + static_cast<std::ptrdiff_t>(skip), m.bytes.end());
-    c->in_log.push(Slice(make_block(std::move(tail))));
-  }
-  // The client acknowledged up to out_acked: drop that much of our copy (all of it if the
-  // client is past the snapshot), so the copy tracks what a takeover may still need.
-  if (m.out_acked > c->out.base()) (void)c->out.ack(std::min(m.out_acked, c->out.end()));
-  c->news_ms = now;
-  send_control(from, wire::ReplAck{c->id, c->epoch, c->pos(), false});
-}
-
-void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now) {
-  Conn* c = find(m.conn_id);
-  if (!c || c->role != Role::owner || m.epoch > c->epoch) {
-    ++counters_.stale_messages;
-    return;
-  }
-  Peer& p = c->peers[from];
-  if (m.need_state) {
-    p.out_have = 0;  // it holds nothing we can build on: the whole state
-    p.out_have_epoch = 0;
-    send_repl_state(*c, from, p, now);
-    return;
-  }
-  if (m.epoch != c->epoch) return;
-  if (p.acked < m.pos) p.acked = m.pos;
-  // It installed the last state we sent: its output log reaches that state's snapshot.
-  if (m.pos.epoch == c->epoch && m.pos.snap_id == p.sent_snap && p.sent_epoch == c->epoch) {
-    p.out_have = p.sent_snap_out;
-    p.out_have_epoch = c->epoch;
-  }
 }
 
 void ServerEngine::on_release(ServerId from, const wire::Release& m, TimeMs now) {

@@ -1,0 +1,14 @@
+#include "common/assert.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace mtcp::detail {
+
+void invariant_failed(const char* file, int line, const char* cond, const char* msg) noexcept {
+  std::fprintf(stderr, "%s:%d: invariant failed: %s: %s\n", file, line, cond, msg);
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace mtcp::detail
