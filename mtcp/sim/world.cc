@@ -721,8 +721,10 @@ class World {
         written_ += n;
         moved = true;
       }
-      // All input written: close our side (the services close theirs once they read it all).
-      if (written_ == sc_.input_bytes && !client_closed_) {
+      // All input written and every planned fault and ping-pong migration done (or all output
+      // here): close our side (the services close theirs once they read it all).
+      bool faults_done = pp_left_ == 0 && (next_trigger_ == triggers_.size() || model_.received() == expected_out_);
+      if (written_ == sc_.input_bytes && faults_done && !client_closed_) {
         client_->close();
         client_closed_ = true;
         moved = true;

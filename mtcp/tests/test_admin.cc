@@ -24,6 +24,7 @@
 #include "runtime/os.h"
 #include "runtime/server_node.h"
 #include "services/builtin.h"
+#include "test_ports.h"
 
 namespace {
 
@@ -32,13 +33,7 @@ using json = nlohmann::json;
 using local = asio::local::stream_protocol;
 using namespace std::chrono_literals;
 
-// A free TCP port on 127.0.0.1 (bound and released: the kernel does not hand it out again
-// right away), so parallel test runs do not collide.
-uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
+using mtcp::test::free_port;  // test_ports.h: below the ephemeral range
 
 // One M-TCP client: sends `bytes` of input once connected, counts the echo, records HINTs
 // and (if asked) follows them like mtcp-perf does: to the hinted member, or the next one.

@@ -17,6 +17,7 @@
 #include "runtime/os.h"
 #include "runtime/server_node.h"
 #include "services/builtin.h"
+#include "test_ports.h"
 
 namespace {
 
@@ -267,11 +268,7 @@ INSTANTIATE_TEST_SUITE_P(Modes, DelayUnitModes, ::testing::Values(0, 1),
 
 // ---------------------------------------------------------------------------------------------
 // Real members on loopback.
-uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
+using mtcp::test::free_port;  // test_ports.h: below the ephemeral range
 
 // An M-TCP client of a line service: text out, text in.
 struct LineClient {

@@ -19,6 +19,7 @@
 #include "client/connection.h"
 #include "runtime/server_node.h"
 #include "services/builtin.h"
+#include "test_ports.h"
 
 namespace {
 
@@ -28,11 +29,7 @@ using client::EventKind;
 
 constexpr size_t kMiB = 1u << 20;
 
-uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
+using mtcp::test::free_port;  // test_ports.h: below the ephemeral range
 
 Bytes pattern(size_t n) {
   Bytes b(n);

@@ -104,7 +104,7 @@ TEST(Server, DuplicateDataIsDroppedAndCounted) {
 TEST(Server, UnsupportedVersionIsRefused) {
   Harness h(3);
   SubflowId raw = h.open_raw(1);
-  h.raw_send(raw, preface_and(wire::Hello{2, wire::HelloKind::fresh, 0}));
+  h.raw_send(raw, preface_and(wire::Hello{static_cast<uint8_t>(wire::kVersion + 1), wire::HelloKind::fresh, 0}));
   auto f = h.raw_take(raw);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::unsupported_version);
@@ -127,6 +127,32 @@ TEST(Server, HelloMustArriveWithinMigrateTimeout) {
   EXPECT_EQ(std::get<wire::Reset>(f[0]).reason, Error::migration_timeout);
   EXPECT_TRUE(h.raw_closed(raw));
   EXPECT_EQ(h.server(1).counters().plain_tcp_subflows, 0u);
+}
+
+// The member frees a finished connection only once the client acknowledged its CLOSE: until
+// then the last frames (our ACK of all input, our CLOSE) may still be lost, and the client
+// would have to take the connection elsewhere.
+TEST(Server, FinishedConnectionWaitsForTheClientsAckOfTheClose) {
+  Harness h(3);
+  h.connect(1);
+  ConnId id = h.conn();
+  h.write_input(10);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10u);
+  SubflowId p = *h.client().primary();
+  h.client().close();
+  h.pump();
+  h.hold_pipe(p, Harness::Dir::c2s);  // the client's ACK of our CLOSE does not arrive yet
+  ASSERT_TRUE(h.server(1).conn_close(id).ok());
+  h.pump();
+  EXPECT_TRUE(h.client().finished());
+  EXPECT_EQ(h.server(1).connection_count(), 1u);  // everything sent, but not known received
+  EXPECT_EQ(h.count(1, ServerEvent::Kind::closed), 0u);
+  h.release_pipe(p, Harness::Dir::c2s);
+  h.pump();
+  EXPECT_EQ(h.count(1, ServerEvent::Kind::closed), 1u);
+  EXPECT_EQ(h.server(1).connection_count(), 0u);
+  EXPECT_NO_VIOLATIONS(h);
 }
 
 TEST(Server, ApplicationCloseAfterTheClientsCloseFreesTheConnection) {

@@ -414,6 +414,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   acked_rcv_ = 0;
   ack_pending_ = true;
   fin_sent_ = false;
+  fin_acked_sent_ = false;
   attempts_in_row_ = 0;
   ++counters_.migrations_done;
   ClientEvent ev{};
@@ -530,7 +531,7 @@ bool ClientEngine::wants_transmit(SubflowId sub) const {
   if (primary_ != sub || state_ != ClientState::established) return false;
   if (ack_pending_) return true;
   if (attempt_) return false;  // paused while migrating
-  return send_.has_unsent() || (fin_ && !fin_sent_);
+  return send_.has_unsent() || (fin_ && !fin_sent_) || (fin_sent_ && finished() && !fin_acked_sent_);
 }
 
 size_t ClientEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Slice>& out) {
@@ -561,6 +562,15 @@ size_t ClientEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
     used += b.size();
     out.emplace_back(make_block(std::move(b)));
     fin_sent_ = true;
+  }
+  // Everything both ways and the server's CLOSE: acknowledge the CLOSE (its position + 1), so
+  // the member knows we need nothing more and may free the connection.
+  if (fin_sent_ && finished() && !fin_acked_sent_) {
+    Bytes b;
+    wire::encode(wire::Ack{peer_fin_at_ + 1}, b);
+    used += b.size();
+    out.emplace_back(make_block(std::move(b)));
+    fin_acked_sent_ = true;
   }
   check();
   return used;

@@ -176,6 +176,7 @@ class ClientEngine {
   bool ack_pending_ = false;
   bool fin_ = false;       // we closed: CLOSE after send_.end()
   bool fin_sent_ = false;
+  bool fin_acked_sent_ = false;  // our ACK of the server's CLOSE went out on the primary
   bool peer_fin_ = false;
   uint64_t peer_fin_at_ = 0;
   bool peer_closed_reported_ = false;

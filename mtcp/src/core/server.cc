@@ -95,8 +95,11 @@ void ServerEngine::check_all() const {
 
 void ServerEngine::maybe_free(Conn& c) {
   if (c.role != Role::owner) return;
-  // ... and the client has our ACK of all its input (it must not need to migrate for it).
-  bool done = c.app_closed && c.fin_sent && c.out.base() == c.out.end() && c.client_fin &&
+  // ... and the client has our ACK of all its input (it must not need to migrate for it) and our
+  // CLOSE: it said so by acknowledging the CLOSE. Freeing on sending them lost the connection
+  // when those last frames were lost on the way (a cut subflow): the client recovered through
+  // members that had released it.
+  bool done = c.app_closed && c.fin_sent && c.fin_acked && c.out.base() == c.out.end() && c.client_fin &&
               c.app_in == c.client_fin_at && c.acked_in == c.in_end();
   if (done) free_conn(c.id, Error::ok);
 }

@@ -213,6 +213,7 @@ class ServerEngine {
     uint64_t acked_in = 0;  // last cumulative ack sent to the client
     bool app_closed = false;
     bool fin_sent = false;
+    bool fin_acked = false;  // the client acknowledged our CLOSE (ACK at its position + 1)
     std::map<ServerId, Peer> peers;
     TimeMs cert_issued_ms = 0;  // the client's current certificate was issued then
     ServerId handed_to = 0;  // frozen: who received the hand-off

@@ -242,6 +242,16 @@ void ServerEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
       return on_data(sub, *c, std::move(std::get<wire::Data>(f)));
     case FrameType::ack: {
       uint64_t dsn = std::get<wire::Ack>(f).dsn;
+      if (c->fin_sent && dsn == c->out.end() + 1) {
+        // The client acknowledges our CLOSE (one past the last output byte, as a FIN takes a
+        // sequence number in TCP): it has all our output, our CLOSE and, sent before it, our
+        // ACK of its input. Only now may the connection be freed (docs/PROTOCOL.md §4.4).
+        digest_acked(*c, c->out.end());
+        if (!c->out.ack(c->out.end())) return violation();
+        c->fin_acked = true;
+        maybe_free(*c);
+        return;
+      }
       if (dsn > c->out.end()) {
         // After a migration the client may already hold output this server has not produced
         // again yet (it kept reading the old subflow after MIGRATE): the replay below dsn is

@@ -84,6 +84,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     ++local->epoch;
     local->acked_in = 0;
     local->fin_sent = false;
+    local->fin_acked = false;
     attach(*local, sub, now);
     send_accept(*local, sub, now);
     ++counters_.migrations_done;
@@ -689,6 +690,7 @@ Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client
   c.acked_in = 0;
   c.app_closed = false;
   c.fin_sent = false;
+  c.fin_acked = false;
   check_conn(c);
   return {};
 }

@@ -23,7 +23,7 @@ namespace mtcp::wire {
 // 0x89 first: not ASCII, so no text protocol starts this way; CR LF and 0x1A catch
 // line-ending and text-mode mangling, as PNG's signature does.
 inline constexpr std::array<uint8_t, 8> kPreface = {0x89, 'M', 'T', 'C', 'P', '\r', '\n', 0x1A};
-inline constexpr uint8_t kVersion = 1;
+inline constexpr uint8_t kVersion = 2;  // 2: ACK of the CLOSE (docs/PROTOCOL.md §4.4)
 inline constexpr size_t kFrameHeaderBytes = 8;
 inline constexpr size_t kDataHeaderBytes = 16;
 
