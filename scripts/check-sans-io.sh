@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 readonly DIRS=(mtcp/src/common mtcp/src/wire mtcp/src/cert mtcp/src/core)
+# The one exception, by exact path: the report of a broken invariant (MTCP_ASSERT), written to
+# stderr just before the process aborts. It is not I/O the protocol depends on: nothing reads
+# it back, and it runs only when the program is already wrong.
+readonly ALLOWED=(mtcp/src/common/assert.cc)
 
 # Extended regular expressions, one per forbidden construct.
 readonly FORBIDDEN=(
@@ -50,6 +54,13 @@ if ((${#existing[@]} > 0)); then
   mapfile -d '' -t files < <(find "${existing[@]}" -type f \
     \( -name '*.h' -o -name '*.hh' -o -name '*.hpp' -o -name '*.cc' -o -name '*.cpp' \
     -o -name '*.cxx' -o -name '*.ipp' -o -name '*.inc' \) -print0 | sort -z)
+  kept=()
+  for f in "${files[@]}"; do
+    skip=0
+    for a in "${ALLOWED[@]}"; do [[ "$f" == "$a" ]] && skip=1; done
+    ((skip)) || kept+=("$f")
+  done
+  files=("${kept[@]}")
 fi
 
 violations=""
@@ -70,4 +81,4 @@ if [[ -n "${violations}" ]]; then
   printf '%s' "${violations}" | sort -t: -k1,1 -k2,2n >&2
   exit 1
 fi
-echo "sans-IO check: OK (${#files[@]} files)"
+echo "sans-IO check: OK (${#files[@]} files; allowed by name: ${ALLOWED[*]})"
