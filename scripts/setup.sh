@@ -10,6 +10,7 @@ readonly PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libasio-dev
   git python3 python3-matplotlib
   socat netcat-openbsd iproute2 iptables iputils-ping
+  mininet bridge-utils  # testbed/ (docs/testbed.md): Mininet with Linux bridges
 )
 
 is_installed() {
