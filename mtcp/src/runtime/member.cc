@@ -1,5 +1,6 @@
 #include "runtime/member.h"
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -60,6 +61,47 @@ int run_member(const PoolConfig& pool, const MemberOptions& opt) {
   });
   io.run();
   return 0;
+}
+
+int member_main(int argc, char** argv, sdk::Registry& registry, const std::string& prog,
+                const std::string& default_service, const std::string& about) {
+  // The service is found first, so that only its own options are offered and checked.
+  std::string service = sdk::find_flag_value(argc, argv, "--service");
+  if (service.empty()) service = default_service;
+  if (service == "list") {
+    for (const auto* d : registry.all()) std::printf("%-10s %s\n", d->name().c_str(), d->summary().c_str());
+    return 0;
+  }
+  sdk::ServiceDef* def = registry.find(service);
+  if (!def) {
+    std::fprintf(stderr, "%s: unknown service '%s' (registered: %s; see --service list)\n", prog.c_str(),
+                 service.c_str(), registry.names().c_str());
+    return 2;
+  }
+  CLI::App app{about};
+  std::string pool_path, service_flag = service;
+  MemberOptions opt;
+  opt.prog = prog;
+  opt.service = def;
+  app.add_option("--pool", pool_path, "Pool configuration file (JSON, see docs/API.md)")->required();
+  app.add_option("--id", opt.id, "This member's id in the pool file")->required();
+  app.add_option("--service", service_flag, "Service for clients (" + registry.names() + "; 'list' describes them)")
+      ->capture_default_str();
+  app.add_option("--admin", opt.admin_path, "Local admin socket for mtcpctl (a filesystem path)");
+  app.add_flag("-q,--quiet", opt.quiet, "No per-connection log lines");
+  def->add_options(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is 0; any usage error is 2
+  }
+  PoolConfig pool;
+  std::string why;
+  if (!load_pool_config(pool_path, pool, why)) {
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), why.c_str());
+    return 2;
+  }
+  return run_member(pool, opt);
 }
 
 }  // namespace mtcp::rt

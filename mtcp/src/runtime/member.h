@@ -22,4 +22,12 @@ struct MemberOptions {
 // stderr, prefixed with the program name).
 int run_member(const PoolConfig& pool, const MemberOptions& opt);
 
+// The whole command line of a member program (mtcpd, and each app's own server binary such as
+// mtcp-stream-server): --pool, --id, --service (default `default_service`; `list` prints the
+// registry), --admin, -q, and the chosen service's own options; then run_member(). `about` is
+// the --help banner. Returns the exit status (0 after a clean stop or --help, 2 on bad usage or
+// when the member cannot start).
+int member_main(int argc, char** argv, sdk::Registry& registry, const std::string& prog,
+                const std::string& default_service, const std::string& about);
+
 }  // namespace mtcp::rt
