@@ -48,7 +48,9 @@ class Pool:
         self.work = work
         self.base = base_port
         self.procs = []
-        with open(os.path.join(work, "pool.key"), "wb") as f:
+        # 0600: a member refuses a key file others can read
+        fd = os.open(os.path.join(work, "pool.key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
             f.write(os.urandom(32))
 
     def data_port(self, member):

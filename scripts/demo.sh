@@ -184,7 +184,7 @@ trap 'echo; echo "[demo] interrupted"; exit 130' INT
 trap 'exit 143' TERM
 
 tmp="$(mktemp -d /tmp/mtcp-demo.XXXXXX)"
-head -c 32 /dev/urandom > "${tmp}/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "${tmp}/pool.key")  # a key others can read is refused
 
 # Six free ports (three data, three control) below the ephemeral range, starting from our PID.
 pick_base() {

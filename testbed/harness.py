@@ -34,7 +34,9 @@ def find_binary(bindir, name):
 def write_pool(workdir, n_servers, rng, transfer="lazy", claim_timeout_ms=300):
     """pool.json and pool.key in workdir; the key comes from rng (the run's seed)."""
     key = bytes(rng.getrandbits(8) for _ in range(32))
-    with open(os.path.join(workdir, "pool.key"), "wb") as f:
+    # 0600: a member refuses a key file others can read
+    fd = os.open(os.path.join(workdir, "pool.key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
         f.write(key)
     pool = {"pool_key_file": "pool.key", "transfer": transfer,
             "limits": {"claim_timeout_ms": claim_timeout_ms},

@@ -24,6 +24,7 @@ int run_member(const PoolConfig& pool, const MemberOptions& opt) {
       return 2;
     }
   }
+  for (const auto& w : pool.warnings) std::fprintf(stderr, "%s: %s\n", opt.prog.c_str(), w.c_str());
   raise_open_files_limit();  // one socket per client connection
   tune_allocator_for_states();
   asio::io_context io(1);  // one thread: posted handlers skip waking the reactor (docs/profiling.md)

@@ -4,6 +4,7 @@
 //     "transfer": "lazy" | "eager",
 //     "ack_after_replication": false,
 //     "members": [ {"id": 1, "data": "127.0.0.1:7001", "control": "127.0.0.1:7101"}, ... ],
+//     "insecure_key_file": false,         // true: accept a key others can read, with a warning
 //     "limits": { "claim_timeout_ms": 300, ... },   // optional overrides of core Limits
 //     "services": { "echo": { "snapshot_every": 65536 }, ... } }  // optional service options
 //
@@ -31,6 +32,8 @@ struct PoolConfig {
   Limits limits;
   // Each service's section, as JSON text, checked by the service itself (sdk/service.h).
   std::map<std::string, std::string> services;
+  // Things accepted but worth saying (a key file others can read, with insecure_key_file).
+  std::vector<std::string> warnings;
   const Member* find(core::ServerId id) const;
 };
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "common/suggest.h"
+
 namespace mtcp::sdk {
 
 std::string ServiceDef::Option::key() const {
@@ -96,8 +98,12 @@ bool ServiceDef::configure_json(const std::string& section_json, std::string& wh
     std::string where = "services." + name_ + "." + it.key();
     if (match == options_.end()) {
       std::string known;
-      for (const Option& o : options_) known += (known.empty() ? "" : ", ") + o.key();
-      why = where + ": unknown option (known: " + (known.empty() ? "none" : known) + ")";
+      std::vector<std::string> keys;
+      for (const Option& o : options_) {
+        known += (known.empty() ? "" : ", ") + o.key();
+        keys.push_back(o.key());
+      }
+      why = where + ": unknown option" + did_you_mean(it.key(), keys) + " (known: " + (known.empty() ? "none" : known) + ")";
       return false;
     }
     const auto& v = it.value();

@@ -29,7 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Ports from a range derived from our PID, below the kernel's ephemeral range; the e2e tests
 # hold a ctest resource lock, so their ranges may overlap.
 base=$((12000 + ($$ % 800) * 10))  # below the ephemeral range (32768+)
-head -c 32 /dev/urandom > "$work/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/pool.key")  # a key others can read is refused
 # Default limits (a full input log parks DATA and still reads the client's ACKs, so several
 # bulk clients on one member do not stall). A 1 s claim timeout lets a busy owner answer lazy
 # claims in time on a loaded test machine.

@@ -109,7 +109,7 @@ fi
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-head -c 32 /dev/urandom > "$work/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/pool.key")  # a key others can read is refused
 write_pool() {  # write_pool FILE TRANSFER EXTRA [MEMBER3-DATA-HOST]
   local d3="${4:-$DATA4.3}"
   cat > "$1" <<JSON

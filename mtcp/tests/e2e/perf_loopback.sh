@@ -24,7 +24,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Ports from a range derived from our PID, so parallel runs do not collide.
 base=$((20000 + ($$ % 1200) * 10))  # below the ephemeral range (32768+)
-head -c 32 /dev/urandom > "$work/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/pool.key")  # a key others can read is refused
 write_pool() {  # write_pool FILE TRANSFER EXTRA
   cat > "$1" <<JSON
 { "pool_key_file": "pool.key", "transfer": "$2" $3,
@@ -119,7 +119,7 @@ done
 
 # A member with the wrong pool key, then the same member down: migrations to it fail explicitly
 # (the wrong key cannot verify the client's proof) and the stream stays intact.
-head -c 32 /dev/urandom > "$work/wrong.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/wrong.key")  # a key others can read is refused
 sed 's/"pool.key"/"wrong.key"/' "$work/lazy.json" > "$work/wrongkey.json"
 member_pids=()
 "$PERF" -s --pool "$work/lazy.json" --id 1 --app echo 2>"$work/member1.log" &

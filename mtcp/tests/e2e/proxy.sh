@@ -35,7 +35,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Ports from a range derived from our PID, so parallel runs do not collide.
 base=$((10000 + ($$ % 1900) * 10))
 pport=$((base + 7))
-head -c 32 /dev/urandom > "$work/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/pool.key")  # a key others can read is refused
 write_pool() {  # write_pool FILE TRANSFER EXTRA
   cat > "$1" <<JSON
 { "pool_key_file": "pool.key", "transfer": "$2" $3,
