@@ -519,7 +519,8 @@ class World {
     std::visit(
         [&](const auto& b) {
           using T = std::decay_t<decltype(b)>;
-          line += " epoch " + std::to_string(b.epoch);
+          if constexpr (std::is_same_v<T, wire::PeerHello>) return;  // transport only, never simulated
+          else line += " epoch " + std::to_string(b.epoch);
           if constexpr (std::is_same_v<T, wire::Grant>) {
             line += b.from_owner ? " from-owner" : "";
             if (!b.state.empty()) {

@@ -225,10 +225,15 @@ TEST_F(AdminTest, StatusAndListDescribeTheMemberAndItsConnections) {
   EXPECT_EQ(st["subflow_count"], 0);
   EXPECT_EQ(st["owned"], 0);
   EXPECT_EQ(st["transfer"], "lazy");
-  // Every engine counter, by name.
+  // Every engine counter and every runtime counter, by name.
   Counters names;
   size_t count = 0;
   names.for_each([&](const char* name, uint64_t) {
+    EXPECT_TRUE(st["counters"].contains(name)) << name;
+    ++count;
+  });
+  rt::RuntimeCounters rt_names;
+  rt_names.for_each([&](const char* name, uint64_t) {
     EXPECT_TRUE(st["counters"].contains(name)) << name;
     ++count;
   });

@@ -117,6 +117,9 @@ std::vector<ControlMessage> samples() {
   v.push_back({17, 18, ReplAck{.conn_id = 22, .epoch = 23, .pos = {24, 25, 26}, .need_state = true}});
   v.push_back({19, 20, ReplAck{.conn_id = 22, .epoch = 23, .pos = {24, 25, 26}, .need_state = false}});
   v.push_back({0xFFFFFFFFU, 0, Release{.conn_id = 27, .epoch = 28}});
+  PeerHello hello;
+  for (size_t i = 0; i < hello.nonce.size(); ++i) hello.nonce[i] = static_cast<uint8_t>(0xA0 + i);
+  v.push_back({21, 22, hello});
   return v;
 }
 
@@ -166,6 +169,7 @@ void expect_fields(const Release& a, const Release& b) {
   EXPECT_EQ(a.conn_id, b.conn_id);
   EXPECT_EQ(a.epoch, b.epoch);
 }
+void expect_fields(const PeerHello& a, const PeerHello& b) { EXPECT_EQ(a.nonce, b.nonce); }
 
 void expect_same(const ControlMessage& want, const ControlMessage& got) {
   EXPECT_EQ(want.from, got.from);
@@ -206,6 +210,28 @@ TEST(ControlRoundTrip, EveryMessage) {
     expect_same(m, r.value());
     EXPECT_EQ(encode_ok(r.value()), b);
   }
+}
+
+// The receiver's challenge opening a control connection (PROTOCOL.md §5.1).
+TEST(ControlChallenge, RoundTripAndRefusals) {
+  ChallengeNonce n{};
+  for (size_t i = 0; i < n.size(); ++i) n[i] = static_cast<uint8_t>(i * 7 + 1);
+  auto c = encode_challenge(n);
+  EXPECT_EQ(Bytes(c.begin(), c.begin() + 4), (Bytes{'M', 'T', 'C', 'K'}));
+  EXPECT_EQ(c[4], kControlVersion);
+  auto back = decode_challenge(c);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, n);
+  auto bad = c;
+  bad[0] ^= 1;
+  EXPECT_EQ(decode_challenge(bad).error(), Error::bad_magic);
+  bad = c;
+  bad[4] = 1;  // a version-1 member never sends one; a version mismatch is named
+  EXPECT_EQ(decode_challenge(bad).error(), Error::unsupported_version);
+  bad = c;
+  bad[6] = 1;
+  EXPECT_EQ(decode_challenge(bad).error(), Error::bad_field);
+  EXPECT_EQ(decode_challenge(std::span<const uint8_t>(c).first(kChallengeBytes - 1)).error(), Error::bad_length);
 }
 
 TEST(ControlRoundTrip, MagicIsAsciiMTCC) {
@@ -286,7 +312,7 @@ TEST(ControlHeader, BadMagic) {
 }
 
 TEST(ControlHeader, BadVersion) {
-  for (uint8_t v : {uint8_t{0}, uint8_t{2}, uint8_t{0xFF}}) {
+  for (uint8_t v : {uint8_t{0}, uint8_t{1}, uint8_t{3}, uint8_t{0xFF}}) {  // 1: before PEER_HELLO
     Bytes b = encode_ok(samples()[0]);
     b[kVersionAt] = v;
     EXPECT_EQ(decode_error(b), Error::unsupported_version);
@@ -299,7 +325,7 @@ TEST(ControlHeader, UnknownType) {
   for (int t = 0; t < 256; ++t) {
     bool known = false;
     for (ControlType k : {ControlType::claim, ControlType::grant, ControlType::deny, ControlType::repl_state,
-                          ControlType::repl_log, ControlType::repl_ack, ControlType::release}) {
+                          ControlType::repl_log, ControlType::repl_ack, ControlType::release, ControlType::peer_hello}) {
       known = known || static_cast<int>(k) == t;
     }
     if (known) continue;
@@ -309,7 +335,7 @@ TEST(ControlHeader, UnknownType) {
     EXPECT_EQ(decode_error(resign(b)), Error::unknown_type) << t;
     EXPECT_EQ(control_message_size(b).error(), Error::unknown_type) << t;
   }
-  EXPECT_EQ(unknown, 256 - 7);
+  EXPECT_EQ(unknown, 256 - 8);
 }
 
 TEST(ControlHeader, ReservedMustBeZero) {

@@ -41,6 +41,7 @@ std::string_view to_string(Error e) {
     case Error::closed: return "closed";
     case Error::subflow_lost: return "subflow lost";
     case Error::replay_mismatch: return "replay mismatch";
+    case Error::idle_timeout: return "idle timeout";
   }
   return "unknown error";
 }

@@ -44,6 +44,13 @@ struct Limits {
   uint64_t retry_backoff_max_ms = 2000;  // client: longest wait between two attempts
   uint32_t claim_hops_max = 3;        // lazy: owner hints followed before giving up
 
+  // The member runtime's sockets (runtime/server_node.cc; docs/security.md).
+  uint64_t plain_idle_timeout_ms = 300000;    // plain TCP connection with nothing moving: closed
+  size_t plain_connections_max = 16384;       // plain TCP connections served at once
+  uint64_t control_hello_timeout_ms = 3000;   // inbound control connection: PEER_HELLO within this
+  uint64_t control_idle_timeout_ms = 300000;  // inbound control connection without a message: closed
+                                              // (a sender closes its own idle ones at half of it)
+
   TransferMode transfer_mode = TransferMode::lazy;
   bool ack_after_replication = false;  // eager only: ack client data once a quorum holds it
 };

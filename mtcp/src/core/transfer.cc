@@ -56,7 +56,8 @@ void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, T
         else if constexpr (std::is_same_v<T, wire::ReplState>) on_repl_state(from, std::move(body), now);
         else if constexpr (std::is_same_v<T, wire::ReplLog>) on_repl_log(from, std::move(body), now);
         else if constexpr (std::is_same_v<T, wire::ReplAck>) on_repl_ack(from, body, now);
-        else on_release(from, body, now);
+        else if constexpr (std::is_same_v<T, wire::Release>) on_release(from, body, now);
+        else ++counters_.control_malformed;  // PEER_HELLO belongs to the transport (runtime), never the engine
       },
       std::move(m->body));
 }

@@ -390,6 +390,7 @@ std::string AdminServer::handle(std::string_view line) {
       }
       json counters = json::object();
       engine.counters().for_each([&](const char* name, uint64_t v) { counters[name] = v; });
+      node_.runtime_counters().for_each([&](const char* name, uint64_t v) { counters[name] = v; });
       reply = {{"ok", true},
                {"member", engine.self()},
                {"draining", draining_},

@@ -13,12 +13,14 @@ constexpr size_t kWriteBatchBytes = 1u << 20;  // bytes handed to one writev
 
 class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<PlainConn> {
  public:
-  PlainConn(tcp::socket s, uint64_t id, std::function<void(const std::string&)> log)
-      : sock_(std::move(s)), id_(id), log_(std::move(log)) {
+  PlainConn(tcp::socket s, uint64_t id, std::function<void(const std::string&)> log, const PlainEnv& env)
+      : sock_(std::move(s)), id_(id), log_(std::move(log)), env_(env), idle_(sock_.get_executor()) {
     asio::error_code ignore;
     sock_.non_blocking(true, ignore);
+    ++env_.stats->live;
   }
   ~PlainConn() override {
+    --env_.stats->live;
     wake_->close();
     if (app_ && !told_closed_) app_->on_closed(Error::closed);
   }
@@ -35,6 +37,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
       end(Error::closed);
       return;
     }
+    arm_idle();
     dispatch();
   }
 
@@ -94,6 +97,24 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
       if (auto s = w.lock()) s->on_woken();
     });
   }
+  // Closes the connection once nothing was read or written for the idle timeout (a client that
+  // holds a socket open and silent would otherwise hold a descriptor and an app forever). One
+  // timer per connection, re-armed for the remaining time rather than on every byte.
+  void arm_idle() {
+    idle_.expires_at(last_activity_ + std::chrono::milliseconds(env_.idle_timeout_ms));
+    idle_.async_wait([w = weak_from_this()](asio::error_code ec) {
+      auto self = w.lock();
+      if (ec || !self || self->ended_) return;
+      auto idle_for = std::chrono::steady_clock::now() - self->last_activity_;
+      if (idle_for < std::chrono::milliseconds(self->env_.idle_timeout_ms)) return self->arm_idle();
+      ++self->env_.stats->idle_closed;
+      self->log_("plain connection " + std::to_string(self->id_) + ": idle for " +
+                 std::to_string(self->env_.idle_timeout_ms) + " ms, closed");
+      self->end(Error::idle_timeout);
+    });
+  }
+  void touch() { last_activity_ = std::chrono::steady_clock::now(); }
+
   void on_woken() {
     if (ended_) return;
     (void)wake_->take();
@@ -139,6 +160,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
     async_read_slice(sock_, [self = shared_from_this()](asio::error_code ec, Slice data) {
       self->reading_ = false;
       if (self->ended_) return;
+      self->touch();
       if (ec) {
         self->eof_ = true;
         if (ec != asio::error::eof) return self->end(Error::peer_reset);
@@ -160,6 +182,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
       self->writing_ = false;
       self->batch_.clear();
       if (self->ended_) return;
+      self->touch();
       if (ec) return self->end(Error::peer_reset);
       self->out_done_ += n;
       self->dispatch();
@@ -169,6 +192,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
   void end(Error why) {
     if (std::exchange(ended_, true)) return;
     asio::error_code ignore;
+    idle_.cancel();
     sock_.close(ignore);
     told_closed_ = true;
     app_->on_closed(why);
@@ -177,6 +201,9 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
   tcp::socket sock_;
   uint64_t id_;
   std::function<void(const std::string&)> log_;
+  PlainEnv env_;
+  asio::steady_timer idle_;
+  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
   std::shared_ptr<sdk::WakeQueue> wake_ = std::make_shared<sdk::WakeQueue>();
   std::unique_ptr<sdk::ConnApp> app_;
   SliceQueue in_;
@@ -191,9 +218,9 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
 }  // namespace
 
 void serve_plain(tcp::socket sock, Bytes head, sdk::AppFactory& factory, uint64_t id,
-                 std::function<void(const std::string&)> log) {
+                 std::function<void(const std::string&)> log, const PlainEnv& env) {
   auto app = factory.make(id);
-  auto conn = std::make_shared<PlainConn>(std::move(sock), id, std::move(log));
+  auto conn = std::make_shared<PlainConn>(std::move(sock), id, std::move(log), env);
   conn->start(std::move(app), std::move(head));
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 #include <asio.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "common/buffer.h"
@@ -16,9 +17,19 @@ namespace mtcp::rt {
 inline constexpr size_t kPlainInputBytesMax = 4u << 20;
 inline constexpr size_t kPlainOutputBytesMax = 4u << 20;
 
+// Shared by a member's plain connections: how many are live, how many idled out.
+struct PlainStats {
+  size_t live = 0;
+  uint64_t idle_closed = 0;
+};
+struct PlainEnv {
+  uint64_t idle_timeout_ms = 300000;  // nothing read or written for this long: closed
+  std::shared_ptr<PlainStats> stats = std::make_shared<PlainStats>();
+};
+
 // Serves `sock` with a new app from `factory`; `head` holds bytes already read from it. The
 // connection keeps itself alive until it ends. `id` names it in log lines.
 void serve_plain(asio::ip::tcp::socket sock, Bytes head, sdk::AppFactory& factory, uint64_t id,
-                 std::function<void(const std::string&)> log);
+                 std::function<void(const std::string&)> log, const PlainEnv& env);
 
 }  // namespace mtcp::rt

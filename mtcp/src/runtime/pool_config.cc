@@ -93,6 +93,10 @@ const LimitField kLimitFields[] = {
     MTCP_LIMIT(retry_backoff_ms, 0, 600000),
     MTCP_LIMIT(retry_backoff_max_ms, 0, 3600000),
     MTCP_LIMIT(claim_hops_max, 0, kPoolServersMax),
+    MTCP_LIMIT(plain_idle_timeout_ms, 1, 30 * kDayMs),
+    MTCP_LIMIT(plain_connections_max, 1, 1ull << 24),
+    MTCP_LIMIT(control_hello_timeout_ms, 1, 600000),
+    MTCP_LIMIT(control_idle_timeout_ms, 1000, 30 * kDayMs),
 };
 #undef MTCP_LIMIT
 

@@ -1,5 +1,9 @@
 #include "runtime/server_node.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "runtime/address.h"
@@ -24,6 +28,14 @@ constexpr size_t kInboundKeepBytes = 1u << 20;    // ... and keeps a buffer at m
 // TCP's retransmission back-off (which reaches minutes).
 constexpr unsigned kControlUserTimeoutMs = 1500;
 using UserTimeout = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_USER_TIMEOUT>;
+constexpr int kAcceptNoFdBackoffMs = 100;    // out of descriptors: accept again after this
+constexpr int kAcceptErrorBackoffMs = 10;    // any other accept failure
+constexpr int kHousekeepingMs = 1000;        // idle and handshake checks, the security log
+constexpr uint64_t kSecurityLogEveryMs = 5000;  // at most one security line this often
+// Inbound control connections not yet verified, per remote address and in all; verified ones
+// are one per peer (a newer one replaces an older).
+constexpr size_t kUnverifiedPerAddressMax = 8;
+constexpr size_t kUnverifiedMax = 64;
 }  // namespace
 
 // A subflow being closed: its last frames, then a lingering read until the client's FIN.
@@ -38,28 +50,42 @@ struct ServerNode::Closing {
 struct ServerNode::Peer {
   explicit Peer(asio::io_context& io) : sock(io), retry(io) {}
   tcp::socket sock;
-  asio::steady_timer retry;
-  bool connected = false;
-  bool connecting = false;
+  asio::steady_timer retry;  // the handshake's deadline
+  bool connected = false;    // PEER_HELLO sent: messages may follow
+  bool connecting = false;   // connecting, or waiting for the receiver's challenge
   bool writing = false;
   std::deque<Bytes> queue;
   size_t queued = 0;
+  std::array<uint8_t, wire::kChallengeBytes> challenge{};
+  core::TimeMs last_write = 0;
 };
 
 // A control connection from a peer. Reads go straight into `buf`, which is grown to the size
 // of the message being received once its header is in: a state of megabytes arrives in a few
 // large reads and is copied once (it used to come in 64 KiB reads, each copied and appended).
+// Until its PEER_HELLO verified, the connection reads into a buffer of
+// kControlUnverifiedBytesMax and nothing from it reaches the engine.
 struct ServerNode::Inbound {
   explicit Inbound(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
   std::unique_ptr<uint8_t[]> buf;  // not value-initialised: reads overwrite it
   size_t cap = 0;
   size_t have = 0;
+  uint64_t key = 0;
+  std::string addr;                // the remote address, for the per-address cap
+  wire::ChallengeNonce nonce{};
+  std::array<uint8_t, wire::kChallengeBytes> challenge{};
+  bool verified = false;
+  bool closed = false;
+  core::ServerId peer = 0;         // once verified
+  core::TimeMs opened = 0;
+  core::TimeMs last = 0;           // last complete message
 };
 
 ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::ServerId self, sdk::AppFactory& factory, Log log)
     : io_(io), pool_(pool), self_(self), factory_(factory), log_(std::move(log)), data_acceptor_(io), control_acceptor_(io),
-      timer_(io) {
+      data_backoff_(io), control_backoff_(io), housekeeping_(io), timer_(io) {
+  plain_.idle_timeout_ms = pool.limits.plain_idle_timeout_ms;
   core::ServerConfig cfg;
   cfg.self = self;
   cfg.pool_key = pool.pool_key;
@@ -71,6 +97,7 @@ ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::Serve
 
 ServerNode::~ServerNode() {
   stop();
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
   host_.reset();  // first: no Waker can reach post_service() once it is gone
   *alive_ = false;
 }
@@ -94,6 +121,7 @@ bool ServerNode::start(std::string& why) {
     if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) acceptor->bind(ep, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) acceptor->non_blocking(true, ec);  // shed_one() accepts directly, never blocking
     if (ec) {
       why = std::string("cannot listen on ") + what + " address " + text + ": " + ec.message();
       return false;
@@ -102,9 +130,11 @@ bool ServerNode::start(std::string& why) {
   for (const auto& m : pool_.members) {
     if (m.id != self_) peers_.emplace(m.id, std::make_unique<Peer>(io_));
   }
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   accept_data();
   accept_control();
   arm_timer();
+  housekeeping();
   return true;
 }
 
@@ -115,6 +145,10 @@ void ServerNode::stop() {
   data_acceptor_.close(ec);
   control_acceptor_.close(ec);
   timer_.cancel();
+  data_backoff_.cancel();
+  control_backoff_.cancel();
+  housekeeping_.cancel();
+  for (auto& [key, in] : inbound_) in->sock.close(ec);
   for (auto& [id, s] : subs_) s->sock.close(ec);
   for (auto& [id, p] : peers_) {
     p->sock.close(ec);
@@ -128,7 +162,8 @@ void ServerNode::accept_data() {
   data_acceptor_.async_accept([this, alive = alive_](asio::error_code ec, tcp::socket sock) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
-    if (!ec) {
+    if (ec) return accept_failed(data_acceptor_, data_backoff_, ec, &ServerNode::accept_data);
+    {
       core::SubflowId id = next_sub_++;
       auto sub = std::make_shared<SubflowSocket>(std::move(sock));
       sub->ready();
@@ -138,6 +173,38 @@ void ServerNode::accept_data() {
     }
     accept_data();
   });
+}
+
+void ServerNode::accept_failed(tcp::acceptor& a, asio::steady_timer& t, const asio::error_code& ec,
+                               void (ServerNode::*again)()) {
+  if (ec == asio::error::operation_aborted) return;
+  int delay = kAcceptErrorBackoffMs;
+  if (ec == asio::error::no_descriptors || ec == std::errc::too_many_files_open_in_system ||
+      ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
+    ++rc_.accept_fd_exhausted;
+    shed_one(a);
+    delay = kAcceptNoFdBackoffMs;
+  } else {
+    ++rc_.accept_errors;
+  }
+  t.expires_after(std::chrono::milliseconds(delay));
+  t.async_wait([this, alive = alive_, again](asio::error_code wec) {
+    if (!*alive || stopped_ || wec) return;
+    (this->*again)();
+  });
+}
+
+// Out of descriptors: free the reserve, take the connection at the head of the backlog and
+// close it at once (its client learns now instead of waiting in the backlog), then take the
+// reserve back. Idle connections are closed by their timeouts meanwhile.
+void ServerNode::shed_one(tcp::acceptor& a) {
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
+  int fd = ::accept4(a.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd >= 0) {
+    ::close(fd);
+    ++rc_.accept_shed;
+  }
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 void ServerNode::read_sub(core::SubflowId id) {
@@ -242,19 +309,63 @@ void ServerNode::connect_peer(core::ServerId to) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     Peer& peer = *peers_.at(to);
-    peer.connecting = false;
     if (ec) {
       // Down or unreachable: drop what was queued (the engine resends), retry later.
+      peer.connecting = false;
       peer.queue.clear();
       peer.queued = 0;
       return;
     }
+    // Still `connecting` until our PEER_HELLO is out (peer_handshake).
     asio::error_code ignore;
     peer.sock.set_option(tcp::no_delay(true), ignore);
     peer.sock.set_option(UserTimeout(kControlUserTimeoutMs), ignore);
+    peer_handshake(to);
+  });
+}
+
+// The receiver speaks first (its challenge); our PEER_HELLO answers it and goes out ahead of
+// everything queued meanwhile.
+void ServerNode::peer_handshake(core::ServerId to) {
+  Peer& p = *peers_.at(to);
+  p.retry.expires_after(std::chrono::milliseconds(pool_.limits.control_hello_timeout_ms));
+  p.retry.async_wait([this, alive = alive_, to](asio::error_code ec) {
+    if (!*alive || stopped_ || ec) return;
+    Peer& peer = *peers_.at(to);
+    if (peer.connecting) {
+      asio::error_code ignore;
+      peer.sock.close(ignore);  // the read below completes with an error and drops the peer
+    }
+  });
+  asio::async_read(p.sock, asio::buffer(p.challenge), [this, alive = alive_, to](asio::error_code ec, size_t) {
+    if (!*alive || stopped_) return;
+    Peer& peer = *peers_.at(to);
+    peer.retry.cancel();
+    auto nonce = ec ? Result<wire::ChallengeNonce>(Error::truncated) : wire::decode_challenge(peer.challenge);
+    Result<Bytes> hello = Error::bad_field;
+    if (nonce) hello = wire::encode_control(pool_.pool_key, {self_, to, wire::PeerHello{*nonce}});
+    if (!hello) {
+      ++rc_.control_connect_failed;
+      return drop_peer(to);
+    }
+    peer.connecting = false;
     peer.connected = true;
+    peer.last_write = now_ms();
+    peer.queued += hello->size();
+    peer.queue.push_front(std::move(*hello));
     write_peer(to);
   });
+}
+
+void ServerNode::drop_peer(core::ServerId to) {
+  Peer& p = *peers_.at(to);
+  asio::error_code ignore;
+  p.sock.close(ignore);
+  p.retry.cancel();
+  p.connected = false;
+  p.connecting = false;
+  p.queue.clear();  // the engine resends what matters
+  p.queued = 0;
 }
 
 // Everything queued for the peer goes out in one gathered write (many small REPL_LOG messages
@@ -281,14 +392,8 @@ void ServerNode::write_peer(core::ServerId to) {
     if (stopped_) return;
     Peer& peer = *peers_.at(to);
     peer.writing = false;
-    if (ec) {
-      asio::error_code ignore;
-      peer.sock.close(ignore);
-      peer.connected = false;
-      peer.queue.clear();
-      peer.queued = 0;
-      return;
-    }
+    if (ec) return drop_peer(to);
+    peer.last_write = now_ms();
     write_peer(to);
   });
 }
@@ -297,20 +402,85 @@ void ServerNode::accept_control() {
   control_acceptor_.async_accept([this, alive = alive_](asio::error_code ec, tcp::socket sock) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
-    if (!ec) read_inbound(std::make_shared<Inbound>(std::move(sock)));
+    if (ec) return accept_failed(control_acceptor_, control_backoff_, ec, &ServerNode::accept_control);
+    open_inbound(std::move(sock));
     accept_control();
   });
 }
 
+void ServerNode::open_inbound(tcp::socket sock) {
+  asio::error_code ec;
+  auto remote = sock.remote_endpoint(ec);
+  if (ec) return;  // already gone
+  std::string addr = remote.address().to_string();
+  size_t unverified = 0, same_addr = 0;
+  for (const auto& [key, in] : inbound_) {
+    if (in->verified) continue;
+    ++unverified;
+    same_addr += in->addr == addr;
+  }
+  if (unverified >= kUnverifiedMax || same_addr >= kUnverifiedPerAddressMax) {
+    ++rc_.control_refused;
+    sock.close(ec);
+    return;
+  }
+  auto in = std::make_shared<Inbound>(std::move(sock));
+  in->key = next_inbound_++;
+  in->addr = std::move(addr);
+  in->opened = in->last = now_ms();
+  rng_.fill(in->nonce);
+  in->challenge = wire::encode_challenge(in->nonce);
+  inbound_.emplace(in->key, in);
+  asio::async_write(in->sock, asio::buffer(in->challenge), [this, alive = alive_, in](asio::error_code wec, size_t) {
+    if (!*alive || stopped_) return;
+    if (wec) close_inbound(in);
+  });
+  read_inbound(in);
+}
+
+void ServerNode::close_inbound(const std::shared_ptr<Inbound>& in) {
+  if (std::exchange(in->closed, true)) return;
+  asio::error_code ignore;
+  in->sock.close(ignore);
+  inbound_.erase(in->key);
+  if (auto it = inbound_by_peer_.find(in->peer); in->verified && it != inbound_by_peer_.end() && it->second == in->key)
+    inbound_by_peer_.erase(it);
+}
+
+// The first message of an inbound connection: a PEER_HELLO from a member, to us, carrying our
+// nonce. False (and the connection is dropped) otherwise.
+bool ServerNode::on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<const uint8_t> msg) {
+  auto m = wire::decode_control(pool_.pool_key, msg);
+  const auto* hello = m ? std::get_if<wire::PeerHello>(&m->body) : nullptr;
+  if (!hello || hello->nonce != in->nonce || m->to != self_ || m->from == self_ || !pool_.find(m->from)) {
+    ++rc_.control_handshake_failed;
+    return false;
+  }
+  in->verified = true;
+  in->peer = m->from;
+  // One connection per peer: the newer replaces the older, which its sender has given up on.
+  if (auto it = inbound_by_peer_.find(in->peer); it != inbound_by_peer_.end()) {
+    if (auto old = inbound_.find(it->second); old != inbound_.end()) {
+      auto keep = old->second;
+      close_inbound(keep);
+    }
+  }
+  inbound_by_peer_[in->peer] = in->key;
+  return true;
+}
+
 void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
+  if (in->closed) return;
   size_t need = in->have + kInboundReadBytes;
-  if (in->have >= wire::kControlHeaderBytes) {
+  if (!in->verified) {
+    need = wire::kControlUnverifiedBytesMax;  // never more before the hello's tag is checked
+  } else if (in->have >= wire::kControlHeaderBytes) {
     auto size = wire::control_message_size({in->buf.get(), in->have});
     if (size && *size > in->have) need = std::max(need, *size);
   }
   // Room for the message under way; a buffer grown for a large one is given back afterwards.
   if (need > in->cap || (in->cap > kInboundKeepBytes && need <= kInboundKeepBytes)) {
-    size_t cap = std::max(need, 2 * kInboundReadBytes);
+    size_t cap = in->verified ? std::max(need, 2 * kInboundReadBytes) : need;
     std::unique_ptr<uint8_t[]> bigger(new uint8_t[cap]);
     if (in->have) std::memcpy(bigger.get(), in->buf.get(), in->have);
     in->buf = std::move(bigger);
@@ -318,7 +488,8 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
   }
   in->sock.async_read_some(asio::buffer(in->buf.get() + in->have, in->cap - in->have), [this, alive = alive_, in](asio::error_code ec, size_t n) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
-    if (stopped_ || ec) return;  // the peer reconnects when it has something to say
+    if (stopped_ || in->closed) return;
+    if (ec) return close_inbound(in);  // the peer reconnects when it has something to say
     in->have += n;
     size_t off = 0;
     while (in->have - off >= wire::kControlHeaderBytes) {
@@ -327,13 +498,25 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
       if (!size) {
         // Not our protocol or not our version: drop the connection (the engine counts
         // undecodable messages it is given; this one never gets that far).
-        asio::error_code ignore;
-        in->sock.close(ignore);
-        return;
+        if (!in->verified) ++rc_.control_handshake_failed;
+        else ++rc_.control_bad_header;
+        return close_inbound(in);
+      }
+      if (!in->verified && *size > wire::kControlUnverifiedBytesMax) {
+        ++rc_.control_handshake_failed;
+        return close_inbound(in);
       }
       if (head.size() < *size) break;
       uint32_t from = (uint32_t{head[8]} << 24) | (uint32_t{head[9]} << 16) | (uint32_t{head[10]} << 8) | head[11];
-      engine_->on_control(from, head.first(*size), now_ms());
+      in->last = now_ms();
+      if (!in->verified) {
+        if (!on_peer_hello(in, head.first(*size))) return close_inbound(in);
+      } else if (from != in->peer) {
+        ++rc_.control_peer_mismatch;
+        return close_inbound(in);
+      } else {
+        engine_->on_control(from, head.first(*size), now_ms());
+      }
       off += *size;
     }
     if (off > 0) {
@@ -343,6 +526,78 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
     service();
     read_inbound(in);
   });
+}
+
+// ---- housekeeping ---------------------------------------------------------------------------
+
+RuntimeCounters ServerNode::runtime_counters() const {
+  RuntimeCounters c = rc_;
+  c.plain_idle_closed = plain_.stats->idle_closed;
+  return c;
+}
+
+// Once a second: control connections that never said hello or went idle are closed (an idle
+// outbound one at half the receiver's timeout, so a sender never writes into a connection the
+// receiver has just dropped), and the security counters are logged if they moved.
+void ServerNode::housekeeping() {
+  if (stopped_) return;
+  const core::TimeMs now = now_ms();
+  std::vector<std::shared_ptr<Inbound>> drop;
+  for (const auto& [key, in] : inbound_) {
+    if (!in->verified && now - in->opened >= pool_.limits.control_hello_timeout_ms) {
+      ++rc_.control_handshake_failed;
+      drop.push_back(in);
+    } else if (in->verified && now - in->last >= pool_.limits.control_idle_timeout_ms) {
+      ++rc_.control_idle_closed;
+      drop.push_back(in);
+    }
+  }
+  for (auto& in : drop) close_inbound(in);
+  for (auto& [id, p] : peers_) {
+    if (p->connected && !p->writing && p->queue.empty() && now - p->last_write >= pool_.limits.control_idle_timeout_ms / 2) {
+      ++rc_.control_idle_closed;
+      drop_peer(id);
+    }
+  }
+  log_security();
+  housekeeping_.expires_after(std::chrono::milliseconds(kHousekeepingMs));
+  housekeeping_.async_wait([this, alive = alive_](asio::error_code ec) {
+    if (!*alive || stopped_ || ec) return;
+    housekeeping();
+  });
+}
+
+// What an operator must see when the member is probed or attacked: one line per
+// kSecurityLogEveryMs at most, with how much each counter grew since the last line.
+void ServerNode::log_security() {
+  const core::TimeMs now = now_ms();
+  if (logged_at_ != 0 && now - logged_at_ < kSecurityLogEveryMs) return;
+  const Counters& e = engine_->counters();
+  const RuntimeCounters r = runtime_counters();
+  std::string line;
+  auto add = [&](const char* name, uint64_t now_v, uint64_t then_v) {
+    if (now_v > then_v) line += std::string(line.empty() ? "" : ", ") + std::to_string(now_v - then_v) + " " + name;
+  };
+  add("frames_malformed", e.frames_malformed, logged_engine_.frames_malformed);
+  add("control_malformed", e.control_malformed, logged_engine_.control_malformed);
+  add("proofs_bad", e.proofs_bad, logged_engine_.proofs_bad);
+  add("certs_expired", e.certs_expired, logged_engine_.certs_expired);
+  add("migrate_rate_limited", e.migrate_rate_limited, logged_engine_.migrate_rate_limited);
+  add("limit_refusals", e.limit_refusals, logged_engine_.limit_refusals);
+  add("replay_mismatches", e.replay_mismatches, logged_engine_.replay_mismatches);
+  r.for_each([&](const char* name, uint64_t v) {
+    uint64_t then = 0;
+    logged_rt_.for_each([&](const char* n2, uint64_t v2) {
+      if (std::strcmp(name, n2) == 0) then = v2;
+    });
+    add(name, v, then);
+  });
+  if (line.empty()) return;
+  log_("security: since " + (logged_at_ == 0 ? std::string("start") : std::to_string(now - logged_at_) + " ms ago") + ": " + line +
+       " (mtcpctl status shows the totals)");
+  logged_engine_ = e;
+  logged_rt_ = r;
+  logged_at_ = now;
 }
 
 // ---- the loop -----------------------------------------------------------------------------
@@ -372,8 +627,13 @@ void ServerNode::plain_tcp(core::SubflowId sub, Bytes head) {
   tcp::socket sock(io_);
   sock.assign(proto, fd, ec);
   if (ec) return;
+  if (plain_.stats->live >= pool_.limits.plain_connections_max) {
+    ++rc_.plain_refused;
+    sock.close(ec);
+    return;
+  }
   log_("plain TCP client on subflow " + std::to_string(sub));
-  serve_plain(std::move(sock), std::move(head), factory_, sub, log_);
+  serve_plain(std::move(sock), std::move(head), factory_, sub, log_, plain_);
 }
 
 bool ServerNode::subflow_ready(core::SubflowId id) {

@@ -16,6 +16,8 @@
 #include "host/engine_host.h"
 #include "sdk/app.h"
 #include "runtime/os.h"
+#include "runtime/plain_conn.h"
+#include "runtime/runtime_counters.h"
 #include "runtime/pool_config.h"
 #include "runtime/subflow_socket.h"
 
@@ -30,6 +32,8 @@ class ServerNode final : private host::Transport {
   bool start(std::string& why);
   void stop();
   core::ServerEngine& engine() { return *engine_; }
+  // The runtime's own counters (accept back-off, control handshakes, idle closes).
+  RuntimeCounters runtime_counters() const;
   host::EngineHost& host() { return *host_; }
   // Run the engine and the application until quiet; call after touching the engine directly.
   void service();
@@ -41,6 +45,17 @@ class ServerNode final : private host::Transport {
   static void drain_until_eof(std::shared_ptr<Closing> c);
   void accept_data();
   void accept_control();
+  // An accept failed: back off (no descriptor left: shed the waiting connection through the
+  // reserve descriptor first) and call `again` later, never at once (that spun at 100% CPU).
+  void accept_failed(asio::ip::tcp::acceptor& a, asio::steady_timer& t, const asio::error_code& ec, void (ServerNode::*again)());
+  void shed_one(asio::ip::tcp::acceptor& a);
+  void open_inbound(asio::ip::tcp::socket sock);
+  void close_inbound(const std::shared_ptr<Inbound>& in);
+  bool on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<const uint8_t> msg);
+  void peer_handshake(core::ServerId to);
+  void drop_peer(core::ServerId to);
+  void housekeeping();
+  void log_security();
   void read_sub(core::SubflowId id);
   void write_sub(core::SubflowId id);
   void close_sub(core::SubflowId id);
@@ -67,7 +82,21 @@ class ServerNode final : private host::Transport {
   std::unique_ptr<host::EngineHost> host_;
   asio::ip::tcp::acceptor data_acceptor_;
   asio::ip::tcp::acceptor control_acceptor_;
+  asio::steady_timer data_backoff_;
+  asio::steady_timer control_backoff_;
+  asio::steady_timer housekeeping_;
+  int reserve_fd_ = -1;  // held open so that, out of descriptors, one can be freed to shed a client
   EngineTimer timer_;
+  RuntimeCounters rc_;
+  PlainEnv plain_;
+  // Inbound control connections by a local key; verified ones also by peer id (the newest).
+  std::map<uint64_t, std::shared_ptr<Inbound>> inbound_;
+  std::map<core::ServerId, uint64_t> inbound_by_peer_;
+  uint64_t next_inbound_ = 1;
+  // The security log line (log_security): the counters last reported and when.
+  Counters logged_engine_;
+  RuntimeCounters logged_rt_;
+  core::TimeMs logged_at_ = 0;
   // shared_ptr: pending reads and writes hold their subflow (subflow_socket.h).
   std::map<core::SubflowId, std::shared_ptr<SubflowSocket>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;

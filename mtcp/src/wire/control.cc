@@ -79,6 +79,7 @@ struct BodyEncoder {
     w.u64(m.conn_id);
     w.u64(m.epoch);
   }
+  void operator()(const PeerHello& m) { w.bytes(m.nonce); }
 };
 
 Result<ControlBody> parse_body(ControlType t, Reader& r) {
@@ -158,6 +159,12 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       if (!r.done()) return Error::bad_length;
       return ControlBody{m};
     }
+    case ControlType::peer_hello: {
+      PeerHello m;
+      for (auto& b : m.nonce) b = r.u8();
+      if (!r.done()) return Error::bad_length;
+      return ControlBody{m};
+    }
   }
   return Error::unknown_type;
 }
@@ -171,6 +178,7 @@ bool valid_type(uint8_t t) {
     case ControlType::repl_log:
     case ControlType::repl_ack:
     case ControlType::release:
+    case ControlType::peer_hello:
       return true;
   }
   return false;
@@ -187,6 +195,7 @@ std::string_view to_string(ControlType t) {
     case ControlType::repl_log: return "REPL_LOG";
     case ControlType::repl_ack: return "REPL_ACK";
     case ControlType::release: return "RELEASE";
+    case ControlType::peer_hello: return "PEER_HELLO";
   }
   return "?";
 }
@@ -195,7 +204,7 @@ ControlType type_of(const ControlBody& b) {
   static constexpr ControlType kTypes[] = {ControlType::claim,      ControlType::grant,
                                            ControlType::deny,       ControlType::repl_state,
                                            ControlType::repl_log,   ControlType::repl_ack,
-                                           ControlType::release};
+                                           ControlType::release,    ControlType::peer_hello};
   return kTypes[b.index()];
 }
 
@@ -268,6 +277,28 @@ Result<ControlMessage> decode_control(const cert::Key& pool_key, std::span<const
   if (!parsed) return parsed.error();
   m.body = std::move(parsed.value());
   return m;
+}
+
+std::array<uint8_t, kChallengeBytes> encode_challenge(const ChallengeNonce& nonce) {
+  std::array<uint8_t, kChallengeBytes> out{};
+  out[0] = static_cast<uint8_t>(kChallengeMagic >> 24);
+  out[1] = static_cast<uint8_t>(kChallengeMagic >> 16);
+  out[2] = static_cast<uint8_t>(kChallengeMagic >> 8);
+  out[3] = static_cast<uint8_t>(kChallengeMagic);
+  out[4] = kControlVersion;
+  std::copy(nonce.begin(), nonce.end(), out.begin() + 8);
+  return out;
+}
+
+Result<ChallengeNonce> decode_challenge(std::span<const uint8_t> bytes) {
+  if (bytes.size() != kChallengeBytes) return Error::bad_length;
+  Reader r(bytes);
+  if (r.u32() != kChallengeMagic) return Error::bad_magic;
+  if (r.u8() != kControlVersion) return Error::unsupported_version;
+  if (r.u8() != 0 || r.u16() != 0) return Error::bad_field;
+  ChallengeNonce n{};
+  for (auto& b : n) b = r.u8();
+  return n;
 }
 
 }  // namespace mtcp::wire

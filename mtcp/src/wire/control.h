@@ -5,6 +5,7 @@
 // Header: magic u32 "MTCC", version u8, type u8, reserved u16, from u32, to u32, body length
 // u32 (20 bytes), then the body, then a 32-byte MAC.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <span>
 #include <variant>
@@ -17,7 +18,9 @@
 namespace mtcp::wire {
 
 inline constexpr uint32_t kControlMagic = 0x4D54'4343;  // "MTCC"
-inline constexpr uint8_t kControlVersion = 1;
+// 2: a control connection starts with the receiver's challenge and the sender's PEER_HELLO
+// answering it (docs/PROTOCOL.md §5.1); version 1 had neither.
+inline constexpr uint8_t kControlVersion = 2;
 inline constexpr size_t kControlHeaderBytes = 20;
 inline constexpr size_t kControlMacBytes = 32;
 
@@ -29,7 +32,18 @@ enum class ControlType : uint8_t {
   repl_log = 0x11,    // eager: input-log increment pushed to an alternate
   repl_ack = 0x12,    // eager: what the alternate now holds
   release = 0x13,     // connection closed or fenced: drop replicas
+  peer_hello = 0x20,  // first message on a control connection: answers the receiver's challenge
 };
+
+// The receiver of a control connection speaks first: magic "MTCK", version u8, three zero
+// bytes, then a random nonce. The sender's first message must be a PEER_HELLO carrying that
+// nonce, so a recorded hello cannot be replayed on a new connection, and the receiver buffers
+// at most kControlUnverifiedBytesMax before a message's tag has been checked.
+inline constexpr uint32_t kChallengeMagic = 0x4D54'434B;  // "MTCK"
+inline constexpr size_t kChallengeNonceBytes = 16;
+inline constexpr size_t kChallengeBytes = 8 + kChallengeNonceBytes;
+inline constexpr size_t kControlUnverifiedBytesMax = 4096;
+using ChallengeNonce = std::array<uint8_t, kChallengeNonceBytes>;
 
 // How fresh a replica is: compared as (epoch, snap_id, in_end) lexicographically.
 struct ReplicaPos {
@@ -88,7 +102,11 @@ struct Release {
   uint64_t epoch = 0;
 };
 
-using ControlBody = std::variant<Claim, Grant, Deny, ReplState, ReplLog, ReplAck, Release>;
+struct PeerHello {
+  ChallengeNonce nonce{};    // the receiver's challenge, echoed
+};
+
+using ControlBody = std::variant<Claim, Grant, Deny, ReplState, ReplLog, ReplAck, Release, PeerHello>;
 
 struct ControlMessage {
   uint32_t from = 0;
@@ -104,5 +122,9 @@ Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m)
 // error; lets a stream reader frame messages before authenticating them.
 Result<size_t> control_message_size(std::span<const uint8_t> head);
 Result<ControlMessage> decode_control(const cert::Key& pool_key, std::span<const uint8_t> bytes);
+
+std::array<uint8_t, kChallengeBytes> encode_challenge(const ChallengeNonce& nonce);
+// Exactly kChallengeBytes; bad_magic / unsupported_version / bad_field otherwise.
+Result<ChallengeNonce> decode_challenge(std::span<const uint8_t> bytes);
 
 }  // namespace mtcp::wire
