@@ -7,7 +7,10 @@
 //   2  byte 0 of the rest is a message type and the remainder a body; a valid header and MAC
 //      are built around them, so the fuzzer works on body parsing alone.
 // Checked: no crash; what decodes re-encodes to exactly the same bytes and decodes again;
-// control_message_size agrees with a successful decode.
+// control_message_size agrees with a successful decode. Every input is also offered to
+// decode_challenge (the receiver's challenge that opens a control connection): what decodes
+// re-encodes to the same 24 bytes.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -47,6 +50,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const mtcp::cert::Key key = pool_key();
   if (size < 1) return 0;
   std::span<const uint8_t> rest(data + 1, size - 1);
+  if (auto ch = wire::decode_challenge(rest); ch.ok()) {
+    auto back = wire::encode_challenge(ch.value());
+    check(std::equal(back.begin(), back.end(), rest.begin(), rest.end()), "challenge encoding is not canonical");
+  }
   Bytes msg;
   switch (data[0] % 3) {
     case 0:

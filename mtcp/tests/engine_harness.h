@@ -77,6 +77,23 @@ inline Bytes output_bytes(uint64_t from, size_t n) {
   return b;
 }
 
+// A raw client's fixed X25519 key pair: tests that speak the protocol by hand send
+// fresh_hello() and read WELCOME through unwrap_welcome() (docs/PROTOCOL.md §6.2).
+inline cert::PrivateKey raw_client_priv() {
+  cert::PrivateKey k{};
+  k.fill(0x33);
+  return k;
+}
+inline cert::PublicKey raw_client_pub() { return cert::x25519_public(raw_client_priv()); }
+inline wire::Hello fresh_hello() { return wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0, raw_client_pub()}; }
+// WELCOME as the raw client understands it: the secret unwrapped.
+inline wire::Welcome unwrap_welcome(wire::Welcome w) {
+  auto shared = cert::x25519_shared(raw_client_priv(), w.key_share);
+  if (!shared) return w;
+  w.secret = cert::wrap_welcome_secret(w.secret, *shared, raw_client_pub(), w.key_share, w.cert);
+  return w;
+}
+
 inline Bytes encode_frame(const wire::Frame& f) {
   Bytes b;
   wire::encode(f, b);
@@ -515,17 +532,22 @@ class Harness {
     p.s2c.clear();
     if (p.server_open) p.c2s.push_back({Slice{}, true});
   }
-  // Preface + HELLO(fresh); returns the WELCOME.
+  // Preface + HELLO(fresh); returns the WELCOME with its secret unwrapped (the frame as it
+  // crossed the wire stays in last_wire_welcome, for a passive observer).
   std::optional<wire::Welcome> raw_hello_fresh(SubflowId id) {
-    raw_send(id, preface_and(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0}));
+    raw_send(id, preface_and(fresh_hello()));
     for (auto& f : raw_take(id)) {
-      if (auto* w = std::get_if<wire::Welcome>(&f)) return *w;
+      if (auto* w = std::get_if<wire::Welcome>(&f)) {
+        last_wire_welcome = *w;
+        return unwrap_welcome(*w);
+      }
     }
     return std::nullopt;
   }
+  std::optional<wire::Welcome> last_wire_welcome;
   // Preface + HELLO(migrate, conn); returns the CHALLENGE.
   std::optional<wire::ChallengeFrame> raw_hello_migrate(SubflowId id, ConnId c) {
-    raw_send(id, preface_and(wire::Hello{wire::kVersion, wire::HelloKind::migrate, c}));
+    raw_send(id, preface_and(wire::Hello{wire::kVersion, wire::HelloKind::migrate, c, {}}));
     for (auto& f : raw_take(id)) {
       if (auto* ch = std::get_if<wire::ChallengeFrame>(&f)) return *ch;
     }

@@ -311,6 +311,58 @@ TEST(EqualCt, Basics) {
 
 constexpr std::string_view kKatPoolKey = "mtcp-test-pool-key-0123456789abc";
 
+// ---- key agreement (docs/PROTOCOL.md §6.2) ----
+
+// RFC 7748 §6.1: Alice's and Bob's key pairs and their shared value.
+TEST(KeyAgreement, Rfc7748Vectors) {
+  auto a_priv = from_hex<32>("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+  auto b_priv = from_hex<32>("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+  EXPECT_EQ(x25519_public(a_priv), from_hex<32>("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"));
+  EXPECT_EQ(x25519_public(b_priv), from_hex<32>("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"));
+  auto shared = from_hex<32>("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+  auto ab = x25519_shared(a_priv, x25519_public(b_priv));
+  auto ba = x25519_shared(b_priv, x25519_public(a_priv));
+  ASSERT_TRUE(ab.ok());
+  ASSERT_TRUE(ba.ok());
+  EXPECT_EQ(*ab, shared);
+  EXPECT_EQ(*ba, shared);
+}
+
+TEST(KeyAgreement, DegeneratePeerValuesAreRefused) {
+  auto priv = from_hex<32>("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+  PublicKey zero{};
+  EXPECT_EQ(x25519_shared(priv, zero).error(), Error::bad_field);
+  PublicKey one{};
+  one[0] = 1;  // the point of order 1 (u = 1): the result is all zero too
+  EXPECT_EQ(x25519_shared(priv, one).error(), Error::bad_field);
+}
+
+TEST(KeyAgreement, WrapsUnwrapAndBindTheirInputs) {
+  const Key pool = from_hex<32>("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+  const Certificate c{7, 1, 1000, 2000};
+  const Key secret = derive_secret(pool, c);
+  const Key shared = from_hex<32>("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+  PublicKey cp{}, sp{};
+  cp.fill(1);
+  sp.fill(2);
+  Key wrapped = wrap_welcome_secret(secret, shared, cp, sp, c);
+  EXPECT_NE(wrapped, secret);  // what crosses the wire is not the secret
+  EXPECT_EQ(wrap_welcome_secret(wrapped, shared, cp, sp, c), secret);
+  // Any other shared value, key share or certificate unwraps to something else.
+  Key other_shared = shared;
+  other_shared[0] ^= 1;
+  EXPECT_NE(wrap_welcome_secret(wrapped, other_shared, cp, sp, c), secret);
+  EXPECT_NE(wrap_welcome_secret(wrapped, shared, sp, cp, c), secret);
+  EXPECT_NE(wrap_welcome_secret(wrapped, shared, cp, sp, Certificate{7, 1, 1000, 2001}), secret);
+
+  const Certificate next{7, 2, 1500, 2500};
+  const Key next_secret = derive_secret(pool, next);
+  Key w2 = wrap_next_secret(next_secret, secret, next);
+  EXPECT_NE(w2, next_secret);
+  EXPECT_EQ(wrap_next_secret(w2, secret, next), next_secret);
+  EXPECT_NE(wrap_next_secret(w2, next_secret, next), next_secret);
+}
+
 TEST(KnownAnswer, ControlMac) {
   // printf 'mtcp-ctl-v1what do ya want for nothing?' | openssl dgst -sha256 -hmac "$K"
   const Mac want = from_hex<32>("ff3c4d8d199bc64222ecb2efa227d591185b04c989865ce44a6f598798ebd816");

@@ -36,6 +36,9 @@ class ClientTest : public ::testing::Test {
     bool ok = false;
     auto frames = decode_frames(b, &ok);
     EXPECT_TRUE(ok);
+    for (const auto& f : frames) {  // the client's X25519 value, for welcome() to answer
+      if (auto* h = std::get_if<wire::Hello>(&f); h && h->kind == wire::HelloKind::fresh) client_pub_ = h->key_share;
+    }
     return frames;
   }
 
@@ -45,13 +48,22 @@ class ClientTest : public ::testing::Test {
     return k;
   }
 
+  // The secret the fake server gives (welcome_secret()) and its WELCOME, which carries it
+  // wrapped under the X25519 agreement with the client's HELLO, as a real member does.
+  static cert::Key welcome_secret() { return key_of(0x11); }
   wire::Welcome welcome() const {
     wire::Welcome w;
     w.conn_id = kConn;
     w.server_id = 1;
     w.epoch = 1;
     w.cert = {kConn, 1, 1000, 1000 + 600000};
-    w.secret = key_of(0x11);
+    cert::PrivateKey server_priv{};
+    server_priv.fill(0x5E);
+    w.key_share = cert::x25519_public(server_priv);
+    auto shared = cert::x25519_shared(server_priv, client_pub_);
+    EXPECT_TRUE(shared.ok()) << "welcome() before the client's HELLO was read";
+    w.secret = cert::wrap_welcome_secret(welcome_secret(), shared.ok() ? *shared : cert::Key{}, client_pub_, w.key_share,
+                                         w.cert);
     w.alternates = {{2, "s2"}, {3, "s3"}};
     return w;
   }
@@ -85,6 +97,7 @@ class ClientTest : public ::testing::Test {
     return {sub, mig};
   }
 
+  cert::PublicKey client_pub_{};
   Limits limits;
   sim::Prng rng{7};
   std::unique_ptr<ClientEngine> c;
@@ -425,7 +438,9 @@ TEST_F(ClientTest, MigrationHandshakeProvesTheSecretAndSwitchesOnAccept) {
   EXPECT_EQ(m.prev_owner, 1u);
   EXPECT_EQ(m.client_rcv_nxt, 50u);
   EXPECT_EQ(m.client_snd_una, 30u);
-  EXPECT_EQ(m.proof, cert::make_proof(welcome().secret, nonce, 2, kConn, 1));
+  EXPECT_EQ(m.proof, cert::make_proof(welcome_secret(), nonce, 2, kConn, 1));
+  // What crossed the wire in WELCOME does not make that proof (wire version 3, §6.2).
+  EXPECT_NE(m.proof, cert::make_proof(welcome().secret, nonce, 2, kConn, 1));
 
   // While the attempt runs: new data waits, the old server's acks are held back.
   EXPECT_EQ(c->write_copy(input_bytes(80, 20)), 20u);
@@ -438,7 +453,8 @@ TEST_F(ClientTest, MigrationHandshakeProvesTheSecretAndSwitchesOnAccept) {
   a.epoch = 2;
   a.server_rcv_nxt = 60;
   a.cert = {kConn, 2, now, now + 600000};
-  a.secret = key_of(0x22);
+  const cert::Key next_secret = key_of(0x22);
+  a.secret = cert::wrap_next_secret(next_secret, welcome_secret(), a.cert);  // wrapped with the secret proved
   now = 1040;
   feed(sub, a);
   EXPECT_FALSE(c->migrating());
@@ -480,7 +496,7 @@ TEST_F(ClientTest, MigrationHandshakeProvesTheSecretAndSwitchesOnAccept) {
   EXPECT_EQ(m3.counter, 2u);
   EXPECT_EQ(m3.prev_owner, 2u);
   EXPECT_EQ(m3.cert, a.cert);
-  EXPECT_EQ(m3.proof, cert::make_proof(a.secret, nonce2, 3, kConn, 2));
+  EXPECT_EQ(m3.proof, cert::make_proof(next_secret, nonce2, 3, kConn, 2));
 }
 
 TEST_F(ClientTest, AcceptBelowWhatWasAcknowledgedFailsWithStateGap) {

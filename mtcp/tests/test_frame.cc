@@ -659,7 +659,7 @@ TEST(FrameBadInput, WrongLengthForEveryFixedSizeType) {
     size_t body;
   };
   std::vector<Fixed> fixed = {
-      {Hello{.version = kVersion, .kind = HelloKind::migrate, .conn_id = 5}, 12},
+      {Hello{.version = kVersion, .kind = HelloKind::migrate, .conn_id = 5, .key_share = {}}, 44},
       {ChallengeFrame{.server_id = 1, .nonce = pattern<32>(1)}, 36},
       {Migrate{.cert = sample_cert(1), .counter = 1, .prev_owner = 2, .client_rcv_nxt = 3,
                .client_snd_una = 4, .proof = pattern<32>(2)},
@@ -699,6 +699,16 @@ TEST(FrameBadInput, HelloFields) {
   fresh_with_id[1] = 0;  // fresh, conn_id 5
   expect_refused(with_body(FrameType::hello, fresh_with_id), Error::bad_field);
   expect_refused(enc(Hello{.version = kVersion, .kind = HelloKind::migrate, .conn_id = 0}), Error::bad_field);
+  // A migrating HELLO carries no key share (the next secret is wrapped with the one it proves).
+  Bytes share = body;
+  share[12 + 7] = 1;
+  expect_refused(with_body(FrameType::hello, share), Error::bad_field);
+  // A fresh one carries the client's X25519 value, any 32 bytes as far as the decoder goes.
+  cert::PublicKey key{};
+  key.fill(0x42);
+  auto back = decode_one(enc(Hello{.version = kVersion, .kind = HelloKind::fresh, .conn_id = 0, .key_share = key}));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(std::get<Hello>(back.value()).key_share, key);
 }
 
 TEST(FrameBadInput, WelcomeAlternatesTooMany) {
@@ -740,7 +750,7 @@ TEST(FrameBadInput, WelcomeLengths) {
 TEST(FrameBadInput, RefuseFields) {
   Bytes body = body_of(Refuse{.reason = Error::draining, .hint_server = 3, .text = "abc"});
   for (uint16_t code : {uint16_t{0}, uint16_t{1}, uint16_t{99}, uint16_t{109}, uint16_t{209},
-                        uint16_t{305}, uint16_t{409}, uint16_t{505}, uint16_t{999}, uint16_t{0xFFFF}}) {
+                        uint16_t{305}, uint16_t{409}, uint16_t{506}, uint16_t{999}, uint16_t{0xFFFF}}) {
     SCOPED_TRACE(code);
     Bytes b = body;
     put_u16(b, 0, code);

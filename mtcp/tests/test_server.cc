@@ -44,7 +44,10 @@ TEST(Server, FreshHelloGetsWelcomeWithAlternatesAndCertificate) {
   EXPECT_EQ(w->server_id, 1u);
   EXPECT_EQ(w->epoch, 1u);
   EXPECT_EQ(w->cert, (cert::Certificate{w->conn_id, 1, 5000, 5000 + 600000}));
-  EXPECT_EQ(w->secret, cert::derive_secret(h.key(), w->cert));
+  EXPECT_EQ(w->secret, cert::derive_secret(h.key(), w->cert));  // unwrapped by the raw client
+  ASSERT_TRUE(h.last_wire_welcome);
+  EXPECT_NE(h.last_wire_welcome->secret, w->secret);  // the wire never carries it in the clear
+  EXPECT_NE(h.last_wire_welcome->key_share, cert::PublicKey{});
   EXPECT_EQ(w->alternates, (std::vector<wire::Alternate>{{2, "s2"}, {3, "s3"}}));
   h.pump();
   ServerEngine& s = h.server(1);
@@ -104,7 +107,7 @@ TEST(Server, DuplicateDataIsDroppedAndCounted) {
 TEST(Server, UnsupportedVersionIsRefused) {
   Harness h(3);
   SubflowId raw = h.open_raw(1);
-  h.raw_send(raw, preface_and(wire::Hello{static_cast<uint8_t>(wire::kVersion + 1), wire::HelloKind::fresh, 0}));
+  h.raw_send(raw, preface_and(wire::Hello{static_cast<uint8_t>(wire::kVersion + 1), wire::HelloKind::fresh, 0, raw_client_pub()}));
   auto f = h.raw_take(raw);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::unsupported_version);
@@ -285,7 +288,7 @@ TEST(Server, PartialPrefaceWaitsForTheRest) {
   h.server(1).on_timer(h.limits().hello_timeout_ms - 1);
   EXPECT_TRUE(h.server(1).take_actions().empty());
   Bytes rest(pre.begin() + 5, pre.end());
-  Bytes hello = encode_frame(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0});
+  Bytes hello = encode_frame(fresh_hello());
   rest.insert(rest.end(), hello.begin(), hello.end());
   h.raw_send(raw, rest);
   auto f = h.raw_take(raw);
@@ -402,6 +405,53 @@ TEST(Server, WrongProofIsRefusedBeforeAnyoneIsContacted) {
   EXPECT_EQ(h.read_all(), 50u);
   EXPECT_EQ(h.client().server(), 1u);
   EXPECT_NO_VIOLATIONS(h);
+}
+
+// A third party that recorded a connection's setup (HELLO and WELCOME) cannot migrate it:
+// WELCOME carries the secret wrapped under the X25519 agreement (wire version 3, §6.2).
+TEST(Server, PassiveObserverOfTheSetupCannotMigrateTheConnection) {
+  Harness h(3);
+  SubflowId victim = h.open_raw(1);
+  auto w = h.raw_hello_fresh(victim);
+  ASSERT_TRUE(w && h.last_wire_welcome);
+  const wire::Welcome seen = *h.last_wire_welcome;
+  // With what it saw, the observer's proof fails.
+  SubflowId raw = h.open_raw(2);
+  auto ch = h.raw_hello_migrate(raw, seen.conn_id);
+  ASSERT_TRUE(ch);
+  h.raw_send(raw, make_migrate(seen.cert, seen.secret, *ch, 1, 1, 0, 0));
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::bad_proof);
+  EXPECT_EQ(h.server(2).counters().proofs_bad, 1u);
+  EXPECT_EQ(h.server(2).counters().migrations_started, 0u);
+  // Nor does any other value visible on the wire serve as the secret.
+  for (const cert::Key& guess : {cert::Key(seen.key_share), cert::Key(raw_client_pub())}) {
+    SubflowId r = h.open_raw(2);
+    auto c = h.raw_hello_migrate(r, seen.conn_id);
+    ASSERT_TRUE(c);
+    h.raw_send(r, make_migrate(seen.cert, guess, *c, 1, 1, 0, 0));
+  }
+  EXPECT_EQ(h.server(2).counters().proofs_bad, 3u);
+  // The client, which unwrapped the secret with its own private value, proves it.
+  SubflowId raw3 = h.open_raw(3);
+  auto ch3 = h.raw_hello_migrate(raw3, seen.conn_id);
+  ASSERT_TRUE(ch3);
+  h.raw_send(raw3, make_migrate(w->cert, w->secret, *ch3, 1, 1, 0, 0));
+  EXPECT_EQ(h.server(3).counters().proofs_bad, 0u);
+  EXPECT_EQ(h.server(3).counters().migrations_started, 1u);
+}
+
+// A HELLO whose key share is a degenerate X25519 value is refused before a connection exists.
+TEST(Server, DegenerateKeyShareIsRefused) {
+  Harness h(1);
+  SubflowId raw = h.open_raw(1);
+  h.raw_send(raw, preface_and(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0, cert::PublicKey{}}));
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::bad_field);
+  EXPECT_EQ(h.server(1).counters().connections_opened, 0u);
+  EXPECT_EQ(h.server(1).connection_count(), 0u);
 }
 
 TEST(Server, TamperedCertificateIsRefusedWithBadProof) {
@@ -571,7 +621,8 @@ TEST(Server, ConnectionReturningToItsOwnerResumes) {
   EXPECT_EQ(a->epoch, 2u);
   EXPECT_EQ(a->server_rcv_nxt, 10u);
   EXPECT_EQ(a->cert.issuer_id, 1u);
-  EXPECT_EQ(a->secret, cert::derive_secret(h.key(), a->cert));
+  // Wrapped with the secret of the certificate the MIGRATE showed (§6.2).
+  EXPECT_EQ(cert::wrap_next_secret(a->secret, w->secret, a->cert), cert::derive_secret(h.key(), a->cert));
   // Output is resent from what the client said it has.
   auto* d = find_frame<wire::Data>(f);
   ASSERT_TRUE(d);

@@ -612,10 +612,10 @@ class BarePool {
   // A client's fresh connection on S1 (subflow 1); returns its WELCOME.
   wire::Welcome open_on_s1() {
     server(1).on_subflow_open(1, now);
-    server(1).on_subflow_data(1, slice_of(preface_and(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0})), now);
+    server(1).on_subflow_data(1, slice_of(preface_and(fresh_hello())), now);
     settle();
     for (auto& f : frames(1, 1)) {
-      if (auto* w = std::get_if<wire::Welcome>(&f)) return *w;
+      if (auto* w = std::get_if<wire::Welcome>(&f)) return unwrap_welcome(*w);
     }
     ADD_FAILURE() << "no WELCOME";
     return {};

@@ -20,6 +20,8 @@ namespace {
 constexpr std::string_view kCertLabel = "mtcp-cert-v1";
 constexpr std::string_view kProofLabel = "mtcp-proof-v1";
 constexpr std::string_view kControlLabel = "mtcp-ctl-v1";
+constexpr std::string_view kWelcomeLabel = "mtcp-welcome-v1";
+constexpr std::string_view kRewrapLabel = "mtcp-rewrap-v1";
 
 // An OpenSSL failure here is never caused by the peer's bytes: HMAC-SHA256 over in-memory data
 // with a 32-byte key can only fail if the library is broken, misconfigured (no default
@@ -149,6 +151,62 @@ Mac control_mac(const Key& pool_key, std::span<const uint8_t> bytes) {
 
 bool control_mac_ok(const Key& pool_key, std::span<const uint8_t> bytes, const Mac& tag) {
   return equal_ct(control_mac(pool_key, bytes), tag);
+}
+
+namespace {
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct PkeyCtxFree {
+  void operator()(EVP_PKEY_CTX* c) const { EVP_PKEY_CTX_free(c); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+Key xor_pad(const Key& a, const Mac& pad) {
+  Key out{};
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(a[i] ^ pad[i]);
+  return out;
+}
+}  // namespace
+
+PublicKey x25519_public(const PrivateKey& priv) {
+  Pkey k(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, priv.data(), priv.size()));
+  check_openssl(k != nullptr, "EVP_PKEY_new_raw_private_key(X25519)");
+  PublicKey pub{};
+  size_t len = pub.size();
+  check_openssl(EVP_PKEY_get_raw_public_key(k.get(), pub.data(), &len) == 1 && len == pub.size(),
+                "EVP_PKEY_get_raw_public_key");
+  return pub;
+}
+
+Result<Key> x25519_shared(const PrivateKey& priv, const PublicKey& peer) {
+  Pkey mine(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, priv.data(), priv.size()));
+  check_openssl(mine != nullptr, "EVP_PKEY_new_raw_private_key(X25519)");
+  // Any 32 bytes are a valid encoding of a peer value; only the derivation can refuse one.
+  Pkey theirs(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer.data(), peer.size()));
+  check_openssl(theirs != nullptr, "EVP_PKEY_new_raw_public_key(X25519)");
+  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new(mine.get(), nullptr));
+  check_openssl(ctx != nullptr, "EVP_PKEY_CTX_new");
+  check_openssl(EVP_PKEY_derive_init(ctx.get()) == 1, "EVP_PKEY_derive_init");
+  check_openssl(EVP_PKEY_derive_set_peer(ctx.get(), theirs.get()) == 1, "EVP_PKEY_derive_set_peer");
+  Key shared{};
+  size_t len = shared.size();
+  // OpenSSL refuses an all-zero result (a small-order peer value): that is the peer's doing.
+  if (EVP_PKEY_derive(ctx.get(), shared.data(), &len) != 1 || len != shared.size()) return Error::bad_field;
+  const Key zero{};
+  if (equal_ct(shared, zero)) return Error::bad_field;
+  return shared;
+}
+
+Key wrap_welcome_secret(const Key& secret, const Key& shared, const PublicKey& client_pub,
+                        const PublicKey& server_pub, const Certificate& cert) {
+  const auto wire = encode(cert);
+  return xor_pad(secret, hmac_sha256(shared, {label_bytes(kWelcomeLabel), client_pub, server_pub, wire}));
+}
+
+Key wrap_next_secret(const Key& new_secret, const Key& previous_secret, const Certificate& new_cert) {
+  const auto wire = encode(new_cert);
+  return xor_pad(new_secret, hmac_sha256(previous_secret, {label_bytes(kRewrapLabel), wire}));
 }
 
 // Constant time in the contents (CRYPTO_memcmp), docs/PROTOCOL.md §6 (certificates).

@@ -66,6 +66,31 @@ Mac control_mac(const Key& pool_key, std::span<const uint8_t> bytes);
 // Constant-time compare of the recomputed tag with `tag`.
 bool control_mac_ok(const Key& pool_key, std::span<const uint8_t> bytes, const Mac& tag);
 
+// ---- Key agreement: the secret never crosses the wire in the clear (docs/PROTOCOL.md §6.2) ----
+//
+// A fresh connection's HELLO carries the client's X25519 public key and WELCOME the server's;
+// WELCOME's secret field holds the secret XOR a pad derived from their shared X25519 value, so
+// a passive observer of the setup learns nothing it can migrate with. ACCEPT and RENEW carry
+// the next secret XOR a pad derived from the previous secret (which the client holds and every
+// member can recompute from the certificate the client last presented or was given).
+
+using PublicKey = std::array<uint8_t, 32>;   // X25519 public value
+using PrivateKey = std::array<uint8_t, 32>;  // X25519 private scalar (32 random bytes)
+
+// The public value of `priv` (random bytes from the caller's generator: this module draws none).
+PublicKey x25519_public(const PrivateKey& priv);
+// X25519(priv, peer). Error::bad_field if the peer's value is degenerate (a small-order point
+// giving an all-zero result) and nothing can be agreed.
+Result<Key> x25519_shared(const PrivateKey& priv, const PublicKey& peer);
+
+// pad = HMAC-SHA256(shared, "mtcp-welcome-v1" || client_pub || server_pub || encode(cert));
+// returns secret XOR pad (the same call unwraps).
+Key wrap_welcome_secret(const Key& secret, const Key& shared, const PublicKey& client_pub,
+                        const PublicKey& server_pub, const Certificate& cert);
+// pad = HMAC-SHA256(previous_secret, "mtcp-rewrap-v1" || encode(new_cert)); returns
+// new_secret XOR pad (the same call unwraps).
+Key wrap_next_secret(const Key& new_secret, const Key& previous_secret, const Certificate& new_cert);
+
 // Constant-time equality of two equal-length byte spans (false if lengths differ; the lengths
 // themselves are not secret). Two empty spans are equal.
 bool equal_ct(std::span<const uint8_t> a, std::span<const uint8_t> b);

@@ -39,7 +39,9 @@ void ClientEngine::connect(ServerId server, TimeMs now) {
   primary_ = sub;
   auto& sf = subflows_.at(sub);
   sf.tx.push_raw(wire::kPreface);
-  sf.tx.push(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0});
+  rng_.fill(key_priv_);
+  key_pub_ = cert::x25519_public(key_priv_);
+  sf.tx.push(wire::Hello{wire::kVersion, wire::HelloKind::fresh, 0, key_pub_});
   connect_deadline_ms_ = now + limits_.migrate_timeout_ms;
 }
 
@@ -69,7 +71,7 @@ void ClientEngine::start_attempt(ServerId target, bool recovery, TimeMs now) {
   a.subflow = open_subflow(target);
   auto& sf = subflows_.at(a.subflow);
   sf.tx.push_raw(wire::kPreface);
-  sf.tx.push(wire::Hello{wire::kVersion, wire::HelloKind::migrate, conn_id_});
+  sf.tx.push(wire::Hello{wire::kVersion, wire::HelloKind::migrate, conn_id_, {}});
   attempt_ = a;
   last_target_ = target;
   ++attempts_in_row_;
@@ -300,8 +302,8 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
       if (!is_primary || state_ != ClientState::established) return violation();
       auto& r = std::get<wire::Renew>(f);
       if (r.cert.conn_id != conn_id_) return violation();
+      secret_ = cert::wrap_next_secret(r.secret, secret_, r.cert);  // unwrap with the secret it replaces
       cert_ = r.cert;
-      secret_ = r.secret;
       return;
     }
     case wire::FrameType::close: {
@@ -334,11 +336,16 @@ void ClientEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
 void ClientEngine::on_welcome(SubflowId sub, const wire::Welcome& w, TimeMs now) {
   (void)sub;
   (void)now;
+  // The secret comes wrapped under our X25519 agreement with this server (§6.2); a degenerate
+  // server value means nothing was agreed and the connection cannot be trusted.
+  auto shared = cert::x25519_shared(key_priv_, w.key_share);
+  key_priv_.fill(0);
+  if (!shared) return fail(Error::bad_field);
   conn_id_ = w.conn_id;
   server_ = w.server_id;
   epoch_ = w.epoch;
   cert_ = w.cert;
-  secret_ = w.secret;
+  secret_ = cert::wrap_welcome_secret(w.secret, *shared, key_pub_, w.key_share, w.cert);
   alternates_ = w.alternates;
   pool_.clear();
   pool_.push_back(w.server_id);
@@ -368,6 +375,7 @@ void ClientEngine::on_challenge(SubflowId sub, const wire::ChallengeFrame& c) {
     return;
   }
   m.proof = cert::make_proof(secret_, c.nonce, attempt_->target, conn_id_, attempt_->counter);
+  attempt_->presented_secret = secret_;
   sf.tx.push(m);
 }
 
@@ -406,7 +414,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   server_ = at.target;
   epoch_ = a.epoch;
   cert_ = a.cert;
-  secret_ = a.secret;
+  secret_ = cert::wrap_next_secret(a.secret, at.presented_secret, a.cert);
   // ACCEPT says where to resend from; it acknowledges nothing (ACK frames follow).
   (void)send_.rewind(a.server_rcv_nxt);
   held_ack_ = 0;

@@ -117,6 +117,7 @@ class ClientEngine {
     TimeMs started_ms = 0;
     TimeMs deadline_ms = 0;
     bool recovery = false;  // the primary subflow is gone: this attempt must succeed or retry
+    cert::Key presented_secret{};  // the secret of the certificate in our MIGRATE: ACCEPT's wrap
   };
 
   SubflowId open_subflow(ServerId server);
@@ -164,6 +165,9 @@ class ClientEngine {
   uint32_t counter_ = 0;  // highest migration counter used
   cert::Certificate cert_;
   cert::Key secret_{};
+  // Fresh connection: our X25519 key pair until WELCOME (docs/PROTOCOL.md §6.2).
+  cert::PrivateKey key_priv_{};
+  cert::PublicKey key_pub_{};
   std::vector<ServerId> pool_;  // first server then alternates, in WELCOME order
   std::vector<wire::Alternate> alternates_;
   TimeMs connect_deadline_ms_ = kNever;

@@ -216,6 +216,7 @@ class ServerEngine {
     bool fin_acked = false;  // the client acknowledged our CLOSE (ACK at its position + 1)
     std::map<ServerId, Peer> peers;
     TimeMs cert_issued_ms = 0;  // the client's current certificate was issued then
+    cert::Certificate client_cert;  // ... and it is this one (a RENEW wraps with its secret)
     ServerId handed_to = 0;  // frozen: who received the hand-off
     uint64_t handed_epoch = 0;
     explicit Conn(size_t out_max) : out(out_max) {}
@@ -299,7 +300,7 @@ class ServerEngine {
   void kill_subflow(SubflowId sub, Error e);
   void detach(Conn& c);
   void attach(Conn& c, SubflowId sub, TimeMs now);
-  void send_accept(Conn& c, SubflowId sub, TimeMs now);
+  void send_accept(Conn& c, SubflowId sub, const cert::Certificate& presented, TimeMs now);
   void renew_cert(Conn& c, TimeMs now);
   uint64_t ack_target(const Conn& c) const;
   bool take_token(TimeMs now);

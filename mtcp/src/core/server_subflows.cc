@@ -303,6 +303,14 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
     ++counters_.limit_refusals;
     return refuse(sub, Error::conn_table_full);
   }
+  // Key agreement first (docs/PROTOCOL.md §6.2): a degenerate client value is refused before
+  // anything is allocated for it.
+  cert::PrivateKey priv{};
+  rng_.fill(priv);
+  const cert::PublicKey server_pub = cert::x25519_public(priv);
+  auto shared = cert::x25519_shared(priv, h.key_share);
+  priv.fill(0);
+  if (!shared) return refuse(sub, Error::bad_field);
   ConnId id = 0;
   while (id == 0 || conns_.contains(id)) id = rng_.u64();
   auto [it, inserted] = conns_.emplace(id, Conn(cfg_.limits.send_log_bytes_max));
@@ -319,7 +327,9 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
   w.server_id = cfg_.self;
   w.epoch = c.epoch;
   w.cert = {id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
-  w.secret = cert::derive_secret(cfg_.pool_key, w.cert);
+  w.key_share = server_pub;
+  w.secret = cert::wrap_welcome_secret(cert::derive_secret(cfg_.pool_key, w.cert), *shared, h.key_share, server_pub, w.cert);
+  c.client_cert = w.cert;
   for (const auto& m : cfg_.pool) {
     if (m.server_id != cfg_.self) w.alternates.push_back(m);
   }
@@ -457,12 +467,15 @@ void ServerEngine::attach(Conn& c, SubflowId sub, TimeMs now) {
   check_conn(c);
 }
 
-void ServerEngine::send_accept(Conn& c, SubflowId sub, TimeMs now) {
+void ServerEngine::send_accept(Conn& c, SubflowId sub, const cert::Certificate& presented, TimeMs now) {
   wire::Accept a;
   a.epoch = c.epoch;
   a.server_rcv_nxt = c.in_end();
   a.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
-  a.secret = cert::derive_secret(cfg_.pool_key, a.cert);
+  // Wrapped with the secret of the certificate the client just proved it holds (§6.2).
+  a.secret = cert::wrap_next_secret(cert::derive_secret(cfg_.pool_key, a.cert),
+                                    cert::derive_secret(cfg_.pool_key, presented), a.cert);
+  c.client_cert = a.cert;
   touch_sub(sub);
   subs_.at(sub).tx.push(a);
   c.cert_issued_ms = now;
@@ -476,7 +489,9 @@ void ServerEngine::send_accept(Conn& c, SubflowId sub, TimeMs now) {
 void ServerEngine::renew_cert(Conn& c, TimeMs now) {
   wire::Renew r;
   r.cert = {c.id, cfg_.self, now, now + cfg_.limits.cert_lifetime_ms};
-  r.secret = cert::derive_secret(cfg_.pool_key, r.cert);
+  r.secret = cert::wrap_next_secret(cert::derive_secret(cfg_.pool_key, r.cert),
+                                    cert::derive_secret(cfg_.pool_key, c.client_cert), r.cert);
+  c.client_cert = r.cert;
   touch_sub(*c.subflow);
   subs_.at(*c.subflow).tx.push(r);
   c.cert_issued_ms = now;

@@ -87,7 +87,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     local->fin_sent = false;
     local->fin_acked = false;
     attach(*local, sub, now);
-    send_accept(*local, sub, now);
+    send_accept(*local, sub, m.cert, now);
     ++counters_.migrations_done;
     emit({ServerEvent::Kind::resumed, id, Error::ok});
     return;
@@ -409,7 +409,7 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   c.news_ms = now;
   if (p.sub && subs_.contains(p.sub)) {
     attach(c, p.sub, now);
-    send_accept(c, p.sub, now);
+    send_accept(c, p.sub, p.request.cert, now);
   }
   if (!was_owner_instance) {  // a new application instance: it asks for verification again
     c.verify = false;

@@ -9,7 +9,7 @@ namespace mtcp::wire {
 namespace {
 
 // Body sizes of the fixed-layout frames (docs/PROTOCOL.md §4).
-constexpr size_t kHelloBody = 12;
+constexpr size_t kHelloBody = 12 + 32;
 constexpr size_t kChallengeBody = 4 + 32;
 constexpr size_t kMigrateBody = cert::kCertificateWireBytes + 4 + 4 + 8 + 8 + 32;
 constexpr size_t kAcceptBody = 8 + 8 + cert::kCertificateWireBytes + 32;
@@ -18,7 +18,7 @@ constexpr size_t kHintBody = 6;
 constexpr size_t kRenewBody = cert::kCertificateWireBytes + 32;
 constexpr size_t kCloseBody = 8;
 constexpr size_t kResetBody = 2;
-constexpr size_t kWelcomeFixedBody = 8 + 4 + 8 + cert::kCertificateWireBytes + 32 + 1;
+constexpr size_t kWelcomeFixedBody = 8 + 4 + 8 + cert::kCertificateWireBytes + 32 + 32 + 1;
 constexpr size_t kRefuseFixedBody = 2 + 4 + 1;
 
 void put_cert(Writer& w, const cert::Certificate& c) { w.bytes(cert::encode(c)); }
@@ -47,6 +47,7 @@ struct Encoder {
     w.u8(static_cast<uint8_t>(f.kind));
     w.u16(0);
     w.u64(f.conn_id);
+    w.bytes(f.key_share);
   }
   void operator()(const Welcome& f) {
     w.u64(f.conn_id);
@@ -54,6 +55,7 @@ struct Encoder {
     w.u64(f.epoch);
     put_cert(w, f.cert);
     w.bytes(f.secret);
+    w.bytes(f.key_share);
     // validate(ServerConfig) keeps these within their caps; the encoder never wraps a length
     // byte (a test may still encode 17 alternates to check the decoder refuses them).
     assert(f.alternates.size() <= UINT8_MAX);
@@ -119,10 +121,12 @@ Result<Frame> parse_body(FrameType t, std::span<const uint8_t> body) {
       uint8_t kind = r.u8();
       if (r.u16() != 0) return Error::bad_field;
       f.conn_id = r.u64();
+      r.array(f.key_share);
       if (kind > 1) return Error::bad_field;
       f.kind = static_cast<HelloKind>(kind);
       if (f.kind == HelloKind::fresh && f.conn_id != 0) return Error::bad_field;
       if (f.kind == HelloKind::migrate && f.conn_id == 0) return Error::bad_field;
+      if (f.kind == HelloKind::migrate && f.key_share != cert::PublicKey{}) return Error::bad_field;
       return Frame{f};
     }
     case FrameType::welcome: {
@@ -133,6 +137,7 @@ Result<Frame> parse_body(FrameType t, std::span<const uint8_t> body) {
       f.epoch = r.u64();
       f.cert = get_cert(r);
       r.array(f.secret);
+      r.array(f.key_share);
       size_t n = r.u8();
       if (n > kAlternatesMax) return Error::alternates_too_many;
       for (size_t i = 0; i < n; ++i) {

@@ -23,7 +23,9 @@ namespace mtcp::wire {
 // 0x89 first: not ASCII, so no text protocol starts this way; CR LF and 0x1A catch
 // line-ending and text-mode mangling, as PNG's signature does.
 inline constexpr std::array<uint8_t, 8> kPreface = {0x89, 'M', 'T', 'C', 'P', '\r', '\n', 0x1A};
-inline constexpr uint8_t kVersion = 2;  // 2: ACK of the CLOSE (docs/PROTOCOL.md §4.4)
+// 2: ACK of the CLOSE (docs/PROTOCOL.md §4.4). 3: X25519 key shares in HELLO and WELCOME, and
+// every secret sent wrapped (§6.2).
+inline constexpr uint8_t kVersion = 3;
 inline constexpr size_t kFrameHeaderBytes = 8;
 inline constexpr size_t kDataHeaderBytes = 16;
 
@@ -48,6 +50,7 @@ struct Hello {
   uint8_t version = kVersion;
   HelloKind kind = HelloKind::fresh;
   uint64_t conn_id = 0;  // 0 for a fresh connection
+  cert::PublicKey key_share{};  // fresh: the client's X25519 public value; migrate: all zero
 };
 struct Alternate {
   uint32_t server_id = 0;
@@ -59,7 +62,8 @@ struct Welcome {
   uint32_t server_id = 0;
   uint64_t epoch = 0;
   cert::Certificate cert;
-  cert::Key secret{};
+  cert::Key secret{};                 // wrapped: cert::wrap_welcome_secret
+  cert::PublicKey key_share{};        // the server's X25519 public value for this connection
   std::vector<Alternate> alternates;  // <= kAlternatesMax
 };
 struct ChallengeFrame {
@@ -78,7 +82,7 @@ struct Accept {
   uint64_t epoch = 0;
   uint64_t server_rcv_nxt = 0;  // client->server bytes the new owner holds; resend from here
   cert::Certificate cert;       // renewed certificate for the next migration
-  cert::Key secret{};
+  cert::Key secret{};           // wrapped with the secret of the certificate in MIGRATE
 };
 struct Refuse {
   Error reason = Error::ok;
@@ -104,7 +108,7 @@ struct Hint {
 };
 struct Renew {
   cert::Certificate cert;  // replaces the client's certificate (and secret) from now on
-  cert::Key secret{};
+  cert::Key secret{};      // wrapped with the secret of the certificate it replaces
 };
 struct Close {
   uint64_t final_dsn = 0;  // the sender's stream ends here
