@@ -56,5 +56,9 @@ esac
 echo "build: configuring ${mode} in ${build_dir}/"
 cmake -S . -B "${build_dir}" -G Ninja -DMTCP_WERROR=ON "${cmake_args[@]}" "$@"
 echo "build: building ${mode} in ${build_dir}/"
-cmake --build "${build_dir}" -j2
+if [[ "${mode}" == "fuzz" ]]; then
+  cmake --build "${build_dir}" -j2 --target fuzzers  # the harnesses only
+else
+  cmake --build "${build_dir}" -j2
+fi
 echo "build: ${mode} OK (executables in ${build_dir}/bin/)"

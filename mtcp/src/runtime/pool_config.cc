@@ -128,6 +128,10 @@ bool load_pool_config(const std::string& path, PoolConfig& out, std::string& why
     why = path + ": cannot read the pool file";
     return false;
   }
+  return parse_pool_config(text, path, out, why);
+}
+
+bool parse_pool_config(std::string_view text, const std::string& path, PoolConfig& out, std::string& why) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     why = path + ": not a JSON object";

@@ -12,6 +12,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cert/cert.h"
@@ -39,5 +40,8 @@ struct PoolConfig {
 
 // Loads and validates; on failure returns false with `why`.
 bool load_pool_config(const std::string& path, PoolConfig& out, std::string& why);
+// The same from the file's text; `path` names it in messages, and a relative pool_key_file is
+// found beside it (fuzz_pool_config feeds arbitrary text here).
+bool parse_pool_config(std::string_view text, const std::string& path, PoolConfig& out, std::string& why);
 
 }  // namespace mtcp::rt
