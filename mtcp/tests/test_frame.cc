@@ -749,7 +749,7 @@ TEST(FrameBadInput, WelcomeLengths) {
 
 TEST(FrameBadInput, RefuseFields) {
   Bytes body = body_of(Refuse{.reason = Error::draining, .hint_server = 3, .text = "abc"});
-  for (uint16_t code : {uint16_t{0}, uint16_t{1}, uint16_t{99}, uint16_t{109}, uint16_t{209},
+  for (uint16_t code : {uint16_t{0}, uint16_t{1}, uint16_t{99}, uint16_t{109}, uint16_t{210},
                         uint16_t{305}, uint16_t{409}, uint16_t{506}, uint16_t{999}, uint16_t{0xFFFF}}) {
     SCOPED_TRACE(code);
     Bytes b = body;

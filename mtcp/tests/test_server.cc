@@ -442,6 +442,34 @@ TEST(Server, PassiveObserverOfTheSetupCannotMigrateTheConnection) {
   EXPECT_EQ(h.server(3).counters().migrations_started, 1u);
 }
 
+// At member_buffered_bytes_max, new connections are refused (member_full) while the existing
+// one goes on; below it again (after the recount interval), they are accepted.
+TEST(Server, MemberWideBufferCapRefusesNewWorkOnly) {
+  Limits l;
+  l.member_buffered_bytes_max = 4000;
+  Harness h(2, l);
+  h.connect(1);
+  h.write_input(6000);  // held in the owner's input log (no snapshot yet)
+  h.pump();
+  EXPECT_EQ(h.read_all(), 6000u);
+  h.advance_to(ServerEngine::kBufferedRecountMs);  // the total is recounted at most this often
+  SubflowId raw = h.open_raw(1);
+  h.raw_send(raw, preface_and(fresh_hello()));
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Refuse>(f[0]).reason, Error::member_full);
+  EXPECT_GE(h.server(1).buffered_bytes(), 6000u);
+  EXPECT_EQ(h.server(1).counters().connections_opened, 1u);
+  // The live connection is served on.
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 100u);
+  // Another member, with nothing buffered, takes new connections.
+  SubflowId raw2 = h.open_raw(2);
+  EXPECT_TRUE(h.raw_hello_fresh(raw2));
+  EXPECT_NO_VIOLATIONS(h);
+}
+
 // A HELLO whose key share is a degenerate X25519 value is refused before a connection exists.
 TEST(Server, DegenerateKeyShareIsRefused) {
   Harness h(1);

@@ -21,6 +21,7 @@ std::string_view to_string(Error e) {
     case Error::conn_table_full: return "connection table full";
     case Error::pending_table_full: return "pending-migration table full";
     case Error::alternates_too_many: return "too many alternates";
+    case Error::member_full: return "member buffers full";
     case Error::rate_limited: return "rate limited";
     case Error::bad_proof: return "bad proof";
     case Error::cert_expired: return "certificate expired";

@@ -28,6 +28,7 @@ enum class Error : uint16_t {
   pending_table_full = 206,
   alternates_too_many = 207,
   rate_limited = 208,
+  member_full = 209,  // member_buffered_bytes_max reached: no new connection, migration or replica
   // Certificates and proofs (3xx).
   bad_proof = 300,
   cert_expired = 301,

@@ -30,6 +30,10 @@ struct Limits {
   size_t connections_max = 65536;               // connection table (owned + replicas)
   size_t pending_migrations_max = 1024;         // migrations being verified or fetched at once
   size_t subflows_max = 65536;                  // subflows a server tracks at once
+  // All connections' buffered bytes together (input logs, parked input, send logs, snapshots,
+  // unparsed subflow input): at this, new connections, migrations and replicas are refused
+  // (member_full), while existing connections go on within their own caps.
+  size_t member_buffered_bytes_max = 512u << 20;
 
   uint64_t hello_timeout_ms = 2000;      // no preface within this: treat as plain TCP
   uint64_t cert_lifetime_ms = 600000;    // certificates expire after this

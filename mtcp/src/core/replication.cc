@@ -105,6 +105,7 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
     return;
   }
   if (!c) {
+    if (member_full(now)) return;  // counted there
     if (conns_.size() >= cfg_.limits.connections_max) {
       ++counters_.limit_refusals;
       return;

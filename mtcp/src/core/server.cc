@@ -35,6 +35,22 @@ ServerEngine::ServerEngine(ServerConfig cfg, Random& rng) : cfg_(std::move(cfg))
   tokens_ = cfg_.limits.migrate_requests_per_s_max;
 }
 
+bool ServerEngine::member_full(TimeMs now) {
+  if (!buffered_counted_ || now >= buffered_at_ + kBufferedRecountMs) {
+    size_t total = 0;
+    for (const auto& [id, c] : conns_) {
+      total += c.in_log.size() + c.parked_bytes + c.out.size() + c.snapshot.size() + c.rec.tail.len;
+    }
+    for (const auto& [id, s] : subs_) total += s.in.size();
+    buffered_ = total;
+    buffered_at_ = now;
+    buffered_counted_ = true;
+  }
+  if (buffered_ < cfg_.limits.member_buffered_bytes_max) return false;
+  ++counters_.limit_refusals;
+  return true;
+}
+
 ServerEngine::Conn* ServerEngine::find(ConnId id) {
   auto it = conns_.find(id);
   return it == conns_.end() ? nullptr : &it->second;

@@ -142,6 +142,10 @@ class ServerEngine {
   std::optional<ConnInfo> conn_info(ConnId c) const;
   std::vector<ConnId> owned_connections() const;
   size_t connection_count() const { return conns_.size(); }
+  // Every connection's and subflow's buffered bytes (member_buffered_bytes_max), recounted
+  // at most every kBufferedRecountMs when new work asks (the sum is O(connections)).
+  size_t buffered_bytes() const { return buffered_; }
+  static constexpr TimeMs kBufferedRecountMs = 100;
   size_t subflow_count() const { return subs_.size(); }
   const Counters& counters() const { return counters_; }
   ServerId self() const { return cfg_.self; }
@@ -360,6 +364,11 @@ class ServerEngine {
   };
   std::map<ConnId, Retired> retired_;
   std::map<uint32_t, PendingClaim> claims_;
+  size_t buffered_ = 0;
+  TimeMs buffered_at_ = 0;
+  bool buffered_counted_ = false;
+  // True (and counted in limit_refusals) when the member is at member_buffered_bytes_max.
+  bool member_full(TimeMs now);
   int pump_depth_ = 0;
   std::set<ConnId> repl_dirty_;  // input added during the current pump, replicated at its end
   uint32_t next_request_ = 1;

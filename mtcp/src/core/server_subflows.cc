@@ -303,6 +303,7 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
     ++counters_.limit_refusals;
     return refuse(sub, Error::conn_table_full);
   }
+  if (member_full(now)) return refuse(sub, Error::member_full);
   // Key agreement first (docs/PROTOCOL.md §6.2): a degenerate client value is refused before
   // anything is allocated for it.
   cert::PrivateKey priv{};

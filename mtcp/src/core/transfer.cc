@@ -73,6 +73,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     ++counters_.limit_refusals;
     return refuse(sub, Error::pending_table_full);
   }
+  if (member_full(now)) return refuse(sub, Error::member_full);
   Conn* local = find(id);
   bool eager = cfg_.limits.transfer_mode == TransferMode::eager;
   if (!eager && local && local->role == Role::owner) {

@@ -395,6 +395,8 @@ std::string AdminServer::handle(std::string_view line) {
                {"member", engine.self()},
                {"draining", draining_},
                {"connection_count", engine.connection_count()},
+               {"buffered_bytes", engine.buffered_bytes()},
+               {"buffered_bytes_max", engine.config().limits.member_buffered_bytes_max},
                {"subflow_count", engine.subflow_count()},
                {"owned", owned.size()},
                {"owned_attached", attached},

@@ -81,6 +81,7 @@ const LimitField kLimitFields[] = {
     MTCP_LIMIT(connections_max, 1, 1ull << 24),
     MTCP_LIMIT(pending_migrations_max, 1, 1ull << 20),
     MTCP_LIMIT(subflows_max, 1, 1ull << 24),
+    MTCP_LIMIT(member_buffered_bytes_max, 1ull << 20, 1ull << 40),
     MTCP_LIMIT(hello_timeout_ms, 1, 600000),
     MTCP_LIMIT(cert_lifetime_ms, 2, 30 * kDayMs),
     MTCP_LIMIT(claim_timeout_ms, 1, 600000),

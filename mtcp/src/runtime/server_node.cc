@@ -1,6 +1,7 @@
 #include "runtime/server_node.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,8 @@ constexpr uint64_t kSecurityLogEveryMs = 5000;  // at most one security line thi
 // are one per peer (a newer one replaces an older).
 constexpr size_t kUnverifiedPerAddressMax = 8;
 constexpr size_t kUnverifiedMax = 64;
+constexpr core::TimeMs kTrimEveryMs = 10000;     // trim_heap at most this often
+constexpr size_t kTrimMinConnections = 64;       // ... after at least this many connections
 }  // namespace
 
 // A subflow being closed: its last frames, then a lingering read until the client's FIN.
@@ -560,11 +563,25 @@ void ServerNode::housekeeping() {
     }
   }
   log_security();
+  trim_heap(now);
   housekeeping_.expires_after(std::chrono::milliseconds(kHousekeepingMs));
   housekeeping_.async_wait([this, alive = alive_](asio::error_code ec) {
     if (!*alive || stopped_ || ec) return;
     housekeeping();
   });
+}
+
+// The allocator keeps freed memory up to a 128 MiB trim threshold (tune_allocator_for_states),
+// so a member that served a burst of large connections would keep hundreds of MiB after they
+// left. When at least half of the connections seen since the last trim are gone (and at least
+// 64 of them), the heap is trimmed, at most every 10 s.
+void ServerNode::trim_heap(core::TimeMs now) {
+  const size_t conns = engine_->connection_count() + plain_.stats->live;
+  trim_peak_ = std::max(trim_peak_, conns);
+  if (now - trimmed_at_ < kTrimEveryMs || trim_peak_ < kTrimMinConnections || conns > trim_peak_ / 2) return;
+  ::malloc_trim(0);
+  trimmed_at_ = now;
+  trim_peak_ = conns;
 }
 
 // What an operator must see when the member is probed or attacked: one line per

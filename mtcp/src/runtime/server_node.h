@@ -55,6 +55,7 @@ class ServerNode final : private host::Transport {
   void peer_handshake(core::ServerId to);
   void drop_peer(core::ServerId to);
   void housekeeping();
+  void trim_heap(core::TimeMs now);
   void log_security();
   void read_sub(core::SubflowId id);
   void write_sub(core::SubflowId id);
@@ -97,6 +98,8 @@ class ServerNode final : private host::Transport {
   Counters logged_engine_;
   RuntimeCounters logged_rt_;
   core::TimeMs logged_at_ = 0;
+  size_t trim_peak_ = 0;  // most connections seen since the last heap trim
+  core::TimeMs trimmed_at_ = 0;
   // shared_ptr: pending reads and writes hold their subflow (subflow_socket.h).
   std::map<core::SubflowId, std::shared_ptr<SubflowSocket>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;
