@@ -28,6 +28,7 @@
 #include <sstream>
 #include <atomic>
 #include <thread>
+#include <iostream>
 
 #include "bank_schema.h"
 #include "client/connection.h"
@@ -42,7 +43,7 @@ using json = nlohmann::json;
 struct Workload {
   uint64_t sessions = 4;
   uint64_t requests = 2000;  // per session
-  uint64_t accounts = 10;
+  uint64_t accounts = 50;
   uint64_t balance = 1000;  // initial balance of each account (setup)
   uint64_t tx_percent = 20;     // interactive transactions among the session's steps
   uint64_t audit_percent = 5;   // audits among the steps
@@ -95,6 +96,7 @@ uint64_t pct_of(std::vector<double>& v, double q) {
 struct Summary {
   std::string mode;
   double seconds = 0;
+  uint64_t steps_done = 0;  // transactions: one request outside BEGIN..COMMIT, or a whole interactive one
   uint64_t requests_acked = 0, requests_unacked = 0, transfers_acked = 0, tx_committed = 0, tx_aborted = 0,
            tx_aborted_by_migration = 0, audits = 0, migrations = 0, migrations_failed = 0, recoveries = 0, kills = 0,
            sessions_failed = 0;
@@ -111,6 +113,8 @@ struct Summary {
     j["transactions_aborted"] = tx_aborted;
     j["transactions_aborted_by_migration"] = tx_aborted_by_migration;
     j["audits"] = audits;
+    j["transactions"] = steps_done;
+    j["throughput_transactions_per_s"] = seconds > 0 ? static_cast<double>(steps_done) / seconds : 0;
     j["throughput_requests_per_s"] = seconds > 0 ? static_cast<double>(requests_acked) / seconds : 0;
     j["latency_us_p50"] = pct_of(lat_us, 0.5);
     j["latency_us_p99"] = pct_of(lat_us, 0.99);
@@ -127,7 +131,7 @@ struct Summary {
 
 void count_reply(Summary& s, const std::string& line, const std::string& reply) {
   if (reply.empty()) return;
-  if (line.starts_with("TRANSFER") && reply.starts_with("OK")) ++s.transfers_acked;
+  if (line.starts_with("TRANSFER") && reply.starts_with("OK")) ++s.transfers_acked;  // outside a transaction
   if (line == "AUDIT") ++s.audits;
   if (line == "COMMIT") {
     if (reply == "OK committed") ++s.tx_committed;
@@ -137,8 +141,10 @@ void count_reply(Summary& s, const std::string& line, const std::string& reply) 
 }
 
 // ---- database helpers (blocking: the client is not an event-loop member) ----
+void no_notices(void*, const char*) {}
 PGconn* db_connect(const std::string& ci, std::string& why) {
   PGconn* c = PQconnectdb(ci.c_str());
+  PQsetNoticeProcessor(c, no_notices, nullptr);
   if (PQstatus(c) != CONNECTION_OK) {
     why = PQerrorMessage(c);
     PQfinish(c);
@@ -231,6 +237,14 @@ void check(const Workload& w, const std::vector<Sent>& sent, const std::vector<s
     if (!x.in_tx && x.line != "BEGIN" && x.line != "COMMIT" && x.line != "ABORT") {
       if (x.reply.empty()) continue;  // unacknowledged: at most once, checked above
       auto it = stored.find(k);
+      // Replies the front-end gives without committing (busy, database unavailable or error):
+      // nothing may be stored or applied, except "outcome unknown" (at most once, above).
+      bool not_applied = x.reply.starts_with("ERR busy") || x.reply.starts_with("ERR database");
+      if (not_applied) {
+        if (x.reply.find("outcome unknown") != std::string::npos) continue;
+        if (it != stored.end() || rows != 0) add(id + ": answered '" + x.reply + "' but it was applied");
+        continue;
+      }
       if (it == stored.end()) add(id + ": acknowledged '" + x.reply + "' but no reply stored");
       else if (it->second != x.reply) add(id + ": acknowledged '" + x.reply + "' but the database stored '" + it->second + "'");
       if (transfer && x.reply.starts_with("OK") && rows != 2) add(id + ": acknowledged OK but applied " + std::to_string(rows / 2) + " times");
@@ -279,7 +293,7 @@ struct Session {
   bool done = false;
   bool in_tx = false;
   std::vector<size_t> tx_sent;  // indexes into `sent` of this transaction's ops
-  Clock::time_point t0;
+  Clock::time_point t0, step_t0;
   size_t sent_index = 0;
   std::string inbuf;
   uint64_t since_migration = 0;
@@ -335,6 +349,7 @@ int do_run(const Workload& w) {
     }
     std::string wire = std::to_string(rec.seq) + " " + line + "\n";
     x.t0 = Clock::now();
+    if (x.op == 0) x.step_t0 = x.t0;
     x.waiting = true;
     x.conn->write_copy(std::span(reinterpret_cast<const uint8_t*>(wire.data()), wire.size()));
   };
@@ -342,9 +357,13 @@ int do_run(const Workload& w) {
     x.waiting = false;
     Sent& rec = sent[x.sent_index];
     rec.reply = body;
-    s.lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - x.t0).count());
     ++s.requests_acked;
-    count_reply(s, rec.line, body);
+    if (!rec.in_tx) count_reply(s, rec.line, body);
+    if (rec.line == "COMMIT" && body == "OK committed") {
+      for (size_t i : x.tx_sent) {
+        if (sent[i].line.starts_with("TRANSFER") && sent[i].reply.starts_with("OK")) ++s.transfers_acked;
+      }
+    }
     if (rec.line == "AUDIT") audits.push_back(body);
     // A transaction ends with its COMMIT; a doomed one is ended by it too.
     if (rec.line == "COMMIT") {
@@ -352,6 +371,8 @@ int do_run(const Workload& w) {
       x.tx_sent.clear();
     }
     if (++x.op >= x.steps[x.step].size()) {
+      s.lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - x.step_t0).count());
+      ++s.steps_done;
       x.op = 0;
       ++x.step;
     }
@@ -455,10 +476,10 @@ int do_run(const Workload& w) {
   if (w.json_out) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s: %lu requests acknowledged (%lu transfers), %lu unacknowledged in %.2f s: %.0f req/s, p50 %lu us, p99 %lu us\n",
+    std::printf("%s: %lu requests acknowledged (%lu transfers applied), %lu unacknowledged; %lu transactions in %.2f s: %.0f/s, p50 %lu us, p99 %lu us\n",
                 j["mode"].get<std::string>().c_str(), static_cast<unsigned long>(s.requests_acked),
-                static_cast<unsigned long>(s.transfers_acked), static_cast<unsigned long>(s.requests_unacked), s.seconds,
-                j["throughput_requests_per_s"].get<double>(), static_cast<unsigned long>(j["latency_us_p50"].get<uint64_t>()),
+                static_cast<unsigned long>(s.transfers_acked), static_cast<unsigned long>(s.requests_unacked),
+                static_cast<unsigned long>(s.steps_done), s.seconds, j["throughput_transactions_per_s"].get<double>(), static_cast<unsigned long>(j["latency_us_p50"].get<uint64_t>()),
                 static_cast<unsigned long>(j["latency_us_p99"].get<uint64_t>()));
     std::printf("transactions: %lu committed, %lu aborted (%lu by migration); %lu audits; %lu migrations (%lu failed), %lu recoveries, %lu kills\n",
                 static_cast<unsigned long>(s.tx_committed), static_cast<unsigned long>(s.tx_aborted),
@@ -522,6 +543,7 @@ int do_baseline(const Workload& w) {
           }
           per[i].lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
           ++per[i].requests_acked;
+          ++per[i].steps_done;
           count_reply(per[i], step[0], out);
           if (step[0] == "AUDIT") audits[i].push_back(out);
           sent[i].push_back({conn, seq, step[0], out, false, 0});
@@ -551,11 +573,17 @@ int do_baseline(const Workload& w) {
             commit = "OK committed";
             break;
           }
-          call("ROLLBACK", {}, out, st);
+          (void)call("ROLLBACK", {}, out, st);
         }
         per[i].lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
         per[i].requests_acked += step.size();
+        ++per[i].steps_done;
         count_reply(per[i], "COMMIT", commit);
+        if (commit == "OK committed") {
+          for (size_t o = 1; o + 1 < step.size(); ++o) {
+            if (step[o].starts_with("TRANSFER") && replies.size() >= o && replies[o - 1].starts_with("OK")) ++per[i].transfers_acked;
+          }
+        }
         uint64_t q = first + 1;
         sent[i].push_back({conn, q, "BEGIN", "OK begun", false, 0});
         for (size_t o = 1; o + 1 < step.size(); ++o) sent[i].push_back({conn, ++q, step[o], replies.size() >= o ? replies[o - 1] : "", true, seq});
@@ -572,6 +600,7 @@ int do_baseline(const Workload& w) {
   std::vector<std::string> all_audits;
   for (size_t i = 0; i < w.sessions; ++i) {
     s.requests_acked += per[i].requests_acked;
+    s.steps_done += per[i].steps_done;
     s.transfers_acked += per[i].transfers_acked;
     s.tx_committed += per[i].tx_committed;
     s.tx_aborted += per[i].tx_aborted;
@@ -585,11 +614,120 @@ int do_baseline(const Workload& w) {
   json j = s.to_json();
   if (w.json_out) std::printf("%s\n", j.dump().c_str());
   else
-    std::printf("libpq: %lu requests (%lu transfers) in %.2f s: %.0f req/s, p50 %lu us, p99 %lu us (per step), verdict %s\n",
-                static_cast<unsigned long>(s.requests_acked), static_cast<unsigned long>(s.transfers_acked), s.seconds,
-                j["throughput_requests_per_s"].get<double>(), static_cast<unsigned long>(j["latency_us_p50"].get<uint64_t>()),
+    std::printf("libpq: %lu requests (%lu transfers applied); %lu transactions in %.2f s: %.0f/s, p50 %lu us, p99 %lu us, verdict %s\n",
+                static_cast<unsigned long>(s.requests_acked), static_cast<unsigned long>(s.transfers_acked),
+                static_cast<unsigned long>(s.steps_done), s.seconds, j["throughput_transactions_per_s"].get<double>(), static_cast<unsigned long>(j["latency_us_p50"].get<uint64_t>()),
                 static_cast<unsigned long>(j["latency_us_p99"].get<uint64_t>()), j["verdict"].get<std::string>().c_str());
   return s.violations.empty() ? 0 : 1;
+}
+
+// ---- a scripted session for the tests: one connection, directives from stdin ----
+//   SEQ CMD ...     send the request, wait for its reply, print it
+//   !send SEQ CMD   send without waiting;   !wait   wait for the next reply and print it
+//   !migrate N      migrate to member N (0: the next), wait until it is done or failed
+//   !sleep MS       wait;   !exec CMD   run a shell command (blocking), e.g. kill -STOP
+int do_script(const Workload& w, uint32_t first) {
+  mtcp::rt::PoolConfig pool;
+  std::string why;
+  if (!mtcp::rt::load_pool_config(w.pool_path, pool, why)) {
+    std::fprintf(stderr, "mtcp-bank-client: %s\n", why.c_str());
+    return 2;
+  }
+  asio::io_context io(1);
+  mtcp::client::Options opt;
+  opt.policy.enabled = mtcp::rt::kPolicyHint;
+  opt.first = first;
+  auto conn = mtcp::client::Connection::create(io, pool, std::move(opt), why);
+  if (!conn) {
+    std::fprintf(stderr, "mtcp-bank-client: %s\n", why.c_str());
+    return 2;
+  }
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(std::cin, l);) {
+    if (!l.empty()) lines.push_back(l);
+  }
+  size_t at = 0;
+  int waiting = 0;        // replies still to print before the next directive
+  bool migrating = false;
+  int rc = 0;
+  std::string inbuf;
+  asio::steady_timer timer(io);
+  std::function<void()> next = [&] {
+    while (waiting == 0 && !migrating && at < lines.size()) {
+      std::string l = lines[at++];
+      auto write = [&](const std::string& t) {
+        std::string x = t + "\n";
+        conn->write_copy(std::span(reinterpret_cast<const uint8_t*>(x.data()), x.size()));
+      };
+      if (l.starts_with("!send ")) {
+        write(l.substr(6));
+      } else if (l == "!wait") {
+        waiting = 1;
+      } else if (l.starts_with("!migrate")) {
+        uint32_t to = l.size() > 9 ? static_cast<uint32_t>(std::stoul(l.substr(9))) : 0;
+        if (mtcp::Status st = conn->migrate(to); !st) {
+          std::printf("migrate failed: %s\n", std::string(mtcp::to_string(st.error())).c_str());
+          std::fflush(stdout);
+          continue;
+        }
+        migrating = true;
+      } else if (l.starts_with("!sleep ")) {
+        timer.expires_after(std::chrono::milliseconds(std::stoul(l.substr(7))));
+        migrating = true;  // reused as "busy"
+        timer.async_wait([&](asio::error_code) {
+          migrating = false;
+          next();
+        });
+      } else if (l.starts_with("!exec ")) {
+        if (std::system(l.substr(6).c_str()) != 0) std::fprintf(stderr, "script: '%s' failed\n", l.c_str());
+      } else {
+        write(l);
+        waiting = 1;
+      }
+    }
+    if (waiting == 0 && !migrating && at >= lines.size() && !conn->closing()) conn->close();
+  };
+  conn->on_event = [&](const mtcp::client::Event& e) {
+    if (e.kind == mtcp::client::EventKind::connected) {
+      std::printf("connected %lld\n", static_cast<long long>(static_cast<int64_t>(conn->conn_id())));  // the database's conn key
+      std::fflush(stdout);
+      next();
+    }
+    if (e.kind == mtcp::client::EventKind::migrated || e.kind == mtcp::client::EventKind::migration_failed) {
+      std::printf("%s\n", e.kind == mtcp::client::EventKind::migrated ? "migrated" : "migration failed");
+      std::fflush(stdout);
+      migrating = false;
+      asio::post(io, next);
+    }
+    if (e.kind == mtcp::client::EventKind::failed) {
+      std::printf("connection failed: %s\n", mtcp::client::to_string(e).c_str());
+      rc = 1;
+      io.stop();
+    }
+    if (e.kind == mtcp::client::EventKind::closed) io.stop();
+  };
+  conn->on_readable = [&] {
+    uint8_t buf[4096];
+    while (size_t n = conn->read(buf)) inbuf.append(reinterpret_cast<char*>(buf), n);
+    size_t nl;
+    while ((nl = inbuf.find('\n')) != std::string::npos) {
+      std::printf("%s\n", inbuf.substr(0, nl).c_str());
+      std::fflush(stdout);
+      inbuf.erase(0, nl + 1);
+      if (waiting > 0) --waiting;
+    }
+    asio::post(io, next);
+  };
+  asio::steady_timer limit(io, std::chrono::seconds(w.time_limit_s));
+  limit.async_wait([&](asio::error_code ec) {
+    if (ec) return;
+    std::printf("timeout\n");
+    rc = 1;
+    io.stop();
+  });
+  conn->connect();
+  io.run();
+  return rc;
 }
 
 }  // namespace
@@ -627,7 +765,13 @@ int main(int argc, char** argv) {
   auto* base = app.add_subcommand("baseline", "the same transactions straight on libpq, then the check");
   common(base);
   workload(base);
+  auto* scr = app.add_subcommand("script", "one session driven by directives on stdin (the tests)");
+  uint32_t first = 0;
+  scr->add_option("--pool", w.pool_path, "pool file")->required();
+  scr->add_option("--first", first, "member to connect to first (0: the pool's first)");
+  scr->add_option("-t,--time-limit", w.time_limit_s, "give up after this many seconds")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (*scr) return do_script(w, first);
   if (w.tx_percent + w.audit_percent > 100) {
     std::fprintf(stderr, "mtcp-bank-client: --tx-percent + --audit-percent must be at most 100\n");
     return 2;

@@ -13,6 +13,7 @@
 //     the transaction is doomed and the client gets an explicit "aborted by migration" error.
 #include "bank_service.h"
 
+#include <asio/steady_timer.hpp>
 #include <optional>
 #include <random>
 #include <vector>
@@ -38,7 +39,7 @@ struct TxOp {
   std::string reply;  // the reply body the client received
 };
 
-enum class Wait { none, connect, claim, apply, lookup, begin, reexec, op, commit_fn, commit, rollback };
+enum class Wait { none, delay, connect, claim, apply, lookup, begin, reexec, op, commit_fn, commit, rollback };
 
 struct Job {
   Request rq;
@@ -47,6 +48,8 @@ struct Job {
   bool committing = false;   // COMMIT: bank_commit() ran in the live transaction
   bool in_doubt = false;     // a statement that could have committed was lost with the link
   bool rollback_then_retry = false;
+  bool delayed = false;  // test_commit_delay_ms waited
+  std::optional<std::string> final_reply;  // test_reply_delay_ms: the reply, sent after the wait
   std::optional<std::string> reply_after_rollback;
   size_t reexec_i = 0;
   uint64_t retries = 0, reconnects = 0;
@@ -98,7 +101,12 @@ class BankApp final : public sdk::ConnApp {
     if (stopped_) return;
     c_ = &c;
     if (job_ && (!pg_ || pg_->state() == PgAsync::State::down || pg_->state() == PgAsync::State::idle) && wait_ == Wait::none) step();
-    while (!stopped_ && pg_ && wait_ != Wait::none) {
+    if (wait_ == Wait::delay && delay_ && delay_->expiry() <= asio::steady_timer::clock_type::now()) {
+      wait_ = Wait::none;
+      delay_.reset();
+      if (job_) step();
+    }
+    while (!stopped_ && pg_ && wait_ != Wait::none && wait_ != Wait::delay) {
       std::optional<PgResult> r = pg_->poll();
       if (!r) break;
       Wait w = std::exchange(wait_, Wait::none);
@@ -139,6 +147,7 @@ class BankApp final : public sdk::ConnApp {
   void stop() {
     stopped_ = true;
     job_.reset();
+    delay_.reset();
     pg_.reset();  // the backend ends; an open transaction there is rolled back
   }
 
@@ -254,6 +263,7 @@ class BankApp final : public sdk::ConnApp {
       job_.reset();
       return;
     }
+    if (j.final_reply) return answer(j.rq.seq, *j.final_reply);
     const Request& rq = j.rq;
     if (!in_tx_) {
       return send(Wait::apply, "SELECT bank_apply($1, $2, $3, $4, $5, $6, $7)",
@@ -268,6 +278,10 @@ class BankApp final : public sdk::ConnApp {
       return send_simple(Wait::begin, "BEGIN ISOLATION LEVEL SERIALIZABLE");
     }
     if (rq.cmd == Cmd::commit) {
+      if (!j.committing && o_.test_commit_delay_ms && !j.delayed) {
+        j.delayed = true;
+        return arm_delay(o_.test_commit_delay_ms);
+      }
       if (!j.committing) {
         return send(Wait::commit_fn, "SELECT bank_commit($1, $2, $3, $4)",
                     {std::to_string(conn_), std::to_string(epoch()), std::to_string(rq.seq), "OK committed"});
@@ -276,6 +290,22 @@ class BankApp final : public sdk::ConnApp {
     }
     send_op(Wait::op, rq);
   }
+  // Before retrying after a serialization failure or deadlock: a short random pause that grows
+  // with the attempts (1..2^k ms, at most 64 ms), so that conflicting sessions do not collide
+  // again at once. The timing never reaches the reply bytes.
+  void backoff_then_step() {
+    Job& j = *job_;
+    uint64_t cap = uint64_t{1} << std::min<uint64_t>(j.retries, 6);
+    arm_delay(1 + rng_() % cap);
+  }
+  void arm_delay(uint64_t ms) {
+    wait_ = Wait::delay;
+    delay_ = std::make_unique<asio::steady_timer>(*o_.io, std::chrono::milliseconds(ms));
+    delay_->async_wait([alive = std::weak_ptr<int>(alive_), waker = waker_](asio::error_code ec) {
+      if (!ec && !alive.expired()) waker.wake();
+    });
+  }
+
   void send_op(Wait w, const Request& rq) {
     send(w, "SELECT bank_op($1, $2, $3, $4, $5, $6)",
          {std::to_string(conn_), std::to_string(rq.seq), op_name(rq.cmd), std::to_string(rq.a), std::to_string(rq.b),
@@ -312,8 +342,9 @@ class BankApp final : public sdk::ConnApp {
     step();
   }
 
-  void fenced() {
+  void fenced(const std::string& msg) {
     // A newer owner holds the connection: never answer for it again.
+    if (o_.log) o_.log("bank: connection " + std::to_string(conn_) + " epoch " + std::to_string(c_->epoch()) + " refused by the database: " + msg);
     stop();
   }
 
@@ -329,7 +360,7 @@ class BankApp final : public sdk::ConnApp {
       if (w == Wait::apply || w == Wait::commit || w == Wait::commit_fn) j.in_doubt = true;
       return on_lost(r);
     }
-    if (r.kind == PgResult::Kind::sql_error && r.sqlstate == "MT001") return fenced();
+    if (r.kind == PgResult::Kind::sql_error && r.sqlstate == "MT001") return fenced(r.message);
     switch (w) {
       case Wait::connect:
         return step();
@@ -343,7 +374,7 @@ class BankApp final : public sdk::ConnApp {
         return step();
       case Wait::apply:
         if (r.ok() && r.has_value) return answer(j.rq.seq, r.value);
-        if (retryable(r) && j.retries++ < o_.retries) return step();
+        if (retryable(r) && j.retries++ < o_.retries) return backoff_then_step();
         return answer(j.rq.seq, retryable(r) ? "ERR busy: too many serialization failures, not applied; retry"
                                              : "ERR database error, not applied: " + r.message);
       case Wait::lookup:
@@ -384,7 +415,7 @@ class BankApp final : public sdk::ConnApp {
           j.committing = false;
           j.looked_up = true;
           tx_lost_why_ = "aborted by a conflicting transaction";
-          if (retryable(r) && j.retries++ < o_.retries) return step();
+          if (retryable(r) && j.retries++ < o_.retries) return backoff_then_step();
           in_tx_ = false;
           tx_.clear();
           return answer(j.rq.seq, "ABORTED transaction failed to commit: " + r.message + ", retry");
@@ -392,6 +423,10 @@ class BankApp final : public sdk::ConnApp {
         pg_tx_live_ = false;
         in_tx_ = false;
         tx_.clear();
+        if (o_.test_reply_delay_ms) {
+          j.final_reply = "OK committed";
+          return arm_delay(o_.test_reply_delay_ms);
+        }
         return answer(j.rq.seq, "OK committed");
       case Wait::rollback:
         pg_tx_live_ = false;
@@ -401,10 +436,11 @@ class BankApp final : public sdk::ConnApp {
         }
         if (j.rollback_then_retry) {
           j.rollback_then_retry = false;
-          return step();
+          return backoff_then_step();
         }
         return;
       case Wait::none:
+      case Wait::delay:
         return;
     }
   }
@@ -521,6 +557,9 @@ class BankApp final : public sdk::ConnApp {
   std::string tx_lost_why_;    // why the database side of the open transaction went away
   std::optional<Job> job_;
   Wait wait_ = Wait::none;
+  std::unique_ptr<asio::steady_timer> delay_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+  std::minstd_rand rng_{std::random_device{}()};
   bool stopped_ = false;
   bool closed_ = false;
   std::array<uint8_t, kReadBytes> buf_{};
@@ -532,6 +571,8 @@ class BankService final : public sdk::ServiceDef {
     opt("conninfo", &o_.conninfo, "libpq connection string of the bank database");
     opt("retries", &o_.retries, "serialization failures and deadlocks retried per request", 0, 1000);
     opt("reconnects", &o_.reconnects, "database reconnects per request before an error reply", 0, 100);
+    opt("test-reply-delay-ms", &o_.test_reply_delay_ms, "tests only: wait this long after an interactive COMMIT before the reply", 0, 60000);
+    opt("test-commit-delay-ms", &o_.test_commit_delay_ms, "tests only: wait this long before an interactive COMMIT", 0, 60000);
   }
   std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv& env, std::string& why) override {
     if (env.io == nullptr) {
@@ -540,6 +581,7 @@ class BankService final : public sdk::ServiceDef {
     }
     BankOptions o = o_;
     o.io = env.io;
+    o.log = env.log;
     env.log("bank: database " + o.conninfo);
     return std::make_unique<sdk::OptionsFactory<BankApp, BankOptions>>(o);
   }

@@ -7,6 +7,8 @@
 #                             it to DIR/conninfo
 #   pg-cluster.sh env DIR     print the connection string of a running cluster
 #   pg-cluster.sh stop DIR    stop the server (fast shutdown) and remove DIR
+#   pg-cluster.sh down DIR    stop the server but keep DIR (a database that is down)
+#   pg-cluster.sh up DIR      start it again on the same port
 #   pg-cluster.sh check       exit 0 if a cluster can be made here, else 77 with the reason
 #
 # Exit status: 0 ok; 77 PostgreSQL cannot be run here (binaries missing, or neither root nor the
@@ -102,11 +104,24 @@ stop() {
   rm -rf "${dir}"
 }
 
+down() {
+  as_pg "${PGBIN}/pg_ctl" -D "$1/data" -m fast -w -t 30 stop >/dev/null || die "stop failed"
+}
+up() {
+  local port
+  port="$(cat "$1/port")" || die "$1 is not a cluster made by pg-cluster.sh"
+  as_pg "${PGBIN}/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 30 \
+    -o "-p ${port} -k $1/sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null || die "start failed (see $1/server.log)"
+}
+
 case "${1:-}" in
   start) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh start DIR"; start "$2" ;;
   stop) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh stop DIR"; stop "$2" ;;
+  down) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh down DIR"; down "$2" ;;
+  up) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh up DIR"; up "$2" ;;
   env) [[ $# -eq 2 && -f "$2/conninfo" ]] || die "usage: pg-cluster.sh env DIR (a running cluster)"; cat "$2/conninfo" ;;
   check) check; exit $? ;;
-  -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "usage: pg-cluster.sh start|stop|env DIR | check (--help)" >&2; exit 2 ;;
 esac

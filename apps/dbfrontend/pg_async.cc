@@ -6,9 +6,13 @@ namespace {
 std::string one_line(const char* s) {
   std::string m = s ? s : "";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  for (char& ch : m) {
-    if (ch == '\n') ch = ' ';
+  std::string o;
+  for (char ch : m) {
+    if (ch == '\n' || ch == '\t') ch = ' ';
+    if (ch == ' ' && !o.empty() && o.back() == ' ') continue;
+    o.push_back(ch);
   }
+  m = o;
   return m.empty() ? "unknown libpq error" : m;
 }
 
