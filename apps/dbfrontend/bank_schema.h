@@ -5,6 +5,8 @@
 //   bank_session(conn, epoch, pid, ...)  one row per M-TCP connection: its ownership epoch and
 //                                        the backend that serves it (for fencing)
 //   bank_reply(conn, seq, reply)         the exact reply of every committed request
+//   bank_txreply(conn, seq, reply)       the reply to each operation inside an interactive
+//                                        transaction, journaled before it is sent
 //   bank_ledger(id, conn, seq, account, delta)  every applied balance change (the checker's
 //                                        history; no uniqueness, so a double apply would show)
 //
@@ -21,6 +23,8 @@ CREATE TABLE IF NOT EXISTS bank_account (id bigint PRIMARY KEY,
 CREATE TABLE IF NOT EXISTS bank_session (conn bigint PRIMARY KEY, epoch bigint NOT NULL,
   pid int, backend_start timestamptz);
 CREATE TABLE IF NOT EXISTS bank_reply (conn bigint NOT NULL, seq bigint NOT NULL,
+  reply text NOT NULL, PRIMARY KEY (conn, seq));
+CREATE TABLE IF NOT EXISTS bank_txreply (conn bigint NOT NULL, seq bigint NOT NULL,
   reply text NOT NULL, PRIMARY KEY (conn, seq));
 CREATE TABLE IF NOT EXISTS bank_ledger (id bigserial PRIMARY KEY, conn bigint NOT NULL,
   seq bigint NOT NULL, account bigint NOT NULL, delta bigint NOT NULL);
@@ -104,6 +108,18 @@ BEGIN
   PERFORM bank_fence(p_conn, p_epoch);
   INSERT INTO bank_reply VALUES (p_conn, p_seq, p_reply);
   RETURN p_reply;
+END $$;
+
+-- The reply to an operation inside an open transaction, written (autocommit, on a second
+-- database session) before the client may see it. Returns the first reply ever journaled for
+-- (conn, seq): a new owner that re-executes the operation after a crash answers with that one.
+CREATE OR REPLACE FUNCTION bank_journal(p_conn bigint, p_seq bigint, p_reply text) RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE r text;
+BEGIN
+  INSERT INTO bank_txreply VALUES (p_conn, p_seq, p_reply) ON CONFLICT DO NOTHING;
+  SELECT reply INTO r FROM bank_txreply WHERE conn = p_conn AND seq = p_seq;
+  RETURN r;
 END $$;
 
 -- A front-end takes a connection over (at every new database session): refused if a newer

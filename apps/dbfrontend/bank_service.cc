@@ -49,7 +49,9 @@ struct Job {
   bool in_doubt = false;     // a statement that could have committed was lost with the link
   bool rollback_then_retry = false;
   bool delayed = false;  // test_commit_delay_ms waited
-  std::optional<std::string> final_reply;  // test_reply_delay_ms: the reply, sent after the wait
+  std::optional<std::string> final_reply;
+  std::string op_reply;     // the database's answer to an operation inside the transaction
+  bool journal_connecting = false;  // test_reply_delay_ms: the reply, sent after the wait
   std::optional<std::string> reply_after_rollback;
   size_t reexec_i = 0;
   uint64_t retries = 0, reconnects = 0;
@@ -100,11 +102,17 @@ class BankApp final : public sdk::ConnApp {
   void pump(sdk::Conn& c) {
     if (stopped_) return;
     c_ = &c;
-    if (job_ && (!pg_ || pg_->state() == PgAsync::State::down || pg_->state() == PgAsync::State::idle) && wait_ == Wait::none) step();
+    if (job_ && (!pg_ || pg_->state() == PgAsync::State::down || pg_->state() == PgAsync::State::idle) && wait_ == Wait::none && !jwait_) step();
     if (wait_ == Wait::delay && delay_ && delay_->expiry() <= asio::steady_timer::clock_type::now()) {
       wait_ = Wait::none;
       delay_.reset();
       if (job_) step();
+    }
+    while (!stopped_ && pj_ && jwait_ && job_) {
+      std::optional<PgResult> r = pj_->poll();
+      if (!r) break;
+      jwait_ = false;
+      on_journal(*r);
     }
     while (!stopped_ && pg_ && wait_ != Wait::none && wait_ != Wait::delay) {
       std::optional<PgResult> r = pg_->poll();
@@ -148,6 +156,7 @@ class BankApp final : public sdk::ConnApp {
     stopped_ = true;
     job_.reset();
     delay_.reset();
+    pj_.reset();
     pg_.reset();  // the backend ends; an open transaction there is rolled back
   }
 
@@ -403,8 +412,8 @@ class BankApp final : public sdk::ConnApp {
           doomed_ = "aborted: reply too long";
           return doom_current();
         }
-        tx_.push_back({j.rq, r.value});
-        return answer(j.rq.seq, r.value);
+        j.op_reply = r.value;
+        return journal();
       case Wait::commit_fn:
         if (!r.ok()) return sql_failed(r);
         j.committing = true;
@@ -443,6 +452,52 @@ class BankApp final : public sdk::ConnApp {
       case Wait::delay:
         return;
     }
+  }
+
+  // The reply to an operation inside the transaction is journaled on a second database session
+  // before the client may see it (docs/dbfrontend.md "Replies inside a transaction"). The
+  // journal answers with the first reply ever written for (conn, seq): a new owner re-executing
+  // a request whose reply the client may already have (a takeover after a crash, where the
+  // replica's snapshot is older than what the client received) answers with that reply, and if
+  // the database now says something else the transaction is doomed.
+  void journal() {
+    Job& j = *job_;
+    if (!pj_) pj_ = std::make_unique<PgAsync>(*o_.io, waker_);
+    if (pj_->state() == PgAsync::State::down) {
+      std::string why;
+      if (j.journal_connecting || !pj_->connect(o_.conninfo, why)) return journal_failed(why.empty() ? "cannot reach the database" : why);
+      j.journal_connecting = true;
+      jwait_ = true;
+      return;
+    }
+    jwait_ = true;
+    if (!pj_->send("SELECT bank_journal($1, $2, $3)", {std::to_string(conn_), std::to_string(j.rq.seq), j.op_reply})) {
+      jwait_ = false;
+      pj_->reset();
+      journal_failed("cannot send to the database");
+    }
+  }
+  void on_journal(const PgResult& r) {
+    Job& j = *job_;
+    if (r.kind == PgResult::Kind::lost) return journal_failed(r.message);
+    if (pj_->state() == PgAsync::State::idle && j.journal_connecting && !r.has_value && r.ok()) {
+      j.journal_connecting = false;  // connected: now journal
+      return journal();
+    }
+    if (!r.ok() || !r.has_value) return journal_failed(r.message);
+    if (r.value != j.op_reply) {  // a former owner's reply, which the client may have: keep it
+      doomed_ = "aborted by migration";
+      j.reply_after_rollback = r.value;
+      return send_simple(Wait::rollback, "ROLLBACK");
+    }
+    tx_.push_back({j.rq, r.value});
+    answer(j.rq.seq, r.value);
+  }
+  void journal_failed(const std::string& why) {
+    if (pj_) pj_->reset();
+    doomed_ = "aborted: the database is unavailable";
+    job_->reply_after_rollback = "ERR transaction aborted: the database is unavailable (" + why + "), retry (COMMIT or ABORT ends it)";
+    send_simple(Wait::rollback, "ROLLBACK");
   }
 
   void reexec_next() {
@@ -552,6 +607,8 @@ class BankApp final : public sdk::ConnApp {
   std::string doomed_;    // non-empty: the open transaction can only end (why)
   // State of this instance only.
   std::unique_ptr<PgAsync> pg_;
+  std::unique_ptr<PgAsync> pj_;  // the journal's session (autocommit)
+  bool jwait_ = false;           // a journal step is outstanding on pj_
   bool claimed_ = false;       // this database session ran bank_claim()
   bool pg_tx_live_ = false;    // the database holds our open transaction, matching tx_
   std::string tx_lost_why_;    // why the database side of the open transaction went away
