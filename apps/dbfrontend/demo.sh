@@ -9,18 +9,12 @@ bash "$here/pg-cluster.sh" check || exit 77
 work="$(mktemp -d)"
 chmod 0755 "$work"
 pids=()
-trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; bash "$here/pg-cluster.sh" stop "$work/pg"; rm -rf "$work"' EXIT
+source "$here/lib.sh"
+trap 'kill_children "${pids[@]}"; bash "$here/pg-cluster.sh" stop "$work/pg"; rm -rf "$work"' EXIT
 CI="$(bash "$here/pg-cluster.sh" start "$work/pg")" || exit 1
 echo "PostgreSQL: $CI"
-base=$((20000 + (RANDOM % 1200) * 10))
-head -c 32 /dev/urandom > "$work/pool.key"
-cat > "$work/pool.json" <<JSON
-{ "pool_key_file": "pool.key", "transfer": "eager", "ack_after_replication": true,
-  "limits": { "claim_timeout_ms": 300 },
-  "members": [ {"id": 1, "data": "127.0.0.1:$((base + 1))", "control": "127.0.0.1:$((base + 4))"},
-               {"id": 2, "data": "127.0.0.1:$((base + 2))", "control": "127.0.0.1:$((base + 5))"},
-               {"id": 3, "data": "127.0.0.1:$((base + 3))", "control": "127.0.0.1:$((base + 6))"} ] }
-JSON
+base="$(pick_base)"
+write_pool "$work/pool.json" "$base"
 "$BIN/mtcp-bank-client" setup --conninfo "$CI" --accounts 3 --balance 1000
 for i in 1 2 3; do
   "$BIN/mtcp-bank-frontend" --pool "$work/pool.json" --id $i --conninfo "$CI" -q 2>> "$work/m$i.log" &

@@ -15,15 +15,9 @@ work="$(mktemp -d)"
 chmod 0755 "$work"
 trap '[[ -d "$work/pg" ]] && bash "$here/pg-cluster.sh" stop "$work/pg"; rm -rf "$work"' EXIT
 CI="$(bash "$here/pg-cluster.sh" start "$work/pg")" || exit 1
-base=$((20000 + (RANDOM % 1200) * 10))
-head -c 32 /dev/urandom > "$work/pool.key"
-cat > "$work/pool.json" <<JSON
-{ "pool_key_file": "pool.key", "transfer": "eager", "ack_after_replication": true,
-  "limits": { "claim_timeout_ms": 300 },
-  "members": [ {"id": 1, "data": "127.0.0.1:$((base + 1))", "control": "127.0.0.1:$((base + 4))"},
-               {"id": 2, "data": "127.0.0.1:$((base + 2))", "control": "127.0.0.1:$((base + 5))"},
-               {"id": 3, "data": "127.0.0.1:$((base + 3))", "control": "127.0.0.1:$((base + 6))"} ] }
-JSON
+source "$here/lib.sh"
+base="$(pick_base)"
+write_pool "$work/pool.json" "$base"
 "$BIN/mtcp-bank-client" setup --conninfo "$CI" --accounts 50 --balance 1000 -J || exit 1
 "$BIN/mtcp-bank-client" run --conninfo "$CI" --pool "$work/pool.json" --frontend "$BIN/mtcp-bank-frontend" \
   --accounts 50 --balance 1000 --sessions "$SESSIONS" --requests "$REQUESTS" --migrate-every "$MIGRATE" \

@@ -29,13 +29,9 @@ bash "$PGC" check || exit 77
 work="$(mktemp -d)"
 chmod 0755 "$work"
 pids=()
+source "$(dirname "$PGC")/lib.sh"
 cleanup() {
-  for p in "${pids[@]}"; do
-    [[ "$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')" == "$$" ]] || continue
-    kill -CONT "$p" 2>/dev/null
-    kill -9 "$p" 2>/dev/null
-  done
-  wait 2>/dev/null
+  kill_children "${pids[@]}"
   [[ -d "$work/pg" ]] && bash "$PGC" stop "$work/pg"
   if [[ -n "${BANK_E2E_KEEP:-}" ]]; then echo "kept $work"; else rm -rf "$work"; fi
 }
@@ -50,30 +46,8 @@ CI="$(bash "$PGC" start "$work/pg")" || fail "cannot start PostgreSQL"
 psql_q() { psql -X -q -t -A "$CI" -c "$1"; }
 
 # Free ports below 32768 for two pools of three members.
-pick_base() {
-  local b
-  for _ in $(seq 50); do
-    b=$((20000 + (RANDOM % 1200) * 10))
-    local busy=0
-    for k in 1 2 3 4 5 6 7 8 9; do
-      ss -Hltn "sport = :$((b + k))" | grep -q . && busy=1
-    done
-    ((busy == 0)) && { echo "$b"; return; }
-  done
-  echo 0
-}
 base="$(pick_base)"
 [[ "$base" != 0 ]] || fail "no free ports"
-head -c 32 /dev/urandom > "$work/pool.key"
-write_pool() {  # FILE BASE
-  cat > "$1" <<JSON
-{ "pool_key_file": "pool.key", "transfer": "eager", "ack_after_replication": true,
-  "limits": { "claim_timeout_ms": 300 },
-  "members": [ {"id": 1, "data": "127.0.0.1:$(($2 + 1))", "control": "127.0.0.1:$(($2 + 4))"},
-               {"id": 2, "data": "127.0.0.1:$(($2 + 2))", "control": "127.0.0.1:$(($2 + 5))"},
-               {"id": 3, "data": "127.0.0.1:$(($2 + 3))", "control": "127.0.0.1:$(($2 + 6))"} ] }
-JSON
-}
 write_pool "$work/pool.json" "$base"
 base2="$(pick_base)"
 write_pool "$work/pool2.json" "$base2"
