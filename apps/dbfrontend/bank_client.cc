@@ -770,7 +770,11 @@ int main(int argc, char** argv) {
   scr->add_option("--pool", w.pool_path, "pool file")->required();
   scr->add_option("--first", first, "member to connect to first (0: the pool's first)");
   scr->add_option("-t,--time-limit", w.time_limit_s, "give up after this many seconds")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; bad usage: 2
+  }
   if (*scr) return do_script(w, first);
   if (w.tx_percent + w.audit_percent > 100) {
     std::fprintf(stderr, "mtcp-bank-client: --tx-percent + --audit-percent must be at most 100\n");
