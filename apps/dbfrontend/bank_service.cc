@@ -88,6 +88,7 @@ class BankApp final : public sdk::ConnApp {
     if (imp.migrated) {  // fence the former owner now, before any request is replayed
       job_.emplace();
       job_->claim_only = true;
+      waker_.wake();  // on_wake runs the claim even if no input comes
     }
     return true;
   }
@@ -181,10 +182,10 @@ class BankApp final : public sdk::ConnApp {
         return answer(rq.seq, "OK begun");
       case Cmd::commit:
         if (!in_tx_) return answer(rq.seq, "ERR no transaction");
-        if (!doomed_.empty() || tx_.empty()) {
-          std::string body = doomed_.empty() ? "OK committed" : "ABORTED transaction " + doomed_ + ", retry";
-          return end_tx(rq, body);
-        }
+        // An empty transaction commits without the database. Any other COMMIT, a doomed one
+        // too, first looks for its stored reply: a former owner may have committed it and the
+        // client may hold that reply already (a takeover after a crash replays the COMMIT).
+        if (doomed_.empty() && tx_.empty()) return end_tx(rq, "OK committed");
         break;
       case Cmd::abort:
         if (!in_tx_) return answer(rq.seq, "ERR no transaction");
@@ -210,6 +211,17 @@ class BankApp final : public sdk::ConnApp {
     }
     job_.emplace();
     job_->rq = rq;
+    job_->reply_after_rollback = body;
+    send_simple(Wait::rollback, "ROLLBACK");
+  }
+
+  // The current job (a COMMIT) ends the transaction with `body`; a live database transaction
+  // (one re-executed by this owner) is rolled back first.
+  void end_tx_job(const std::string& body) {
+    in_tx_ = false;
+    tx_.clear();
+    doomed_.clear();
+    if (!pg_tx_live_) return answer(job_->rq.seq, body);
     job_->reply_after_rollback = body;
     send_simple(Wait::rollback, "ROLLBACK");
   }
@@ -279,7 +291,7 @@ class BankApp final : public sdk::ConnApp {
                   {std::to_string(conn_), std::to_string(epoch()), std::to_string(rq.seq), op_name(rq.cmd),
                    std::to_string(rq.a), std::to_string(rq.b), std::to_string(rq.amount)});
     }
-    if (rq.cmd == Cmd::commit && !pg_tx_live_ && !j.looked_up) {
+    if (rq.cmd == Cmd::commit && !j.looked_up) {
       return send(Wait::lookup, "SELECT reply FROM bank_reply WHERE conn = $1 AND seq = $2", args({conn_, static_cast<int64_t>(rq.seq)}));
     }
     if (!pg_tx_live_) {
@@ -388,12 +400,9 @@ class BankApp final : public sdk::ConnApp {
                                              : "ERR database error, not applied: " + r.message);
       case Wait::lookup:
         if (!r.ok()) return sql_failed(r);
-        if (r.has_value) {  // committed before (by a former owner or before the link was lost)
-          in_tx_ = false;
-          tx_.clear();
-          return answer(j.rq.seq, r.value);
-        }
         j.looked_up = true;
+        if (r.has_value) return end_tx_job(r.value);  // committed before: by a former owner, or before the link was lost
+        if (!doomed_.empty()) return end_tx_job("ABORTED transaction " + doomed_ + ", retry");
         return step();
       case Wait::begin:
         if (!r.ok()) return sql_failed(r);
@@ -514,7 +523,6 @@ class BankApp final : public sdk::ConnApp {
     if (retryable(r) && j.retries++ < o_.retries) {
       if (tx_lost_why_.empty()) tx_lost_why_ = "aborted by a conflicting transaction";
       j.rollback_then_retry = true;
-      j.looked_up = j.rq.cmd == Cmd::commit;
       j.committing = false;
       return send_simple(Wait::rollback, "ROLLBACK");
     }
