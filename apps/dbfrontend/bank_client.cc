@@ -13,7 +13,7 @@
 // the throughput ratio. Exit status: 0 verdict ok, 1 violations or a failed run, 2 bad usage.
 #include <libpq-fe.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,8 +32,6 @@
 
 #include "bank_schema.h"
 #include "client/connection.h"
-
-extern char** environ;
 
 namespace {
 
@@ -278,8 +276,15 @@ pid_t spawn_member(const Workload& w, uint32_t id) {
   std::vector<char*> argv;
   for (auto& s : a) argv.push_back(s.data());
   argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, w.frontend.c_str(), nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    // The front-end dies with this client, even if the client is killed itself.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    execv(w.frontend.c_str(), argv.data());
+    _exit(127);
+  }
   return pid;
 }
 
