@@ -14,14 +14,16 @@ pick_base() {
   echo 0
 }
 
-# write_pool FILE BASE: a three-member eager pool on 127.0.0.1 (data BASE+1..3, control
-# BASE+4..6) with its key in pool.key next to FILE (made if missing).
+# write_pool FILE BASE [lazy]: a three-member pool on 127.0.0.1 (data BASE+1..3, control
+# BASE+4..6), eager with ack_after_replication unless "lazy" is given, with its key in pool.key
+# next to FILE (made if missing).
 write_pool() {
-  local dir
+  local dir mode='"eager", "ack_after_replication": true'
+  [[ "${3:-}" == lazy ]] && mode='"lazy"'
   dir="$(dirname "$1")"
   [[ -f "$dir/pool.key" ]] || head -c 32 /dev/urandom > "$dir/pool.key"
   cat > "$1" <<JSON
-{ "pool_key_file": "pool.key", "transfer": "eager", "ack_after_replication": true,
+{ "pool_key_file": "pool.key", "transfer": ${mode},
   "limits": { "claim_timeout_ms": 300 },
   "members": [ {"id": 1, "data": "127.0.0.1:$(($2 + 1))", "control": "127.0.0.1:$(($2 + 4))"},
                {"id": 2, "data": "127.0.0.1:$(($2 + 2))", "control": "127.0.0.1:$(($2 + 5))"},

@@ -16,7 +16,8 @@
 #   6 SIGKILL of the front-end in the middle of a transaction (eager): the transaction goes on
 #     on another member and commits once
 #   7 the database down: a clear error reply, no crash; back up: served again
-#   8 concurrent conflicting transfers on 3 accounts, and the workload with migrations and
+#   8 the same open transaction moved between statements with lazy transfer
+#   9 concurrent conflicting transfers on 3 accounts, and the workload with migrations and
 #     front-end kills: the checker's verdict ok
 # Exit 77 when PostgreSQL cannot be run here (not root, not installed).
 set -uo pipefail
@@ -238,7 +239,35 @@ echo "ok: the database down gives a clear error; back up, the same front-end ser
 [[ "$(psql_q "SELECT sum(balance) FROM bank_account")" == 10000 ]] || fail "the total is not conserved"
 for i in 1 2 3; do stop_member $i; done
 
-# 8 conflicting transfers; the workload with migrations and kills
+# 8 lazy transfer: an open transaction moved between its statements
+base3="$(pick_base)"
+write_pool "$work/pool3.json" "$base3" lazy
+for i in 1 2 3; do
+  "$FRONTEND" --pool "$work/pool3.json" --id $i --conninfo "$CI" >> "$work/lazy$i.log" 2>&1 &
+  mpid[$i]=$!
+  pids+=($!)
+done
+for i in 1 2 3; do
+  for _ in $(seq 50); do ss -Hltn "sport = :$((base3 + i))" | grep -q . && break; sleep 0.1; done
+done
+"$CLIENT" script --pool "$work/pool3.json" --first 1 -t 60 > "$work/lazy.out" 2>&1 <<EOF2
+1 BEGIN
+2 TRANSFER 8 9 5
+!migrate 2
+3 BALANCE 8
+!migrate 3
+4 COMMIT
+5 BALANCE 9
+EOF2
+echo "--- lazy"
+cat "$work/lazy.out"
+expect lazy "1 OK begun" "2 OK 1005 995" "3 OK 1005" "4 OK committed" "5 OK 995"
+[[ "$(grep -c '^migrated$' "$work/lazy.out")" == 2 ]] || fail "lazy: two migrations expected"
+[[ "$(ledger_rows lazy 2 '8,9')" == 2 ]] || fail "lazy: not applied exactly once"
+for i in 1 2 3; do stop_member $i; done
+echo "ok: with lazy transfer too, an open transaction moved twice and committed once"
+
+# 9 conflicting transfers; the workload with migrations and kills
 "$CLIENT" setup --conninfo "$CI" --accounts 3 --balance 1000 > /dev/null 2>&1 || fail "setup"
 "$CLIENT" run --conninfo "$CI" --pool "$work/pool2.json" --frontend "$FRONTEND" --accounts 3 --balance 1000 \
   --sessions 4 --requests 100 --migrate-every 0 -t 200 > "$work/conflict.log" 2>&1 || fail "conflicting transfers: $(grep -v serving "$work/conflict.log")"
