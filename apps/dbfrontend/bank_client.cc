@@ -255,7 +255,12 @@ void check(const Workload& w, const std::vector<Sent>& sent, const std::vector<s
         auto cit = commit_reply.find({x.conn, x.tx_commit_seq});
         if (cit != commit_reply.end()) cr = cit->second;
       }
-      bool committed = stored.count({x.conn, x.tx_commit_seq}) != 0 && x.tx_commit_seq != 0;
+      // A COMMIT's stored reply is "OK committed" when it committed; an ABORTED outcome is
+      // stored too (so that a replayed COMMIT repeats it).
+      auto sit = stored.find({x.conn, x.tx_commit_seq});
+      bool committed = x.tx_commit_seq != 0 && sit != stored.end() && sit->second == "OK committed";
+      if (x.tx_commit_seq != 0 && sit != stored.end() && !cr.empty() && cr != sit->second)
+        add(id + ": its COMMIT was answered '" + cr + "' but the database stored '" + sit->second + "'");
       if (cr == "OK committed" && !committed) add(id + ": its COMMIT was acknowledged but nothing was stored");
       if (!cr.empty() && cr != "OK committed" && committed) add(id + ": its COMMIT was refused but it committed");
       if (committed && x.reply.starts_with("OK") && rows != 2) add(id + ": in a committed transaction but applied " + std::to_string(rows / 2) + " times");

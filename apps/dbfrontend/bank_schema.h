@@ -122,6 +122,17 @@ BEGIN
   RETURN r;
 END $$;
 
+-- The outcome of a COMMIT that did not commit (ABORTED ...), stored like a committed reply
+-- before the client may see it; returns the reply stored first for (conn, seq).
+CREATE OR REPLACE FUNCTION bank_settle(p_conn bigint, p_seq bigint, p_reply text) RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE r text;
+BEGIN
+  INSERT INTO bank_reply VALUES (p_conn, p_seq, p_reply) ON CONFLICT DO NOTHING;
+  SELECT reply INTO r FROM bank_reply WHERE conn = p_conn AND seq = p_seq;
+  RETURN r;
+END $$;
+
 -- A front-end takes a connection over (at every new database session): refused if a newer
 -- owner exists; else the backend that served the connection before is terminated (and waited
 -- for, so its transaction's outcome is final) and this backend is recorded.

@@ -51,7 +51,9 @@ struct Job {
   bool delayed = false;  // test_commit_delay_ms waited
   std::optional<std::string> final_reply;
   std::string op_reply;     // the database's answer to an operation inside the transaction
-  bool journal_connecting = false;  // test_reply_delay_ms: the reply, sent after the wait
+  bool journal_connecting = false;
+  bool ends_tx = false;     // the journaled reply ends the transaction (a COMMIT's ABORTED)
+  bool settle = false;      // journal into bank_reply (a COMMIT's outcome), not bank_txreply  // test_reply_delay_ms: the reply, sent after the wait
   std::optional<std::string> reply_after_rollback;
   size_t reexec_i = 0;
   uint64_t retries = 0, reconnects = 0;
@@ -191,7 +193,11 @@ class BankApp final : public sdk::ConnApp {
         if (!in_tx_) return answer(rq.seq, "ERR no transaction");
         return end_tx(rq, "OK aborted");
       default:
-        if (in_tx_ && !doomed_.empty()) return answer(rq.seq, "ERR transaction " + doomed_ + ", retry (COMMIT or ABORT ends it)");
+        if (in_tx_ && !doomed_.empty()) {  // journaled too: the doom came from the database
+          job_.emplace();
+          job_->rq = rq;
+          return reply_journaled("ERR transaction " + doomed_ + ", retry (COMMIT or ABORT ends it)", false);
+        }
         if (in_tx_ && tx_.size() >= kTxOpsMax) return answer(rq.seq, "ERR transaction too long (at most " + std::to_string(kTxOpsMax) + " operations)");
         break;
     }
@@ -402,7 +408,7 @@ class BankApp final : public sdk::ConnApp {
         if (!r.ok()) return sql_failed(r);
         j.looked_up = true;
         if (r.has_value) return end_tx_job(r.value);  // committed before: by a former owner, or before the link was lost
-        if (!doomed_.empty()) return end_tx_job("ABORTED transaction " + doomed_ + ", retry");
+        if (!doomed_.empty()) return reply_journaled("ABORTED transaction " + doomed_ + ", retry", true);
         return step();
       case Wait::begin:
         if (!r.ok()) return sql_failed(r);
@@ -421,8 +427,7 @@ class BankApp final : public sdk::ConnApp {
           doomed_ = "aborted: reply too long";
           return doom_current();
         }
-        j.op_reply = r.value;
-        return journal();
+        return reply_journaled(r.value, false);
       case Wait::commit_fn:
         if (!r.ok()) return sql_failed(r);
         j.committing = true;
@@ -434,9 +439,7 @@ class BankApp final : public sdk::ConnApp {
           j.looked_up = true;
           tx_lost_why_ = "aborted by a conflicting transaction";
           if (retryable(r) && j.retries++ < o_.retries) return backoff_then_step();
-          in_tx_ = false;
-          tx_.clear();
-          return answer(j.rq.seq, "ABORTED transaction failed to commit: " + r.message + ", retry");
+          return reply_journaled("ABORTED transaction failed to commit: " + r.message + ", retry", true);
         }
         pg_tx_live_ = false;
         in_tx_ = false;
@@ -469,6 +472,16 @@ class BankApp final : public sdk::ConnApp {
   // a request whose reply the client may already have (a takeover after a crash, where the
   // replica's snapshot is older than what the client received) answers with that reply, and if
   // the database now says something else the transaction is doomed.
+  // Journals `body` as the current request's reply, then answers with the journal's winner.
+  // ends_tx: the reply is a COMMIT's ABORTED outcome, stored in bank_reply where a replayed
+  // COMMIT looks; else an operation's reply inside the transaction (bank_txreply).
+  void reply_journaled(const std::string& body, bool ends_tx) {
+    Job& j = *job_;
+    j.op_reply = body;
+    j.ends_tx = ends_tx;
+    j.settle = ends_tx;
+    journal();
+  }
   void journal() {
     Job& j = *job_;
     if (!pj_) pj_ = std::make_unique<PgAsync>(*o_.io, waker_);
@@ -480,7 +493,7 @@ class BankApp final : public sdk::ConnApp {
       return;
     }
     jwait_ = true;
-    if (!pj_->send("SELECT bank_journal($1, $2, $3)", {std::to_string(conn_), std::to_string(j.rq.seq), j.op_reply})) {
+    if (!pj_->send(j.settle ? "SELECT bank_settle($1, $2, $3)" : "SELECT bank_journal($1, $2, $3)", {std::to_string(conn_), std::to_string(j.rq.seq), j.op_reply})) {
       jwait_ = false;
       pj_->reset();
       journal_failed("cannot send to the database");
@@ -494,19 +507,42 @@ class BankApp final : public sdk::ConnApp {
       return journal();
     }
     if (!r.ok() || !r.has_value) return journal_failed(r.message);
-    if (r.value != j.op_reply) {  // a former owner's reply, which the client may have: keep it
-      doomed_ = "aborted by migration";
-      j.reply_after_rollback = r.value;
+    std::string winner = r.value;
+    bool fresh_op = !j.ends_tx && doomed_.empty();  // a new answer of an operation
+    // A different winner is a former owner's reply, which the client may have: keep it, and
+    // the transaction can no longer match what the client saw.
+    if (winner != j.op_reply && in_tx_ && doomed_.empty()) doomed_ = "aborted by migration";
+    if (j.ends_tx) {
+      in_tx_ = false;
+      tx_.clear();
+      doomed_.clear();
+    } else if (fresh_op && doomed_.empty()) {
+      tx_.push_back({j.rq, winner});
+    }
+    finish_tx_reply(j.ends_tx || !doomed_.empty(), winner);
+  }
+  // Answer `body`; if the database transaction must end first, roll it back before.
+  void finish_tx_reply(bool rollback, const std::string& body) {
+    if (rollback && pg_ && pg_->state() == PgAsync::State::idle) {
+      job_->reply_after_rollback = body;
       return send_simple(Wait::rollback, "ROLLBACK");
     }
-    tx_.push_back({j.rq, r.value});
-    answer(j.rq.seq, r.value);
+    pg_tx_live_ = pg_tx_live_ && !rollback;
+    answer(job_->rq.seq, body);
   }
   void journal_failed(const std::string& why) {
     if (pj_) pj_->reset();
-    doomed_ = "aborted: the database is unavailable";
-    job_->reply_after_rollback = "ERR transaction aborted: the database is unavailable (" + why + "), retry (COMMIT or ABORT ends it)";
-    send_simple(Wait::rollback, "ROLLBACK");
+    std::string body;
+    if (job_->ends_tx) {
+      in_tx_ = false;
+      tx_.clear();
+      doomed_.clear();
+      body = "ERR database unavailable: " + why;
+    } else {
+      doomed_ = "aborted: the database is unavailable";
+      body = "ERR transaction aborted: the database is unavailable (" + why + "), retry (COMMIT or ABORT ends it)";
+    }
+    finish_tx_reply(true, body);
   }
 
   void reexec_next() {
@@ -531,19 +567,10 @@ class BankApp final : public sdk::ConnApp {
   }
 
   // The transaction cannot go on: roll back, then answer the current request accordingly.
+  // The reply is journaled like any other that the database decided.
   void doom_current() {
-    Job& j = *job_;
-    std::string body;
-    if (j.rq.cmd == Cmd::commit) {
-      body = "ABORTED transaction " + doomed_ + ", retry";
-      in_tx_ = false;
-      tx_.clear();
-      doomed_.clear();
-    } else {
-      body = "ERR transaction " + doomed_ + ", retry (COMMIT or ABORT ends it)";
-    }
-    j.reply_after_rollback = body;
-    send_simple(Wait::rollback, "ROLLBACK");
+    if (job_->rq.cmd == Cmd::commit) return reply_journaled("ABORTED transaction " + doomed_ + ", retry", true);
+    reply_journaled("ERR transaction " + doomed_ + ", retry (COMMIT or ABORT ends it)", false);
   }
 
   // ---- snapshots ------------------------------------------------------------------------

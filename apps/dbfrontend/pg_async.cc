@@ -3,6 +3,8 @@
 namespace mtcp::bank {
 namespace {
 
+void quiet(void*, const char*) {}  // notices (a ROLLBACK with no transaction) are expected
+
 std::string one_line(const char* s) {
   std::string m = s ? s : "";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
@@ -26,6 +28,7 @@ bool PgAsync::connect(const std::string& conninfo, std::string& why) {
     reset();
     return false;
   }
+  PQsetNoticeProcessor(pg_, quiet, nullptr);
   st_ = State::connecting;
   adopt_socket();
   watch(false, true);  // PQconnectStart: first wait until the socket is writable
