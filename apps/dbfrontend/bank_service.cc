@@ -1,4 +1,5 @@
-// The bank app: one instance per M-TCP connection, with its own libpq connection.
+// The bank app: one instance per M-TCP connection, with its own libpq connection (and a second
+// one for the reply journal). docs/dbfrontend.md "Design and its argument" has the whole case.
 //
 // Replies are deterministic between snapshots (docs/API.md rule 2) because
 //   - a request outside an interactive transaction is answered by bank_apply(), which returns
@@ -7,10 +8,13 @@
 //   - BEGIN, ABORT, an empty COMMIT and every error found before the database are computed
 //     from the request and the app's own state;
 //   - a snapshot follows every reply (with the reply bytes the connection has not taken yet),
-//     so the replies inside an open transaction (reads whose values the database gave) are in
-//     the snapshot's transaction log: a new owner never has to regenerate one. It re-executes
-//     the log on a new database transaction and compares; if the database answers differently
-//     the transaction is doomed and the client gets an explicit "aborted by migration" error.
+//     so the replies inside an open transaction are in the snapshot's transaction log. A new
+//     owner re-executes the log on a new database transaction and compares; if the database
+//     answers differently the transaction is doomed and the client gets an explicit "aborted
+//     by migration" error;
+//   - every reply inside a transaction that the database decided is journaled before it is
+//     sent, and a COMMIT's outcome (OK or ABORTED) is stored: a takeover after a crash, whose
+//     snapshot may be older than what the client received, answers with those replies.
 #include "bank_service.h"
 
 #include <asio/steady_timer.hpp>
@@ -467,7 +471,7 @@ class BankApp final : public sdk::ConnApp {
   }
 
   // The reply to an operation inside the transaction is journaled on a second database session
-  // before the client may see it (docs/dbfrontend.md "Replies inside a transaction"). The
+  // before the client may see it (docs/dbfrontend.md "Replies the client may already have"). The
   // journal answers with the first reply ever written for (conn, seq): a new owner re-executing
   // a request whose reply the client may already have (a takeover after a crash, where the
   // replica's snapshot is older than what the client received) answers with that reply, and if
