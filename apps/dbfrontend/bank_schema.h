@@ -110,26 +110,20 @@ BEGIN
   RETURN p_reply;
 END $$;
 
--- The reply to an operation inside an open transaction, written (autocommit, on a second
--- database session) before the client may see it. Returns the first reply ever journaled for
--- (conn, seq): a new owner that re-executes the operation after a crash answers with that one.
-CREATE OR REPLACE FUNCTION bank_journal(p_conn bigint, p_seq bigint, p_reply text) RETURNS text
-    LANGUAGE plpgsql AS $$
-DECLARE r text;
+-- First writer wins: records p_reply for (conn, seq) unless a reply is there already, and
+-- returns the one recorded. p_outcome false: the reply to an operation inside an open
+-- transaction (bank_txreply), written on a second database session before the client may see
+-- it; a new owner that re-executes the operation after a crash answers with the recorded one.
+-- p_outcome true: a COMMIT's ABORTED outcome, stored in bank_reply like a committed reply.
+CREATE OR REPLACE FUNCTION bank_journal(p_conn bigint, p_seq bigint, p_reply text,
+    p_outcome boolean) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  tbl constant text := CASE WHEN p_outcome THEN 'bank_reply' ELSE 'bank_txreply' END;
+  r text;
 BEGIN
-  INSERT INTO bank_txreply VALUES (p_conn, p_seq, p_reply) ON CONFLICT DO NOTHING;
-  SELECT reply INTO r FROM bank_txreply WHERE conn = p_conn AND seq = p_seq;
-  RETURN r;
-END $$;
-
--- The outcome of a COMMIT that did not commit (ABORTED ...), stored like a committed reply
--- before the client may see it; returns the reply stored first for (conn, seq).
-CREATE OR REPLACE FUNCTION bank_settle(p_conn bigint, p_seq bigint, p_reply text) RETURNS text
-    LANGUAGE plpgsql AS $$
-DECLARE r text;
-BEGIN
-  INSERT INTO bank_reply VALUES (p_conn, p_seq, p_reply) ON CONFLICT DO NOTHING;
-  SELECT reply INTO r FROM bank_reply WHERE conn = p_conn AND seq = p_seq;
+  EXECUTE format('INSERT INTO %I VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', tbl)
+    USING p_conn, p_seq, p_reply;
+  EXECUTE format('SELECT reply FROM %I WHERE conn = $1 AND seq = $2', tbl) INTO r USING p_conn, p_seq;
   RETURN r;
 END $$;
 

@@ -497,7 +497,8 @@ class BankApp final : public sdk::ConnApp {
       return;
     }
     jwait_ = true;
-    if (!pj_->send(j.settle ? "SELECT bank_settle($1, $2, $3)" : "SELECT bank_journal($1, $2, $3)", {std::to_string(conn_), std::to_string(j.rq.seq), j.op_reply})) {
+    if (!pj_->send("SELECT bank_journal($1, $2, $3, $4)",
+                   {std::to_string(conn_), std::to_string(j.rq.seq), j.op_reply, j.settle ? "true" : "false"})) {
       jwait_ = false;
       pj_->reset();
       journal_failed("cannot send to the database");
