@@ -11,6 +11,7 @@ readonly PACKAGES=(
   git python3 python3-matplotlib
   socat netcat-openbsd iproute2 iptables iputils-ping
   mininet bridge-utils  # testbed/ (docs/testbed.md): Mininet with Linux bridges
+  postgresql-15 libpq-dev  # apps/dbfrontend (docs/dbfrontend.md): a throwaway PostgreSQL cluster and libpq
 )
 
 is_installed() {

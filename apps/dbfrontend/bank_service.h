@@ -1,0 +1,29 @@
+// The `bank` service: the banking line protocol (bank_protocol.h) over PostgreSQL through
+// libpq's asynchronous API on the member's event loop. docs/dbfrontend.md has the design and
+// its argument (exactly-once replies, fencing by epoch, interactive transactions re-executed
+// after a migration).
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "sdk/service.h"
+
+namespace mtcp::bank {
+
+struct BankOptions {
+  std::string conninfo = "dbname=bank";  // libpq connection string
+  uint64_t retries = 30;                 // serialization failures/deadlocks retried per request
+  uint64_t reconnects = 3;               // database reconnects per request before ERR
+  // For the tests only: wait this long before sending an interactive COMMIT to the database,
+  // so a test can stop the front-end or migrate the connection in between (0: no wait).
+  uint64_t test_commit_delay_ms = 0;
+  // For the tests only: wait this long after an interactive COMMIT succeeded before replying.
+  uint64_t test_reply_delay_ms = 0;
+  asio::io_context* io = nullptr;
+  std::function<void(const std::string&)> log;
+};
+
+std::unique_ptr<sdk::ServiceDef> make_bank_service();
+
+}  // namespace mtcp::bank

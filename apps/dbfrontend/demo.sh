@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README demo: a banking session moves between three front-ends with a transaction open,
+# the front-end serving it is killed with SIGKILL, the session goes on, and the audit balances.
+# Usage: demo.sh [BUILD_BIN]   (default build/bin; needs root for the throwaway PostgreSQL)
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BIN="${1:-$here/../../build/bin}"
+bash "$here/pg-cluster.sh" check || exit 77
+work="$(mktemp -d)"
+chmod 0755 "$work"
+pids=()
+source "$here/lib.sh"
+trap 'kill_children "${pids[@]}"; bash "$here/pg-cluster.sh" stop "$work/pg"; rm -rf "$work"' EXIT
+CI="$(bash "$here/pg-cluster.sh" start "$work/pg")" || exit 1
+echo "PostgreSQL: $CI"
+base="$(pick_base)"
+write_pool "$work/pool.json" "$base"
+"$BIN/mtcp-bank-client" setup --conninfo "$CI" --accounts 3 --balance 1000
+for i in 1 2 3; do
+  "$BIN/mtcp-bank-frontend" --pool "$work/pool.json" --id $i --conninfo "$CI" -q 2>> "$work/m$i.log" &
+  pids+=($!)
+done
+sleep 0.5
+echo "--- session (replies as the client sees them)"
+"$BIN/mtcp-bank-client" script --pool "$work/pool.json" --first 1 <<EOF2
+1 AUDIT
+2 BEGIN
+3 TRANSFER 1 2 100
+!migrate 2
+4 BALANCE 1
+5 TRANSFER 2 3 40
+!exec kill -9 ${pids[1]}
+6 COMMIT
+7 TRANSFER 3 1 15
+8 BALANCE 1
+9 BALANCE 2
+10 BALANCE 3
+11 AUDIT
+EOF2
+echo "--- the database"
+psql -X -q "$CI" -c "SELECT id, balance FROM bank_account ORDER BY id" -c "SELECT sum(balance) AS total FROM bank_account"

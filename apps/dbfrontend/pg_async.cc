@@ -1,0 +1,162 @@
+#include "pg_async.h"
+
+namespace mtcp::bank {
+namespace {
+
+void quiet(void*, const char*) {}  // notices (a ROLLBACK with no transaction) are expected
+
+std::string one_line(const char* s) {
+  std::string m = s ? s : "";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  std::string o;
+  for (char ch : m) {
+    if (ch == '\n' || ch == '\t') ch = ' ';
+    if (ch == ' ' && !o.empty() && o.back() == ' ') continue;
+    o.push_back(ch);
+  }
+  m = o;
+  return m.empty() ? "unknown libpq error" : m;
+}
+
+}  // namespace
+
+bool PgAsync::connect(const std::string& conninfo, std::string& why) {
+  reset();
+  pg_ = PQconnectStart(conninfo.c_str());
+  if (pg_ == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
+    why = pg_ ? one_line(PQerrorMessage(pg_)) : "out of memory";
+    reset();
+    return false;
+  }
+  PQsetNoticeProcessor(pg_, quiet, nullptr);
+  st_ = State::connecting;
+  adopt_socket();
+  watch(false, true);  // PQconnectStart: first wait until the socket is writable
+  return true;
+}
+
+void PgAsync::adopt_socket() {
+  int fd = PQsocket(pg_);
+  if (fd == sd_fd_ && sd_) return;
+  if (sd_) {
+    sd_->cancel();
+    (void)sd_->release();  // libpq owns the descriptor
+  }
+  sd_.reset();
+  waits_ = std::make_shared<Waits>();  // handlers of the old descriptor find theirs stale
+  sd_fd_ = fd;
+  if (fd >= 0) sd_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+}
+
+void PgAsync::watch(bool read, bool write) {
+  if (!sd_) return;
+  auto arm = [&](bool& armed, asio::posix::descriptor_base::wait_type t, bool Waits::*flag) {
+    if (armed) return;
+    armed = true;
+    sd_->async_wait(t, [w = std::weak_ptr<Waits>(waits_), waker = waker_, flag](asio::error_code ec) {
+      auto s = w.lock();
+      if (!s) return;  // stale descriptor or object gone
+      s.get()->*flag = false;
+      if (!ec) waker.wake();
+    });
+  };
+  if (read) arm(waits_->read, asio::posix::descriptor_base::wait_read, &Waits::read);
+  if (write) arm(waits_->write, asio::posix::descriptor_base::wait_write, &Waits::write);
+}
+
+bool PgAsync::send(const std::string& sql, const std::vector<std::string>& params) {
+  if (st_ != State::idle) return false;
+  std::vector<const char*> v;
+  v.reserve(params.size());
+  for (const auto& p : params) v.push_back(p.c_str());
+  if (!PQsendQueryParams(pg_, sql.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0)) return false;
+  st_ = State::busy;
+  acc_ = PgResult{};
+  flushing_ = true;
+  waker_.wake();  // poll() flushes and arms the waits
+  return true;
+}
+
+bool PgAsync::send_simple(const std::string& sql) {
+  if (st_ != State::idle) return false;
+  if (!PQsendQuery(pg_, sql.c_str())) return false;
+  st_ = State::busy;
+  acc_ = PgResult{};
+  flushing_ = true;
+  waker_.wake();
+  return true;
+}
+
+PgResult PgAsync::lost(const char* what) {
+  PgResult r;
+  r.kind = PgResult::Kind::lost;
+  r.message = std::string(what) + ": " + one_line(pg_ ? PQerrorMessage(pg_) : nullptr);
+  reset();
+  return r;
+}
+
+std::optional<PgResult> PgAsync::poll() {
+  if (st_ == State::connecting) {
+    PostgresPollingStatusType ps = PQconnectPoll(pg_);
+    adopt_socket();
+    if (ps == PGRES_POLLING_FAILED) return lost("cannot connect to the database");
+    if (ps == PGRES_POLLING_READING) {
+      watch(true, false);
+      return std::nullopt;
+    }
+    if (ps == PGRES_POLLING_WRITING) {
+      watch(false, true);
+      return std::nullopt;
+    }
+    if (PQsetnonblocking(pg_, 1) != 0) return lost("cannot make the connection non-blocking");
+    st_ = State::idle;
+    return PgResult{};
+  }
+  if (st_ != State::busy) return std::nullopt;
+  if (flushing_) {
+    int f = PQflush(pg_);
+    if (f < 0) return lost("lost the database connection");
+    flushing_ = f == 1;
+  }
+  if (!PQconsumeInput(pg_)) return lost("lost the database connection");
+  while (!PQisBusy(pg_)) {
+    PGresult* res = PQgetResult(pg_);
+    if (res == nullptr) {  // the command is complete
+      st_ = State::idle;
+      return std::move(acc_);
+    }
+    ExecStatusType es = PQresultStatus(res);
+    if (es == PGRES_TUPLES_OK && PQntuples(res) > 0 && PQnfields(res) > 0) {
+      acc_.value = PQgetvalue(res, 0, 0);
+      acc_.has_value = true;
+    } else if (es == PGRES_FATAL_ERROR || es == PGRES_NONFATAL_ERROR || es == PGRES_BAD_RESPONSE) {
+      if (acc_.kind == PgResult::Kind::ok) {
+        acc_.kind = PgResult::Kind::sql_error;
+        const char* st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        acc_.sqlstate = st ? st : "";
+        acc_.message = one_line(PQresultErrorMessage(res));
+      }
+    }
+    PQclear(res);
+    if (PQstatus(pg_) == CONNECTION_BAD) return lost("lost the database connection");
+  }
+  if (PQstatus(pg_) == CONNECTION_BAD) return lost("lost the database connection");
+  watch(true, flushing_);
+  return std::nullopt;
+}
+
+void PgAsync::reset() {
+  if (sd_) {
+    sd_->cancel();
+    (void)sd_->release();
+    sd_.reset();
+  }
+  sd_fd_ = -1;
+  waits_ = std::make_shared<Waits>();
+  if (pg_) PQfinish(pg_);
+  pg_ = nullptr;
+  st_ = State::down;
+  flushing_ = false;
+}
+
+}  // namespace mtcp::bank

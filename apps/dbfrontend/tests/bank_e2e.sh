@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# The bank front-end against a real PostgreSQL 15 (a throwaway cluster made by pg-cluster.sh)
+# and three real mtcp-bank-frontend members on loopback, eager transfer.
+# Usage: bank_e2e.sh FRONTEND CLIENT PG_CLUSTER_SH WORKLOAD_REQUESTS
+# Checks (each prints "ok: ..." or fails the test):
+#   1 bad input: malformed lines, unknown command/account, insufficient funds, amounts that
+#     overflow, a balance that would overflow, a sequence number that does not grow, a line too
+#     long, COMMIT outside a transaction
+#   2 migrations between the statements of an open transaction (twice), then COMMIT: applied once
+#   3 a read inside the transaction that another client changes before the migration: the new
+#     owner's re-execution differs, the client gets "aborted by migration, retry", nothing applied
+#   4 a migration between the database's COMMIT and the reply: the new owner answers from the
+#     stored reply, applied once
+#   5 a fenced old owner: SIGSTOPped before its COMMIT, the connection is taken over, SIGCONT:
+#     it never commits (applied once; a stale epoch is refused by the database itself)
+#   6 SIGKILL of the front-end in the middle of a transaction (eager): the transaction goes on
+#     on another member and commits once
+#   7 the database down: a clear error reply, no crash; back up: served again
+#   8 the same open transaction moved between statements with lazy transfer
+#   9 concurrent conflicting transfers on 3 accounts, and the workload with migrations and
+#     front-end kills: the checker's verdict ok
+# Exit 77 when PostgreSQL cannot be run here (not root, not installed).
+set -uo pipefail
+FRONTEND="$1"
+CLIENT="$2"
+PGC="$3"
+WL_REQUESTS="${4:-400}"
+
+bash "$PGC" check || exit 77
+work="$(mktemp -d)"
+chmod 0755 "$work"
+pids=()
+source "$(dirname "$PGC")/lib.sh"
+cleanup() {
+  kill_children "${pids[@]}"
+  [[ -d "$work/pg" ]] && bash "$PGC" stop "$work/pg"
+  if [[ -n "${BANK_E2E_KEEP:-}" ]]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done
+  exit 1
+}
+
+CI="$(bash "$PGC" start "$work/pg")" || fail "cannot start PostgreSQL"
+psql_q() { psql -X -q -t -A "$CI" -c "$1"; }
+
+# Free ports below 32768 for two pools of three members.
+base="$(pick_base)"
+[[ "$base" != 0 ]] || fail "no free ports"
+write_pool "$work/pool.json" "$base"
+base2="$(pick_base)"
+write_pool "$work/pool2.json" "$base2"
+
+declare -A mpid
+start_member() {  # ID [extra options]
+  local id="$1"
+  shift
+  "$FRONTEND" --pool "$work/pool.json" --id "$id" --conninfo "$CI" "$@" >> "$work/m$id.log" 2>&1 &
+  mpid[$id]=$!
+  pids+=($!)
+  for _ in $(seq 50); do
+    ss -Hltn "sport = :$((base + id))" | grep -q . && return 0
+    sleep 0.1
+  done
+  fail "member $id did not start"
+}
+stop_member() {
+  kill -9 "${mpid[$1]}" 2>/dev/null
+  wait "${mpid[$1]}" 2>/dev/null
+}
+script() {  # NAME FIRST  (directives on stdin)
+  "$CLIENT" script --pool "$work/pool.json" --first "$2" -t 60 > "$work/$1.out" 2> "$work/$1.err"
+  echo "--- $1"
+  cat "$work/$1.out"
+}
+expect() {  # NAME LINE...
+  local name="$1"
+  shift
+  for l in "$@"; do
+    grep -qxF -- "$l" "$work/$name.out" || fail "$name: expected the line '$l'"
+  done
+}
+conn_of() { sed -n 's/^connected //p' "$work/$1.out" | head -1; }
+ledger_rows() {  # SCRIPT SEQ ACCOUNTS: ledger rows of that request of that script's connection
+  psql_q "SELECT count(*) FROM bank_ledger WHERE conn = $(conn_of "$1") AND seq = $2 AND account IN ($3)"
+}
+
+"$CLIENT" setup --conninfo "$CI" --accounts 10 --balance 1000 > /dev/null 2>&1 || fail "setup"
+for i in 1 2 3; do start_member $i; done
+
+# 1 bad input
+long="$(head -c 300 /dev/zero | tr '\0' 'x')"
+script bad 1 <<EOF2
+hello
+1
+2 FOO
+3 TRANSFER 1 2
+4 TRANSFER 1 1 5
+5 TRANSFER 1 99 5
+6 WITHDRAW 1 5000
+7 DEPOSIT 1 1000000000001
+8 DEPOSIT 1 -5
+9 BALANCE 99999999999999999999
+5 AUDIT
+10 COMMIT
+11 $long
+12 OPEN 20 1000000000000
+!exec psql -X -q "$CI" -c "UPDATE bank_account SET balance = 999999999999999 WHERE id = 20"
+13 DEPOSIT 20 5
+14 TRANSFER 1 20 5
+15 AUDIT
+EOF2
+expect bad "0 ERR malformed request: a line starts with a sequence number from 1 to 9223372036854775807" \
+  "1 ERR malformed request: no command" \
+  "2 ERR unknown command (OPEN DEPOSIT WITHDRAW TRANSFER BALANCE AUDIT BEGIN COMMIT ABORT)" \
+  "3 ERR malformed request: TRANSFER takes 3 argument(s)" "4 ERR transfer to the same account" \
+  "5 ERR unknown account 99" "6 ERR insufficient funds" "7 ERR bad amount (an integer from 1 to 1000000000000)" \
+  "8 ERR bad amount (an integer from 1 to 1000000000000)" \
+  "9 ERR bad account id (an integer from 1 to 4611686018427387904)" \
+  "5 ERR sequence number must be above 9" "10 ERR no transaction" "0 ERR line too long (at most 256 bytes)" \
+  "12 OK 1000000000000" "13 ERR balance would exceed 1000000000000000" \
+  "14 ERR balance would exceed 1000000000000000" "15 OK 1000000000009999 11"
+psql_q "DELETE FROM bank_account WHERE id = 20; DELETE FROM bank_ledger WHERE account = 20" > /dev/null
+echo "ok: bad input answered with clear errors"
+
+# 2 migrations between the statements of an open transaction
+script between 1 <<EOF2
+1 BEGIN
+2 TRANSFER 1 2 100
+!migrate 2
+3 BALANCE 1
+!migrate 3
+4 TRANSFER 2 3 50
+5 COMMIT
+6 BALANCE 2
+EOF2
+expect between "1 OK begun" "2 OK 900 1100" "3 OK 900" "4 OK 1050 1050" "5 OK committed" "6 OK 1050"
+[[ "$(grep -c '^migrated$' "$work/between.out")" == 2 ]] || fail "between: two migrations expected"
+[[ "$(ledger_rows between 2 '1,2')" == 2 && "$(ledger_rows between 4 '2,3')" == 2 ]] || fail "between: not applied exactly once"
+echo "ok: an open transaction moved twice between its statements and committed once"
+
+# 3 a read that the database contradicts after the migration
+script diverge 1 <<EOF2
+1 BEGIN
+2 BALANCE 4
+3 TRANSFER 4 5 10
+!exec (psql -X -q "$CI" -c "UPDATE bank_account SET balance = balance + 7 WHERE id = 4; UPDATE bank_account SET balance = balance - 7 WHERE id = 6" > /dev/null 2>&1 &)
+!sleep 500
+!migrate 2
+4 BALANCE 5
+5 COMMIT
+6 BALANCE 4
+EOF2
+expect diverge "2 OK 1000" "3 OK 990 1010" \
+  "4 ERR transaction aborted by migration, retry (COMMIT or ABORT ends it)" \
+  "5 ABORTED transaction aborted by migration, retry" "6 OK 1007"
+[[ "$(ledger_rows diverge 3 '4,5')" == 0 ]] || fail "diverge: the aborted transfer was applied"
+psql_q "UPDATE bank_account SET balance = balance - 7 WHERE id = 4; UPDATE bank_account SET balance = balance + 7 WHERE id = 6" > /dev/null
+echo "ok: a read contradicted after the migration gives 'aborted by migration, retry', nothing applied"
+
+# 4 migration between the database's COMMIT and the reply
+stop_member 1
+start_member 1 --test-reply-delay-ms 1500
+script commitreply 1 <<EOF2
+1 BEGIN
+2 TRANSFER 7 8 10
+!send 3 COMMIT
+!sleep 500
+!migrate 2
+!wait
+4 BALANCE 7
+EOF2
+expect commitreply "2 OK 990 1010" "3 OK committed" "4 OK 990"
+[[ "$(grep -c '^3 ' "$work/commitreply.out")" == 1 ]] || fail "commitreply: one reply to the COMMIT expected"
+[[ "$(ledger_rows commitreply 2 '7,8')" == 2 ]] || fail "commitreply: not applied exactly once"
+echo "ok: a COMMIT whose reply was not sent is answered by the new owner from the stored reply, applied once"
+
+# 5 a fenced old owner wakes up and tries to commit
+stop_member 1
+start_member 1 --test-commit-delay-ms 1500
+script fenced 1 <<EOF2
+1 BEGIN
+2 TRANSFER 9 10 10
+!send 3 COMMIT
+!sleep 200
+!exec kill -STOP ${mpid[1]}
+!migrate 2
+!wait
+!exec kill -CONT ${mpid[1]}
+!sleep 2500
+4 BALANCE 9
+EOF2
+expect fenced "2 OK 990 1010" "3 OK committed" "4 OK 990"
+[[ "$(ledger_rows fenced 2 '9,10')" == 2 ]] || fail "fenced: not applied exactly once"
+conn="$(conn_of fenced)"
+stale="$(psql -X -q -t -A "$CI" -c "SELECT bank_commit($conn, 1, 999, 'x')" 2>&1)"
+grep -q "fenced" <<<"$stale" || fail "fenced: a commit with a stale epoch was not refused: $stale"
+how="the M-TCP fence reached it first"
+grep -q "refused by the database" "$work/m1.log" && how="its database commit was refused (fenced by epoch)"
+echo "ok: the old owner woke up and did not commit ($how); a stale epoch is refused by the database"
+
+# 6 SIGKILL of the front-end in the middle of a transaction
+stop_member 1
+start_member 1
+script kill 1 <<EOF2
+1 BEGIN
+2 TRANSFER 3 6 10
+3 BALANCE 3
+!exec kill -9 ${mpid[1]}
+4 TRANSFER 6 2 5
+5 COMMIT
+6 BALANCE 3
+EOF2
+expect kill "2 OK 1040 1010" "4 OK 1005 1055" "3 OK 1040" "5 OK committed" "6 OK 1040"
+grep -q "^4 OK" "$work/kill.out" || fail "kill: request 4 after the SIGKILL"
+[[ "$(ledger_rows kill 2 '3,6')" == 2 && "$(ledger_rows kill 4 '6,2')" == 2 ]] || fail "kill: not applied exactly once"
+wait "${mpid[1]}" 2>/dev/null
+start_member 1
+echo "ok: a transaction survived the SIGKILL of its front-end and committed once"
+
+# 7 the database down, then up again
+bash "$PGC" down "$work/pg" || fail "pg down"
+script dbdown 2 <<EOF2
+1 TRANSFER 1 2 1
+2 BEGIN
+3 BALANCE 1
+4 COMMIT
+!exec bash "$PGC" up "$work/pg"
+5 BALANCE 1
+EOF2
+grep -q "^1 ERR database unavailable: " "$work/dbdown.out" || fail "dbdown: request 1"
+expect dbdown "2 OK begun" "5 OK 900"
+grep -q "^3 ERR database unavailable: " "$work/dbdown.out" || fail "dbdown: request 3"
+grep -q "^4 ERR database unavailable: " "$work/dbdown.out" || fail "dbdown: the COMMIT"
+kill -0 "${mpid[2]}" || fail "dbdown: the member died"
+echo "ok: the database down gives a clear error; back up, the same front-end serves again"
+[[ "$(psql_q "SELECT sum(balance) FROM bank_account")" == 10000 ]] || fail "the total is not conserved"
+for i in 1 2 3; do stop_member $i; done
+
+# 8 lazy transfer: an open transaction moved between its statements
+base3="$(pick_base)"
+write_pool "$work/pool3.json" "$base3" lazy
+for i in 1 2 3; do
+  "$FRONTEND" --pool "$work/pool3.json" --id $i --conninfo "$CI" >> "$work/lazy$i.log" 2>&1 &
+  mpid[$i]=$!
+  pids+=($!)
+done
+for i in 1 2 3; do
+  for _ in $(seq 50); do ss -Hltn "sport = :$((base3 + i))" | grep -q . && break; sleep 0.1; done
+done
+"$CLIENT" script --pool "$work/pool3.json" --first 1 -t 60 > "$work/lazy.out" 2>&1 <<EOF2
+1 BEGIN
+2 TRANSFER 8 9 5
+!migrate 2
+3 BALANCE 8
+!migrate 3
+4 COMMIT
+5 BALANCE 9
+EOF2
+echo "--- lazy"
+cat "$work/lazy.out"
+expect lazy "1 OK begun" "2 OK 1005 995" "3 OK 1005" "4 OK committed" "5 OK 995"
+[[ "$(grep -c '^migrated$' "$work/lazy.out")" == 2 ]] || fail "lazy: two migrations expected"
+[[ "$(ledger_rows lazy 2 '8,9')" == 2 ]] || fail "lazy: not applied exactly once"
+for i in 1 2 3; do stop_member $i; done
+echo "ok: with lazy transfer too, an open transaction moved twice and committed once"
+
+# 9 conflicting transfers; the workload with migrations and kills
+"$CLIENT" setup --conninfo "$CI" --accounts 3 --balance 1000 > /dev/null 2>&1 || fail "setup"
+"$CLIENT" run --conninfo "$CI" --pool "$work/pool2.json" --frontend "$FRONTEND" --accounts 3 --balance 1000 \
+  --sessions 4 --requests 100 --migrate-every 0 -t 200 > "$work/conflict.log" 2>&1 || fail "conflicting transfers: $(grep -v serving "$work/conflict.log")"
+grep -v serving "$work/conflict.log"
+"$CLIENT" setup --conninfo "$CI" --accounts 20 --balance 1000 > /dev/null 2>&1 || fail "setup"
+"$CLIENT" run --conninfo "$CI" --pool "$work/pool2.json" --frontend "$FRONTEND" --accounts 20 --balance 1000 \
+  --sessions 4 --requests "$WL_REQUESTS" --migrate-every 20 --kill-every $((WL_REQUESTS * 4 / 6)) -t 400 --json > "$work/workload.json" 2> "$work/workload.log" ||
+  fail "workload: $(cat "$work/workload.json")"
+cat "$work/workload.json"
+echo "ok: conflicting transfers and the workload with migrations and kills pass the checker"
