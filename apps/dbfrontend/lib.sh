@@ -21,7 +21,7 @@ write_pool() {
   local dir mode='"eager", "ack_after_replication": true'
   [[ "${3:-}" == lazy ]] && mode='"lazy"'
   dir="$(dirname "$1")"
-  [[ -f "$dir/pool.key" ]] || head -c 32 /dev/urandom > "$dir/pool.key"
+  [[ -f "$dir/pool.key" ]] || (umask 077 && head -c 32 /dev/urandom > "$dir/pool.key")  # others must not read it
   cat > "$1" <<JSON
 { "pool_key_file": "pool.key", "transfer": ${mode},
   "limits": { "claim_timeout_ms": 300 },
