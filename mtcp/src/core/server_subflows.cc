@@ -347,10 +347,6 @@ void ServerEngine::on_hello(SubflowId sub, const wire::Hello& h, TimeMs now) {
 
 void ServerEngine::on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now) {
   Sub& s = subs_.at(sub);
-  if (!take_token(now)) {
-    ++counters_.migrate_rate_limited;
-    return refuse(sub, Error::rate_limited);
-  }
   if (m.cert.conn_id != s.conn) return refuse(sub, Error::bad_field);
   // docs/PROTOCOL.md §6: verify the proof before anything else happens; a bad proof never
   // touches the connection or triggers a state transfer (TEST-MATRIX I3).
@@ -359,6 +355,13 @@ void ServerEngine::on_migrate(SubflowId sub, const wire::Migrate& m, TimeMs now)
     if (v.error() == Error::bad_proof) ++counters_.proofs_bad;
     else ++counters_.certs_expired;
     return refuse(sub, v.error());
+  }
+  // The rate limit bounds claims (control traffic, state transfers), the costly part, and only
+  // verified requests spend its tokens: a flood of bogus MIGRATEs, each already paid for by
+  // its own subflow, preface and CHALLENGE, no longer starves the legitimate ones (§6.4).
+  if (!take_token(now)) {
+    ++counters_.migrate_rate_limited;
+    return refuse(sub, Error::rate_limited);
   }
   ++counters_.migrations_started;
   s.request = m;
