@@ -21,6 +21,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
   }
   ~PlainConn() override {
     --env_.stats->live;
+    env_.stats->buffered -= counted_;
     wake_->close();
     if (app_ && !told_closed_) app_->on_closed(Error::closed);
   }
@@ -143,7 +144,18 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
     pump();
   }
 
+  // Keeps this connection's share of PlainStats::buffered current (the member-wide cap).
+  void recount() {
+    const size_t now_bytes = ended_ ? 0 : in_.size() + out_.size();
+    env_.stats->buffered = env_.stats->buffered - counted_ + now_bytes;
+    counted_ = now_bytes;
+  }
+
   void pump() {
+    struct Recount {
+      PlainConn* c;
+      ~Recount() { c->recount(); }
+    } recount_on_exit{this};
     if (ended_) return;
     if (!writing_ && !out_.empty()) write_some();
     if (!writing_ && out_.empty() && closing_ && !shut_) {
@@ -195,6 +207,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
     idle_.cancel();
     sock_.close(ignore);
     told_closed_ = true;
+    recount();
     app_->on_closed(why);
   }
 
@@ -211,6 +224,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
   std::vector<Slice> batch_;  // being written
   uint64_t in_pos_ = 0, out_pos_ = 0, out_done_ = 0, told_acked_ = 0;
   size_t last_space_ = 0;
+  size_t counted_ = 0;  // bytes of ours in env_.stats->buffered
   bool reading_ = false, writing_ = false, eof_ = false, eof_told_ = false, woken_ = false;
   bool closing_ = false, shut_ = false, ended_ = false, told_closed_ = false;
 };

@@ -21,6 +21,7 @@ inline constexpr size_t kPlainOutputBytesMax = 4u << 20;
 struct PlainStats {
   size_t live = 0;
   uint64_t idle_closed = 0;
+  size_t buffered = 0;  // input not yet read by the apps plus output not yet written, all connections
 };
 struct PlainEnv {
   uint64_t idle_timeout_ms = 300000;  // nothing read or written for this long: closed

@@ -644,7 +644,8 @@ void ServerNode::plain_tcp(core::SubflowId sub, Bytes head) {
   tcp::socket sock(io_);
   sock.assign(proto, fd, ec);
   if (ec) return;
-  if (plain_.stats->live >= pool_.limits.plain_connections_max) {
+  if (plain_.stats->live >= pool_.limits.plain_connections_max ||
+      plain_.stats->buffered >= pool_.limits.member_buffered_bytes_max) {
     ++rc_.plain_refused;
     sock.close(ec);
     return;

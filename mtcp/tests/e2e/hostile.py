@@ -12,7 +12,10 @@ Cases, each asserting on the members' counters (admin socket), CPU time and RSS:
      header announcing 60 MiB, a garbage header): at most 8 kept per address, every one
      closed within control_hello_timeout_ms, RSS not grown by the announced sizes, and a
      migration between the members still completes.
-  3. strict configuration: misspelt keys, a wrapping integer and a key file others can read
+  3. data-port flood: plain clients that send and never read, one after another, against a
+     member capped at 16 MiB of buffered bytes: the later ones are refused, RSS stays near the
+     cap, and an M-TCP client is served and migrates meanwhile.
+  4. strict configuration: misspelt keys, a wrapping integer and a key file others can read
      make mtcpd exit 2 with the field named.
 Ends only the processes it started and removes its folder.
 """
@@ -246,6 +249,43 @@ def case_control_flood(work):
         p.wait(10)
 
 
+def case_data_flood(work):
+    print("== data-port flood (plain clients that send and never read)", flush=True)
+    base = free_base()
+    cap = 16 << 20
+    pool = pool_file(work, base, 2, {"member_buffered_bytes_max": cap, "claim_timeout_ms": 1000}, "data.json")
+    m1, a1 = start_member(work, pool, 1)
+    m2, a2 = start_member(work, pool, 2)
+    rss0 = rss_kib(m1.pid)
+    flood = []
+    blob = os.urandom(1 << 20)
+    for _ in range(12):  # one after another: each fills its own caps (about 8 MiB) first
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect(("127.0.0.1", base + 1))
+            for _ in range(12):
+                s.sendall(blob)
+        except OSError:
+            pass
+        flood.append(s)
+    time.sleep(0.5)
+    st = status(a1)["counters"]
+    grown = (rss_kib(m1.pid) - rss0) // 1024
+    check(st["plain_refused"] > 0, "plain connections refused at member_buffered_bytes_max (%d)" % st["plain_refused"])
+    check(grown < 16 + 2 * 8 + 24, "member RSS grew %d MiB for 12 flooders of about 8 MiB each (cap 16 MiB)" % grown)
+    rc, res = perf(pool, 1, 1.5, ["--migrate-every", "300"])
+    end = res.get("end", {})
+    check(rc == 0 and end.get("verdict") == "ok" and end.get("migrations_done", 0) >= 1,
+          "an M-TCP client is served and migrates during the flood (exit %d, verdict %s, %s migrations)"
+          % (rc, end.get("verdict"), end.get("migrations_done")))
+    for s in flood:
+        s.close()
+    for p in (m1, m2):
+        p.terminate()
+        p.wait(10)
+
+
 def case_config(work):
     print("== strict configuration", flush=True)
     base = free_base()
@@ -284,6 +324,7 @@ def main():
         case_config(work)
         case_control_flood(work)
         case_fd_exhaustion(work)
+        case_data_flood(work)
     finally:
         for p in procs:
             if p.poll() is None:
