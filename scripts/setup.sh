@@ -11,6 +11,11 @@ readonly PACKAGES=(
   git python3 python3-matplotlib
   socat netcat-openbsd iproute2 iptables iputils-ping
   mininet bridge-utils  # testbed/ (docs/testbed.md): Mininet with Linux bridges
+  # apps/streaming (docs/streaming.md): GStreamer 1.22 to build against and to play with;
+  # -ugly has x264enc (test media), -libav has avdec_h264, -bad has the MPEG-TS muxer/parser
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav
 )
 
 is_installed() {
