@@ -45,7 +45,11 @@ class RateBudget {
   explicit RateBudget(Profile p) : p_(std::move(p)) {}
   // How many of `want` bytes may go now (t_us since the member's start).
   uint64_t allow(uint64_t want, int64_t t_us);
-  void spend(uint64_t n) { tokens_ -= static_cast<double>(n); }
+  // Takes n bytes from the bucket (after allow(); uncapped time spends nothing, so a later cap
+  // starts from an empty bucket, not from a debt).
+  void spend(uint64_t n) {
+    if (p_.kbit_at(last_us_)) tokens_ -= static_cast<double>(n);
+  }
   // When at least `bytes` will be allowed (t_us or later; INT64_MAX: not before a change).
   int64_t when(uint64_t bytes, int64_t t_us);
   const Profile& profile() const { return p_; }

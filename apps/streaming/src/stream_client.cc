@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "client/connection.h"
@@ -55,7 +56,40 @@ struct Opt {
   bool show = false, json_out = false;
   double interval_s = 1.0, time_limit_s = 600;
   int64_t csv_ms = 100;
+  std::string migrate_at;                                // "SECONDS:MEMBER ..." (manual, scheduled)
+  std::vector<std::pair<int64_t, uint32_t>> plan;        // parsed: ms since start, member
 };
+
+constexpr size_t kPlanEntriesMax = 1024;
+
+// "12.5:2 30:3": migrate to member 2 at 12.5 s and to member 3 at 30 s (0: the next member).
+bool parse_plan(const std::string& text, std::vector<std::pair<int64_t, uint32_t>>& out, std::string& why) {
+  std::string t = text;
+  for (char& c : t) if (c == ',') c = ' ';
+  std::istringstream in(t);
+  std::string tok;
+  while (in >> tok) {
+    size_t colon = tok.find(':');
+    double secs = 0;
+    unsigned long member = 0;
+    char* end = nullptr;
+    if (colon != std::string::npos) {
+      secs = std::strtod(tok.substr(0, colon).c_str(), &end);
+      bool ok_s = end && *end == 0 && colon > 0 && secs >= 0 && secs <= 86400;
+      std::string m = tok.substr(colon + 1);
+      member = std::strtoul(m.c_str(), &end, 10);
+      if (ok_s && !m.empty() && end && *end == 0 && member <= UINT32_MAX && out.size() < kPlanEntriesMax &&
+          (out.empty() || static_cast<int64_t>(secs * 1000) > out.back().first)) {
+        out.emplace_back(static_cast<int64_t>(secs * 1000), static_cast<uint32_t>(member));
+        continue;
+      }
+    }
+    why = "--migrate-at: bad entry '" + tok + "' (expected SECONDS:MEMBER with growing times, at most " +
+          std::to_string(kPlanEntriesMax) + " entries)";
+    return false;
+  }
+  return true;
+}
 
 struct FrameQueue {  // filled on GStreamer's streaming thread, drained on the loop
   std::mutex mu;
@@ -95,6 +129,13 @@ class Viewer {
     t0_ = Clock::now();
     gst_element_set_state(pipe_, GST_STATE_PLAYING);
     conn_->connect();
+    for (auto [at, member] : o_.plan) {
+      auto& t = plan_timers_.emplace_back(std::make_unique<asio::steady_timer>(io_));
+      t->expires_after(std::chrono::milliseconds(at));
+      t->async_wait([this, member = member](asio::error_code err) {
+        if (!err && !done_) conn_->request_migration(member);
+      });
+    }
     arm_tick();
     io_.run();
     gst_element_set_state(pipe_, GST_STATE_NULL);
@@ -411,6 +452,7 @@ class Viewer {
     }
     tick_.cancel();
     usr1_.cancel();
+    for (auto& t : plan_timers_) t->cancel();
     io_.stop();
   }
 
@@ -481,6 +523,7 @@ class Viewer {
   Opt o_;
   asio::steady_timer tick_;
   asio::signal_set usr1_;
+  std::vector<std::unique_ptr<asio::steady_timer>> plan_timers_;
   std::unique_ptr<client::Connection> conn_;
   GstElement* pipe_ = nullptr;
   GstAppSrc* src_ = nullptr;
@@ -525,6 +568,7 @@ int main(int argc, char** argv) {
   app.add_option("--cooldown-ms", o.policy.cooldown_ms, "throughput: not judged this long after a migration")->capture_default_str();
   app.add_option("--stall-ms", o.policy.stall_ms, "stall: migrate after this long without a byte")->capture_default_str();
   app.add_option("--every-ms", o.policy.every_ms, "schedule: migrate this long after the last migration")->capture_default_str();
+  app.add_option("--migrate-at", o.migrate_at, "Migrate at these times: 'SECONDS:MEMBER ...' (0: the next member; an oracle's plan)");
   app.add_option("--startup-ms", o.startup_ms, "Media buffered before playback starts")->capture_default_str()->check(CLI::Range(0, 60000));
   app.add_option("--rebuffer-ms", o.rebuffer_ms, "Media buffered before playback resumes after a stall")->capture_default_str()->check(CLI::Range(0, 60000));
   app.add_option("--speed", o.speed, "Playback speed in percent (match the server's --speed)")->capture_default_str()->check(CLI::Range(10, 10000));
@@ -546,6 +590,10 @@ int main(int argc, char** argv) {
   }
   if (std::string bad = rt::validate(o.policy); !bad.empty()) {
     std::fprintf(stderr, "mtcp-stream-client: bad policy setting: %s\n", bad.c_str());
+    return 2;
+  }
+  if (!parse_plan(o.migrate_at, o.plan, why)) {
+    std::fprintf(stderr, "mtcp-stream-client: %s\n", why.c_str());
     return 2;
   }
   rt::PoolConfig pool;
