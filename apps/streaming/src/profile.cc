@@ -53,25 +53,28 @@ bool parse_profile(const std::string& text, Profile& out, std::string& why) {
       why = "profile entry '" + tok + "': " + what;
       return false;
     };
-    if (p.entries.size() >= kProfileEntriesMax) return bad("more than " + std::to_string(kProfileEntriesMax) + " entries");
+    if (p.entries.size() >= kProfileEntriesMax)
+      return bad("more than " + std::to_string(kProfileEntriesMax) + " entries");
     size_t colon = tok.find(':');
     if (colon == std::string::npos) return bad("expected SECONDS:RATE (RATE in kbit/s or 'max')");
     std::string secs = tok.substr(0, colon), rate = tok.substr(colon + 1);
     double s = 0;
     auto [end, ec] = std::from_chars(secs.data(), secs.data() + secs.size(), s);
-    if (secs.empty() || ec != std::errc() || end != secs.data() + secs.size() || !std::isfinite(s) || s < 0 ||
-        s > 1e7)
+    if (secs.empty() || ec != std::errc() || end != secs.data() + secs.size() ||
+        !std::isfinite(s) || s < 0 || s > 1e7)
       return bad("the time must be a number of seconds from 0 to 10000000");
     ProfileEntry e;
     e.at_us = static_cast<int64_t>(std::llround(s * 1e6));
     if (rate != "max") {
       uint64_t k = 0;
       auto [e2, ec2] = std::from_chars(rate.data(), rate.data() + rate.size(), k);
-      if (rate.empty() || ec2 != std::errc() || e2 != rate.data() + rate.size() || k > kProfileKbitMax)
+      if (rate.empty() || ec2 != std::errc() || e2 != rate.data() + rate.size() ||
+          k > kProfileKbitMax)
         return bad("the rate must be 'max' or kbit/s from 0 to " + std::to_string(kProfileKbitMax));
       e.kbit = k;
     }
-    if (!p.entries.empty() && e.at_us <= p.entries.back().at_us) return bad("times must grow from entry to entry");
+    if (!p.entries.empty() && e.at_us <= p.entries.back().at_us)
+      return bad("times must grow from entry to entry");
     p.entries.push_back(e);
   }
   if (p.entries.empty()) {
@@ -90,7 +93,8 @@ bool load_profile_file(const std::string& path, Profile& out, std::string& why) 
   }
   std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (text.size() > kProfileFileBytesMax) {
-    why = "the profile file " + path + " is larger than " + std::to_string(kProfileFileBytesMax) + " bytes";
+    why = "the profile file " + path + " is larger than " + std::to_string(kProfileFileBytesMax) +
+          " bytes";
     return false;
   }
   if (!parse_profile(text, out, why)) {
@@ -109,12 +113,15 @@ void RateBudget::refill(int64_t t_us) {
   while (last_us_ < t_us) {
     int64_t seg_end = std::min(t_us, p_.next_change_after(last_us_));
     auto k = p_.kbit_at(last_us_);
-    if (k) tokens_ += static_cast<double>(*k) * 1000.0 / 8.0 * static_cast<double>(seg_end - last_us_) / 1e6;
+    if (k)
+      tokens_ +=
+          static_cast<double>(*k) * 1000.0 / 8.0 * static_cast<double>(seg_end - last_us_) / 1e6;
     last_us_ = seg_end;
   }
   auto k = p_.kbit_at(t_us);
   if (k) {
-    double cap = std::max(static_cast<double>(kBucketMinBytes), static_cast<double>(*k) * 1000.0 / 8.0 * 0.02);
+    double cap = std::max(static_cast<double>(kBucketMinBytes),
+                          static_cast<double>(*k) * 1000.0 / 8.0 * 0.02);
     tokens_ = std::min(tokens_, cap);
   }
 }

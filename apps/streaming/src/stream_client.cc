@@ -23,8 +23,8 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "client/connection.h"
 #include "runtime/policy.h"
@@ -39,8 +39,11 @@ using json = nlohmann::json;
 constexpr uint64_t kAppsrcBytesMax = 8u << 20;  // queued in appsrc before we stop reading
 constexpr size_t kReadBytesMax = 256 * 1024;    // per read round
 constexpr int64_t kTickMs = 10;                 // the playout model's step
-constexpr int64_t kMigrationBlameMs = 2000;     // a stall starting this soon after a migration is its fault
-constexpr size_t kFrameQueueMax = 1 << 16;      // decoded frames not yet taken by the loop
+// A stall starting this soon after a migration is the migration's fault.
+constexpr int64_t kMigrationBlameMs = 2000;
+// After the last byte, how long the pipeline may take to report its end of stream.
+constexpr int64_t kEosWaitMs = 5000;
+constexpr size_t kFrameQueueMax = 1 << 16;  // decoded frames not yet taken by the loop
 constexpr uint64_t kVerifyBytesMax = uint64_t{1} << 30;
 
 struct Opt {
@@ -56,16 +59,18 @@ struct Opt {
   bool show = false, json_out = false;
   double interval_s = 1.0, time_limit_s = 600;
   int64_t csv_ms = 100;
-  std::string migrate_at;                                // "SECONDS:MEMBER ..." (manual, scheduled)
-  std::vector<std::pair<int64_t, uint32_t>> plan;        // parsed: ms since start, member
+  std::string migrate_at;                          // "SECONDS:MEMBER ..." (manual, scheduled)
+  std::vector<std::pair<int64_t, uint32_t>> plan;  // parsed: ms since start, member
 };
 
 constexpr size_t kPlanEntriesMax = 1024;
 
 // "12.5:2 30:3": migrate to member 2 at 12.5 s and to member 3 at 30 s (0: the next member).
-bool parse_plan(const std::string& text, std::vector<std::pair<int64_t, uint32_t>>& out, std::string& why) {
+bool parse_plan(const std::string& text, std::vector<std::pair<int64_t, uint32_t>>& out,
+                std::string& why) {
   std::string t = text;
-  for (char& c : t) if (c == ',') c = ' ';
+  for (char& c : t)
+    if (c == ',') c = ' ';
   std::istringstream in(t);
   std::string tok;
   while (in >> tok) {
@@ -78,13 +83,15 @@ bool parse_plan(const std::string& text, std::vector<std::pair<int64_t, uint32_t
       bool ok_s = end && *end == 0 && colon > 0 && secs >= 0 && secs <= 86400;
       std::string m = tok.substr(colon + 1);
       member = std::strtoul(m.c_str(), &end, 10);
-      if (ok_s && !m.empty() && end && *end == 0 && member <= UINT32_MAX && out.size() < kPlanEntriesMax &&
+      if (ok_s && !m.empty() && end && *end == 0 && member <= UINT32_MAX &&
+          out.size() < kPlanEntriesMax &&
           (out.empty() || static_cast<int64_t>(secs * 1000) > out.back().first)) {
         out.emplace_back(static_cast<int64_t>(secs * 1000), static_cast<uint32_t>(member));
         continue;
       }
     }
-    why = "--migrate-at: bad entry '" + tok + "' (expected SECONDS:MEMBER with growing times, at most " +
+    why = "--migrate-at: bad entry '" + tok +
+          "' (expected SECONDS:MEMBER with growing times, at most " +
           std::to_string(kPlanEntriesMax) + " entries)";
     return false;
   }
@@ -124,7 +131,8 @@ class Viewer {
     if (!o_.csv.empty()) {
       csv_ = std::fopen(o_.csv.c_str(), "w");
       if (!csv_) return usage_error("cannot write the CSV file " + o_.csv);
-      std::fprintf(csv_, "t_s,received_bytes,rate_kbit_s,buffer_ms,playing,stalled,server,frames\n");
+      std::fprintf(csv_,
+                   "t_s,received_bytes,rate_kbit_s,buffer_ms,playing,stalled,server,frames\n");
     }
     t0_ = Clock::now();
     gst_element_set_state(pipe_, GST_STATE_PLAYING);
@@ -149,7 +157,9 @@ class Viewer {
     std::fprintf(stderr, "mtcp-stream-client: %s\n", why.c_str());
     return 2;
   }
-  int64_t ms() const { return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0_).count(); }
+  int64_t ms() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0_).count();
+  }
 
   bool load_verify(std::string& why) {
     std::ifstream f(o_.verify, std::ios::binary | std::ios::ate);
@@ -167,16 +177,21 @@ class Viewer {
     const char* need[] = {"appsrc", "tsdemux", "h264parse", "avdec_h264", "identity", "fakesink"};
     for (const char* el : need) {
       GstElementFactory* f = gst_element_factory_find(el);
-      if (!f) return why = std::string("the GStreamer element '") + el + "' is missing (install with scripts/setup.sh)", false;
+      if (!f)
+        return why = std::string("the GStreamer element '") + el +
+                     "' is missing (install with scripts/setup.sh)",
+               false;
       gst_object_unref(f);
     }
     std::string desc =
-        "appsrc name=src format=bytes is-live=false ! tsdemux ! h264parse ! avdec_h264 ! identity name=tap ! ";
+        "appsrc name=src format=bytes is-live=false ! tsdemux ! h264parse ! avdec_h264 ! identity "
+        "name=tap ! ";
     desc += o_.show ? "videoconvert ! autovideosink" : "fakesink sync=false";
     GError* err = nullptr;
     pipe_ = gst_parse_launch(desc.c_str(), &err);
     if (!pipe_ || err) {
-      why = std::string("cannot build the GStreamer pipeline: ") + (err ? err->message : "unknown error");
+      why = std::string("cannot build the GStreamer pipeline: ") +
+            (err ? err->message : "unknown error");
       if (err) g_error_free(err);
       if (pipe_) gst_object_unref(pipe_);
       pipe_ = nullptr;
@@ -202,7 +217,8 @@ class Viewer {
       return;
     }
     int64_t pts = GST_BUFFER_PTS_IS_VALID(b) ? static_cast<int64_t>(GST_BUFFER_PTS(b)) : -1;
-    int64_t dur = GST_BUFFER_DURATION_IS_VALID(b) ? static_cast<int64_t>(GST_BUFFER_DURATION(b)) : -1;
+    int64_t dur =
+        GST_BUFFER_DURATION_IS_VALID(b) ? static_cast<int64_t>(GST_BUFFER_DURATION(b)) : -1;
     q->frames.emplace_back(pts, dur);
   }
 
@@ -231,8 +247,9 @@ class Viewer {
         migrating_since_ = -1;
         migrations_.push_back({t, e.from, e.to, e.downtime_us, e.rcv_at, e.reason, ""});
         if (!o_.json_out)
-          std::printf("[%7.3f s] migrated %u -> %u (%s) in %lld us at byte %llu\n", t, e.from, e.to, e.reason.c_str(),
-                      static_cast<long long>(e.downtime_us), static_cast<unsigned long long>(e.rcv_at));
+          std::printf("[%7.3f s] migrated %u -> %u (%s) in %lld us at byte %llu\n", t, e.from, e.to,
+                      e.reason.c_str(), static_cast<long long>(e.downtime_us),
+                      static_cast<unsigned long long>(e.rcv_at));
         break;
       case K::migration_failed:
         migrating_since_ = -1;
@@ -267,6 +284,7 @@ class Viewer {
     for (const Slice& s : slices) feed(s);
     if (peer_closed_ && conn_->readable() == 0 && !eos_sent_) {
       eos_sent_ = true;
+      eos_sent_ms_ = ms();
       gst_app_src_end_of_stream(src_);
       if (pipeline_failed_) close_conn();
     }
@@ -281,12 +299,14 @@ class Viewer {
       }
     }
     GstBuffer* buf = gst_buffer_new_memdup(b.data(), b.size());
-    if (o_.garble_bytes > 0) {  // the test hook: corrupt what the player gets (not what is verified)
+    if (o_.garble_bytes >
+        0) {  // the test hook: corrupt what the player gets (not what is verified)
       GstMapInfo map;
       gst_buffer_map(buf, &map, GST_MAP_WRITE);
       for (size_t i = 0; i < map.size; ++i) {
         uint64_t at = received_ + i;
-        if (at >= o_.garble_at && at < o_.garble_at + o_.garble_bytes) map.data[i] ^= static_cast<uint8_t>(0x5A + at);
+        if (at >= o_.garble_at && at < o_.garble_at + o_.garble_bytes)
+          map.data[i] ^= static_cast<uint8_t>(0x5A + at);
       }
       cont_.feed(std::span<const uint8_t>(map.data, map.size));
       gst_buffer_unmap(buf, &map);
@@ -323,8 +343,10 @@ class Viewer {
       }
       if (last_pts_ >= 0) {
         int64_t d = last_dur_ > 0 ? last_dur_ : pts - last_pts_;
-        if (pts <= last_pts_) ++repeated_;
-        else if (d > 0 && pts - last_pts_ > d + d / 2) missing_ += static_cast<uint64_t>((pts - last_pts_ + d / 2) / d - 1);
+        if (pts <= last_pts_)
+          ++repeated_;
+        else if (d > 0 && pts - last_pts_ > d + d / 2)
+          missing_ += static_cast<uint64_t>((pts - last_pts_ + d / 2) / d - 1);
       } else {
         first_pts_ = pts;
       }
@@ -332,26 +354,36 @@ class Viewer {
         last_pts_ = pts;
         last_dur_ = dur;
       }
-      decoded_end_ms_ = static_cast<double>(last_pts_ - first_pts_ + std::max<int64_t>(dur, 0)) / 1e6;
+      decoded_end_ms_ =
+          static_cast<double>(last_pts_ - first_pts_ + std::max<int64_t>(dur, 0)) / 1e6;
     }
   }
 
   void poll_bus() {
-    while (GstMessage* m = gst_bus_pop_filtered(bus_, static_cast<GstMessageType>(GST_MESSAGE_ERROR | GST_MESSAGE_WARNING | GST_MESSAGE_EOS))) {
+    while (GstMessage* m = gst_bus_pop_filtered(
+               bus_, static_cast<GstMessageType>(GST_MESSAGE_ERROR | GST_MESSAGE_WARNING |
+                                                 GST_MESSAGE_EOS))) {
       if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS) {
         eos_ = true;
       } else {
         GError* err = nullptr;
         gchar* dbg = nullptr;
         bool is_err = GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR;
-        if (is_err) gst_message_parse_error(m, &err, &dbg);
-        else gst_message_parse_warning(m, &err, &dbg);
+        if (is_err)
+          gst_message_parse_error(m, &err, &dbg);
+        else
+          gst_message_parse_warning(m, &err, &dbg);
         ++decode_errors_;
-        if (first_decode_error_.empty() && err) first_decode_error_ = std::string(GST_OBJECT_NAME(m->src)) + ": " + err->message;
-        if (!o_.json_out && err) std::fprintf(stderr, "mtcp-stream-client: GStreamer %s from %s: %s\n", is_err ? "error" : "warning", GST_OBJECT_NAME(m->src), err->message);
+        if (first_decode_error_.empty() && err)
+          first_decode_error_ = std::string(GST_OBJECT_NAME(m->src)) + ": " + err->message;
+        if (!o_.json_out && err)
+          std::fprintf(stderr, "mtcp-stream-client: GStreamer %s from %s: %s\n",
+                       is_err ? "error" : "warning", GST_OBJECT_NAME(m->src), err->message);
         if (err) g_error_free(err);
         g_free(dbg);
-        if (is_err) pipeline_failed_ = true;  // the pipeline stops: keep reading to the end, judge what we have
+        if (is_err)
+          pipeline_failed_ =
+              true;  // the pipeline stops: keep reading to the end, judge what we have
       }
       gst_message_unref(m);
     }
@@ -390,31 +422,50 @@ class Viewer {
           stalled_ = true;
           stall_start_ = now;
           ++stalls_;
-          stall_by_migration_ = migrating_since_ >= 0 || (last_migration_end_ >= 0 && now - last_migration_end_ <= kMigrationBlameMs);
+          stall_by_migration_ =
+              migrating_since_ >= 0 ||
+              (last_migration_end_ >= 0 && now - last_migration_end_ <= kMigrationBlameMs);
           if (stall_by_migration_) ++stalls_migration_;
-          if (!o_.json_out) std::printf("[%7.3f s] stall %s\n", static_cast<double>(now) / 1000.0, stall_by_migration_ ? "(migration)" : "");
+          if (!o_.json_out)
+            std::printf("[%7.3f s] stall %s\n", static_cast<double>(now) / 1000.0,
+                        stall_by_migration_ ? "(migration)" : "");
         }
       }
     }
     prev_play_ms_ = now;
     buffer_now_ = std::max(0.0, decoded_end_ms_ - play_ms_);
     if (csv_ && now - csv_last_ >= o_.csv_ms) {
-      double rate = static_cast<double>(csv_bytes_) * 8.0 / static_cast<double>(now - csv_last_);  // kbit/s
+      double rate =
+          static_cast<double>(csv_bytes_) * 8.0 / static_cast<double>(now - csv_last_);  // kbit/s
       std::fprintf(csv_, "%.3f,%llu,%.1f,%.0f,%d,%d,%u,%llu\n", static_cast<double>(now) / 1000.0,
-                   static_cast<unsigned long long>(received_), rate, buffer_now_, started_ && !stalled_ && !finished_play_,
-                   stalled_ ? 1 : 0, server_, static_cast<unsigned long long>(frames_));
+                   static_cast<unsigned long long>(received_), rate, buffer_now_,
+                   started_ && !stalled_ && !finished_play_, stalled_ ? 1 : 0, server_,
+                   static_cast<unsigned long long>(frames_));
       csv_bytes_ = 0;
       csv_last_ = now;
     }
     if (o_.interval_s > 0 && now - interval_last_ >= static_cast<int64_t>(o_.interval_s * 1000)) {
-      double rate = static_cast<double>(interval_bytes_) * 8.0 / static_cast<double>(now - interval_last_);
-      intervals_.push_back({{"t_s", static_cast<double>(now) / 1000.0}, {"received_kbit_s", rate}, {"buffer_ms", buffer_now_},
-                            {"frames", frames_}, {"server", server_}, {"stalled", stalled_}});
+      double rate =
+          static_cast<double>(interval_bytes_) * 8.0 / static_cast<double>(now - interval_last_);
+      intervals_.push_back({{"t_s", static_cast<double>(now) / 1000.0},
+                            {"received_kbit_s", rate},
+                            {"buffer_ms", buffer_now_},
+                            {"frames", frames_},
+                            {"server", server_},
+                            {"stalled", stalled_}});
       if (!o_.json_out)
-        std::printf("[%7.3f s] member %u  %8.1f kbit/s  buffer %6.0f ms  %6llu frames%s\n", static_cast<double>(now) / 1000.0,
-                    server_, rate, buffer_now_, static_cast<unsigned long long>(frames_), stalled_ ? "  STALLED" : "");
+        std::printf("[%7.3f s] member %u  %8.1f kbit/s  buffer %6.0f ms  %6llu frames%s\n",
+                    static_cast<double>(now) / 1000.0, server_, rate, buffer_now_,
+                    static_cast<unsigned long long>(frames_), stalled_ ? "  STALLED" : "");
       interval_bytes_ = 0;
       interval_last_ = now;
+    }
+    if (eos_sent_ && !ended && now - eos_sent_ms_ > kEosWaitMs) {  // the pipeline never drained
+      ++decode_errors_;
+      if (first_decode_error_.empty())
+        first_decode_error_ = "no end-of-stream from the pipeline within 5 s of the last byte";
+      pipeline_failed_ = true;
+      ended = true;
     }
     if (ended && eos_sent_ && !close_called_) close_conn();
     if (static_cast<double>(now) / 1000.0 > o_.time_limit_s) {
@@ -435,10 +486,13 @@ class Viewer {
     end_ms_ = ms();
     // Frames the pipeline still held when the stream ended.
     for (int i = 0; i < 50 && !eos_ && !pipeline_failed_ && !timed_out_ && !error_.size(); ++i) {
-      GstMessage* m = gst_bus_timed_pop_filtered(bus_, 20 * GST_MSECOND, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+      GstMessage* m = gst_bus_timed_pop_filtered(
+          bus_, 20 * GST_MSECOND, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
       if (m) {
-        if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS) eos_ = true;
-        else ++decode_errors_, pipeline_failed_ = true;
+        if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS)
+          eos_ = true;
+        else
+          ++decode_errors_, pipeline_failed_ = true;
         gst_message_unref(m);
       }
     }
@@ -457,17 +511,24 @@ class Viewer {
   }
 
   int report() {
-    if (!ref_.empty() && !mismatch_ && received_ != ref_.size()) mismatch_ = std::min<uint64_t>(received_, ref_.size());
-    uint64_t cont_errors = cont_.cc_errors() + cont_.sync_errors() + missing_ + repeated_ + frames_in_.dropped;
+    if (!ref_.empty() && !mismatch_ && received_ != ref_.size())
+      mismatch_ = std::min<uint64_t>(received_, ref_.size());
+    uint64_t cont_errors =
+        cont_.cc_errors() + cont_.sync_errors() + missing_ + repeated_ + frames_in_.dropped;
     bool complete = peer_closed_ && eos_ && error_.empty();
     std::vector<std::string> problems;
     if (!error_.empty()) problems.push_back(error_);
     if (!complete && error_.empty()) problems.push_back("the stream did not end normally");
-    if (decode_errors_) problems.push_back(std::to_string(decode_errors_) + " decode error(s): " + first_decode_error_);
+    if (decode_errors_)
+      problems.push_back(std::to_string(decode_errors_) +
+                         " decode error(s): " + first_decode_error_);
     if (cont_errors) problems.push_back("continuity errors");
-    if (mismatch_) problems.push_back("received bytes differ from " + o_.verify + " at byte " + std::to_string(*mismatch_));
+    if (mismatch_)
+      problems.push_back("received bytes differ from " + o_.verify + " at byte " +
+                         std::to_string(*mismatch_));
     if (o_.expect_frames && frames_ != o_.expect_frames)
-      problems.push_back(std::to_string(frames_) + " frames decoded, " + std::to_string(o_.expect_frames) + " expected");
+      problems.push_back(std::to_string(frames_) + " frames decoded, " +
+                         std::to_string(o_.expect_frames) + " expected");
     double played = play_wall_;
     double ratio = played + stall_total_ > 0 ? stall_total_ / (played + stall_total_) : 0;
     size_t done_migr = 0;
@@ -498,22 +559,34 @@ class Viewer {
                 {"verified", !o_.verify.empty() && !mismatch_}};
     json ms_ = json::array();
     for (auto& m : migrations_)
-      ms_.push_back({{"t_s", m.t_s}, {"from", m.from}, {"to", m.to}, {"downtime_us", m.downtime_us}, {"at_byte", m.at},
-                     {"reason", m.reason}, {"error", m.error}});
+      ms_.push_back({{"t_s", m.t_s},
+                     {"from", m.from},
+                     {"to", m.to},
+                     {"downtime_us", m.downtime_us},
+                     {"at_byte", m.at},
+                     {"reason", m.reason},
+                     {"error", m.error}});
     j["migrations"] = ms_;
     j["intervals"] = intervals_;
     if (o_.json_out) {
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("%s: %llu bytes, %llu frames (missing %llu, repeated %llu), %llu decode errors, ts cc errors %llu\n",
-                  problems.empty() ? "ok" : "FAILED", static_cast<unsigned long long>(received_),
-                  static_cast<unsigned long long>(frames_), static_cast<unsigned long long>(missing_),
-                  static_cast<unsigned long long>(repeated_), static_cast<unsigned long long>(decode_errors_),
-                  static_cast<unsigned long long>(cont_.cc_errors()));
-      std::printf("startup %lld ms, %llu stalls (%llu at a migration), stalled %.0f ms, rebuffering %.3f%%, %zu migrations\n",
-                  static_cast<long long>(started_ ? startup_ms_ : -1), static_cast<unsigned long long>(stalls_),
-                  static_cast<unsigned long long>(stalls_migration_), stall_total_, ratio * 100, done_migr);
-      if (!o_.verify.empty()) std::printf("verify: %s\n", mismatch_ ? "MISMATCH" : "every byte equals the file");
+      std::printf(
+          "%s: %llu bytes, %llu frames (missing %llu, repeated %llu), %llu decode errors, ts cc "
+          "errors %llu\n",
+          problems.empty() ? "ok" : "FAILED", static_cast<unsigned long long>(received_),
+          static_cast<unsigned long long>(frames_), static_cast<unsigned long long>(missing_),
+          static_cast<unsigned long long>(repeated_),
+          static_cast<unsigned long long>(decode_errors_),
+          static_cast<unsigned long long>(cont_.cc_errors()));
+      std::printf(
+          "startup %lld ms, %llu stalls (%llu at a migration), stalled %.0f ms, rebuffering "
+          "%.3f%%, %zu migrations\n",
+          static_cast<long long>(started_ ? startup_ms_ : -1),
+          static_cast<unsigned long long>(stalls_),
+          static_cast<unsigned long long>(stalls_migration_), stall_total_, ratio * 100, done_migr);
+      if (!o_.verify.empty())
+        std::printf("verify: %s\n", mismatch_ ? "MISMATCH" : "every byte equals the file");
       for (auto& p : problems) std::printf("error: %s\n", p.c_str());
     }
     return problems.empty() ? 0 : 1;
@@ -541,12 +614,16 @@ class Viewer {
   uint64_t frames_ = 0, missing_ = 0, repeated_ = 0, no_pts_ = 0, decode_errors_ = 0;
   uint64_t stalls_ = 0, stalls_migration_ = 0;
   int64_t first_pts_ = -1, last_pts_ = -1, last_dur_ = -1;
-  double decoded_end_ms_ = 0, play_ms_ = 0, play_wall_ = 0, stall_total_ = 0, stall_migration_total_ = 0;
+  double decoded_end_ms_ = 0, play_ms_ = 0, play_wall_ = 0, stall_total_ = 0,
+         stall_migration_total_ = 0;
   double buffer_now_ = 0;
-  int64_t last_step_ms_ = 0, prev_play_ms_ = 0, stall_start_ = 0, startup_ms_ = -1, first_byte_ms_ = -1, end_ms_ = 0;
+  int64_t last_step_ms_ = 0, prev_play_ms_ = 0, stall_start_ = 0, startup_ms_ = -1,
+          first_byte_ms_ = -1, end_ms_ = 0;
   int64_t migrating_since_ = -1, last_migration_end_ = -1, csv_last_ = 0, interval_last_ = 0;
   bool started_ = false, stalled_ = false, stall_by_migration_ = false, finished_play_ = false;
-  bool peer_closed_ = false, eos_sent_ = false, eos_ = false, pipeline_failed_ = false, close_called_ = false;
+  int64_t eos_sent_ms_ = 0;
+  bool peer_closed_ = false, eos_sent_ = false, eos_ = false, pipeline_failed_ = false,
+       close_called_ = false;
   bool done_ = false, timed_out_ = false;
   std::string error_, first_decode_error_;
 };
@@ -556,32 +633,69 @@ class Viewer {
 int main(int argc, char** argv) {
   gst_init(nullptr, nullptr);
   Opt o;
-  CLI::App app{"mtcp-stream-client: watch a `stream` service over M-TCP with a real GStreamer pipeline, measuring stalls, startup and continuity"};
+  CLI::App app{
+      "mtcp-stream-client: watch a `stream` service over M-TCP with a real GStreamer pipeline, "
+      "measuring stalls, startup and continuity"};
   std::string stall_expect = rt::to_string(o.policy.stall_expect);
-  app.add_option("--pool", o.pool_path, "Pool configuration file (JSON, see docs/API.md)")->required();
+  app.add_option("--pool", o.pool_path, "Pool configuration file (JSON, see docs/API.md)")
+      ->required();
   app.add_option("--server-id", o.first, "Member to connect to first (default: the pool's first)");
-  app.add_option("--policy", o.policies, "Migration policies: throughput,stall,hint,manual,schedule or none")->capture_default_str();
-  app.add_option("--fraction", o.policy.fraction, "throughput: migrate below this fraction of the best window rate")->capture_default_str();
-  app.add_option("--window-ms", o.policy.window_ms, "throughput: measurement window")->capture_default_str();
-  app.add_option("--warmup-ms", o.policy.warmup_ms, "throughput: not judged this long after connecting")->capture_default_str();
-  app.add_option("--hysteresis", o.policy.hysteresis, "throughput: bad windows in a row before migrating")->capture_default_str();
-  app.add_option("--cooldown-ms", o.policy.cooldown_ms, "throughput: not judged this long after a migration")->capture_default_str();
-  app.add_option("--stall-ms", o.policy.stall_ms, "stall: migrate after this long without a byte")->capture_default_str();
-  app.add_option("--every-ms", o.policy.every_ms, "schedule: migrate this long after the last migration")->capture_default_str();
-  app.add_option("--migrate-at", o.migrate_at, "Migrate at these times: 'SECONDS:MEMBER ...' (0: the next member; an oracle's plan)");
-  app.add_option("--startup-ms", o.startup_ms, "Media buffered before playback starts")->capture_default_str()->check(CLI::Range(0, 60000));
-  app.add_option("--rebuffer-ms", o.rebuffer_ms, "Media buffered before playback resumes after a stall")->capture_default_str()->check(CLI::Range(0, 60000));
-  app.add_option("--speed", o.speed, "Playback speed in percent (match the server's --speed)")->capture_default_str()->check(CLI::Range(10, 10000));
-  app.add_option("--verify", o.verify, "Compare every received byte with this file (the one the members serve)");
-  app.add_option("--expect-frames", o.expect_frames, "Fail unless exactly this many frames are decoded");
-  app.add_option("--garble-at", o.garble_at, "Test hook: corrupt the bytes handed to the player from this offset");
-  app.add_option("--garble-bytes", o.garble_bytes, "Test hook: how many bytes to corrupt (0: none)");
+  app.add_option("--policy", o.policies,
+                 "Migration policies: throughput,stall,hint,manual,schedule or none")
+      ->capture_default_str();
+  app.add_option("--fraction", o.policy.fraction,
+                 "throughput: migrate below this fraction of the best window rate")
+      ->capture_default_str();
+  app.add_option("--window-ms", o.policy.window_ms, "throughput: measurement window")
+      ->capture_default_str();
+  app.add_option("--warmup-ms", o.policy.warmup_ms,
+                 "throughput: not judged this long after connecting")
+      ->capture_default_str();
+  app.add_option("--hysteresis", o.policy.hysteresis,
+                 "throughput: bad windows in a row before migrating")
+      ->capture_default_str();
+  app.add_option("--cooldown-ms", o.policy.cooldown_ms,
+                 "throughput: not judged this long after a migration")
+      ->capture_default_str();
+  app.add_option("--stall-ms", o.policy.stall_ms, "stall: migrate after this long without a byte")
+      ->capture_default_str();
+  app.add_option("--every-ms", o.policy.every_ms,
+                 "schedule: migrate this long after the last migration")
+      ->capture_default_str();
+  app.add_option(
+      "--migrate-at", o.migrate_at,
+      "Migrate at these times: 'SECONDS:MEMBER ...' (0: the next member; an oracle's plan)");
+  app.add_option("--startup-ms", o.startup_ms, "Media buffered before playback starts")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60000));
+  app.add_option("--rebuffer-ms", o.rebuffer_ms,
+                 "Media buffered before playback resumes after a stall")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60000));
+  app.add_option("--speed", o.speed, "Playback speed in percent (match the server's --speed)")
+      ->capture_default_str()
+      ->check(CLI::Range(10, 10000));
+  app.add_option("--verify", o.verify,
+                 "Compare every received byte with this file (the one the members serve)");
+  app.add_option("--expect-frames", o.expect_frames,
+                 "Fail unless exactly this many frames are decoded");
+  app.add_option("--garble-at", o.garble_at,
+                 "Test hook: corrupt the bytes handed to the player from this offset");
+  app.add_option("--garble-bytes", o.garble_bytes,
+                 "Test hook: how many bytes to corrupt (0: none)");
   app.add_flag("--show", o.show, "Show the video in a window (needs a display)");
   app.add_option("--csv", o.csv, "Write a timeline (every --csv-ms) to this CSV file");
-  app.add_option("--csv-ms", o.csv_ms, "CSV row period")->capture_default_str()->check(CLI::Range(10, 60000));
-  app.add_option("-i,--interval", o.interval_s, "Seconds between interval lines (0: none)")->capture_default_str()->check(CLI::Range(0.0, 3600.0));
-  app.add_option("-t,--time-limit", o.time_limit_s, "Give up after this many seconds")->capture_default_str()->check(CLI::Range(1.0, 86400.0));
-  app.add_flag("-J,--json", o.json_out, "Print one JSON object at the end instead of the human lines");
+  app.add_option("--csv-ms", o.csv_ms, "CSV row period")
+      ->capture_default_str()
+      ->check(CLI::Range(10, 60000));
+  app.add_option("-i,--interval", o.interval_s, "Seconds between interval lines (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("-t,--time-limit", o.time_limit_s, "Give up after this many seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_flag("-J,--json", o.json_out,
+               "Print one JSON object at the end instead of the human lines");
   CLI11_PARSE(app, argc, argv);
   std::string why;
   if (!rt::parse_policies(o.policies, o.policy.enabled, why)) {

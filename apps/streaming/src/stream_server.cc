@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   mtcp::sdk::Registry registry;
   registry.add(mtcp::stream::make_stream_service());
   mtcp::svc::register_builtin_services(registry);
-  return mtcp::rt::member_main(argc, argv, registry, "mtcp-stream-server", "stream",
-                               "mtcp-stream-server: an M-TCP pool member streaming an MPEG-TS file in real time.");
+  return mtcp::rt::member_main(
+      argc, argv, registry, "mtcp-stream-server", "stream",
+      "mtcp-stream-server: an M-TCP pool member streaming an MPEG-TS file in real time.");
 }

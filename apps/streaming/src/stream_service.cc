@@ -23,7 +23,6 @@
 #include <fstream>
 
 #include "common/bytes.h"
-
 #include "profile.h"
 #include "services/pending_output.h"
 #include "ts.h"
@@ -31,15 +30,16 @@
 namespace mtcp::stream {
 namespace {
 
-constexpr uint32_t kMagic = 0x5354524Du;  // "STRM"
+constexpr uint32_t kMagic = 0x5354524Du;                // "STRM"
 constexpr uint64_t kMediaBytesMax = uint64_t{1} << 30;  // 1 GiB: the file is held in memory
-constexpr size_t kWriteChunkBytes = 64 * 1024;           // at most this per write
-constexpr size_t kReadBytes = 4096;                      // client input, read and ignored
+constexpr size_t kWriteChunkBytes = 64 * 1024;          // at most this per write
+constexpr size_t kReadBytes = 4096;                     // client input, read and ignored
 // A snapshot origin this far in the future (another machine's clock) is rebased to now.
 constexpr int64_t kOriginSkewMaxUs = 10'000'000;
 
 int64_t wall_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -54,7 +54,9 @@ struct Shared {
   RateBudget budget;
   std::chrono::steady_clock::time_point start;
   int64_t since_start_us() const {
-    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                 start)
+        .count();
   }
   explicit Shared(Profile p) : budget(std::move(p)), start(std::chrono::steady_clock::now()) {}
 };
@@ -105,7 +107,8 @@ class StreamApp final : public sdk::ConnApp {
     }
     offset_ = off;
     origin_us_ = static_cast<int64_t>(origin);
-    if (due_us(offset_) - wall_us() > kOriginSkewMaxUs) origin_us_ = wall_us() - (due_us(offset_) - origin_us_);
+    if (due_us(offset_) - wall_us() > kOriginSkewMaxUs)
+      origin_us_ = wall_us() - (due_us(offset_) - origin_us_);
     snap_at_ = offset_;
     return true;
   }
@@ -125,7 +128,8 @@ class StreamApp final : public sdk::ConnApp {
   // The end of the bytes due at `now`: the first packet boundary whose packet is not due yet.
   uint64_t due_end(int64_t now) const {
     const auto& pu = m_.index.packet_us;
-    int64_t t = (now - origin_us_) * static_cast<int64_t>(o_.speed) / 100 + static_cast<int64_t>(o_.lead_ms) * 1000;
+    int64_t t = (now - origin_us_) * static_cast<int64_t>(o_.speed) / 100 +
+                static_cast<int64_t>(o_.lead_ms) * 1000;
     auto it = std::upper_bound(pu.begin(), pu.end(), t);
     return static_cast<uint64_t>(it - pu.begin()) * kTsPacketBytes;
   }
@@ -153,7 +157,8 @@ class StreamApp final : public sdk::ConnApp {
       }
       uint64_t n = 0;
       if (offset_ < replay_until_) {
-        n = std::min<uint64_t>(replay_until_ - offset_, kWriteChunkBytes);  // not sent again: no pacing
+        n = std::min<uint64_t>(replay_until_ - offset_,
+                               kWriteChunkBytes);  // not sent again: no pacing
       } else {
         int64_t now = wall_us();
         uint64_t end = std::min<uint64_t>(due_end(now), size);
@@ -207,7 +212,8 @@ bool load_media(const std::string& path, Media& m, std::string& why) {
   }
   auto size = static_cast<uint64_t>(f.tellg());
   if (size > kMediaBytesMax) {
-    why = "the media file '" + path + "' is larger than " + std::to_string(kMediaBytesMax) + " bytes";
+    why =
+        "the media file '" + path + "' is larger than " + std::to_string(kMediaBytesMax) + " bytes";
     return false;
   }
   Bytes b(size);
@@ -230,18 +236,26 @@ bool load_media(const std::string& path, Media& m, std::string& why) {
 class StreamService final : public sdk::ServiceDef {
  public:
   StreamService()
-      : ServiceDef("stream", "video on demand: one MPEG-TS file, paced by its own clock, capped by a degradation profile") {
-    opt("media", &o_.media, "The MPEG-TS file to serve (required; apps/streaming/make-test-media.sh makes one)");
-    opt("profile", &o_.profile, "Degradation profile inline: 'SECONDS:KBIT|max ...' from the member's start");
-    opt("profile-file", &o_.profile_file, "Degradation profile from a file (same syntax, # comments)");
-    opt("lead-ms", &o_.lead_ms, "How far the server runs ahead of the stream clock (the client's buffer)", 0, 60000);
+      : ServiceDef("stream",
+                   "video on demand: one MPEG-TS file, paced by its own clock, capped by a "
+                   "degradation profile") {
+    opt("media", &o_.media,
+        "The MPEG-TS file to serve (required; apps/streaming/make-test-media.sh makes one)");
+    opt("profile", &o_.profile,
+        "Degradation profile inline: 'SECONDS:KBIT|max ...' from the member's start");
+    opt("profile-file", &o_.profile_file,
+        "Degradation profile from a file (same syntax, # comments)");
+    opt("lead-ms", &o_.lead_ms,
+        "How far the server runs ahead of the stream clock (the client's buffer)", 0, 60000);
     opt("speed", &o_.speed, "Pacing speed in percent of real time (100: real time)", 10, 10000);
     opt("snapshot-every", &o_.snapshot_every, "Bytes between snapshots", 188, uint64_t{1} << 30);
     opt("tick-ms", &o_.tick_ms, "Shortest pacing timer", 1, 1000);
   }
   std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv& env, std::string& why) override {
     if (env.io == nullptr) {
-      why = "stream needs the member's event loop (ServiceEnv::io) for its pacing timers; there is none here";
+      why =
+          "stream needs the member's event loop (ServiceEnv::io) for its pacing timers; there is "
+          "none here";
       return nullptr;
     }
     if (o_.media.empty()) {
@@ -269,7 +283,8 @@ class StreamService final : public sdk::ServiceDef {
     char id[17];
     std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(m->id));
     env.log("stream: serving " + o_.media + " (" + std::to_string(m->bytes->size()) + " bytes, " +
-            std::to_string(m->index.duration_us() / 1000) + " ms, stream id " + id + "), profile " + p.describe());
+            std::to_string(m->index.duration_us() / 1000) + " ms, stream id " + id + "), profile " +
+            p.describe());
     StreamOptions o = o_;
     o.io = env.io;
     o.shared = std::make_shared<Shared>(std::move(p));

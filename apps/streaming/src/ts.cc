@@ -63,7 +63,7 @@ bool index_ts(std::span<const uint8_t> file, TsIndex& out, std::string& why) {
     }
     if (pk.pid != out.pcr_pid) continue;
     uint64_t v = *pk.pcr;
-    if (prev && v < *prev && *prev - v > kWrap / 2) unwrap += kWrap;  // the counter wrapped
+    if (prev && v<*prev&& * prev - v> kWrap / 2) unwrap += kWrap;  // the counter wrapped
     uint64_t abs = v + unwrap;
     if (!first) first = abs;
     int64_t us = static_cast<int64_t>((abs - *first) / 27);

@@ -19,9 +19,9 @@ inline constexpr uint64_t kPcrHz = 27'000'000;  // the PCR counts a 27 MHz clock
 
 struct TsPacket {
   uint16_t pid = 0;
-  uint8_t cc = 0;            // continuity counter
-  bool payload = false;      // has a payload (the counter counts these)
-  bool discontinuity = false;  // adaptation field's discontinuity indicator
+  uint8_t cc = 0;               // continuity counter
+  bool payload = false;         // has a payload (the counter counts these)
+  bool discontinuity = false;   // adaptation field's discontinuity indicator
   std::optional<uint64_t> pcr;  // in 27 MHz ticks (base x 300 + extension), if carried
 };
 
