@@ -113,6 +113,7 @@ def main():
                              "bytes": e["bytes_received"], "seconds": secs, "complete": e["verdict"] == "ok",
                              "startup_ms": e["startup_ms"], "stalls": e["stalls"], "stall_ms": e["stall_ms"],
                              "rebuffering_pct": 100 * e["rebuffering_ratio"], "migrations": e["migrations_done"],
+                             "max_gap_ms": e["max_gap_ms"],
                              "frames": e["frames"], "decode_errors": e["decode_errors"],
                              "frames_missing": e["frames_missing"], "frames_repeated": e["frames_repeated"]})
                 print("repeat %d %-6s %7.0f kbit/s  %5.1f s  stalls %3d (%6.0f ms, %5.2f%%)  migrations %d  frames %d  %s" % (
@@ -133,14 +134,14 @@ def main():
         f.write(",".join(keys) + "\n")
         for r in rows:
             f.write(",".join(str(r[k]) for k in keys) + "\n")
-    lines = ["| run | throughput kbit/s | time s | complete | startup ms | stalls | stalled ms | rebuffering % | migrations |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | throughput kbit/s | time s | complete | startup ms | stalls | stalled ms | rebuffering % | migrations | longest data gap ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in RUNS:
         rs = [r for r in rows if r["run"] == name]
         cell = lambda k, fmt="%.0f": ("%s ± %s" % (fmt % ci([r[k] for r in rs])[0], fmt % ci([r[k] for r in rs])[1]))
-        lines.append("| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s |" % (
             name, cell("kbit_s"), cell("seconds", "%.1f"), sum(r["complete"] for r in rs), len(rs), cell("startup_ms"),
-            cell("stalls", "%.1f"), cell("stall_ms"), cell("rebuffering_pct", "%.2f"), cell("migrations", "%.1f")))
+            cell("stalls", "%.1f"), cell("stall_ms"), cell("rebuffering_pct", "%.2f"), cell("migrations", "%.1f"), cell("max_gap_ms")))
     lines.append("")
     lines.append("Mean ± 95%% confidence half-width (Student t) over %d repeats. Profiles (kbit/s from the members' start): %s. Oracle plan: %s. Server lead %d ms (the playout buffer)." % (
         a.repeats, "; ".join("member %d `%s`" % (i, p) for i, p in PROFILES.items()), ORACLE, LEAD_MS))

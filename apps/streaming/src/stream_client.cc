@@ -110,6 +110,9 @@ struct Migration {
   int64_t downtime_us;
   uint64_t at;
   std::string reason, error;
+  // The data gap: from the last byte before the attempt to the first byte after it (ms; -1:
+  // none arrived yet). The viewer sees it only if the buffer runs dry meanwhile.
+  int64_t gap_ms = -1;
 };
 
 class Viewer {
@@ -240,12 +243,14 @@ class Viewer {
         break;
       case K::migration_started:
         migrating_since_ = ms();
+        gap_from_ = last_byte_ms_;
         break;
       case K::migrated:
         server_ = e.to;
         last_migration_end_ = ms();
         migrating_since_ = -1;
         migrations_.push_back({t, e.from, e.to, e.downtime_us, e.rcv_at, e.reason, ""});
+        gap_pending_ = true;
         if (!o_.json_out)
           std::printf("[%7.3f s] migrated %u -> %u (%s) in %lld us at byte %llu\n", t, e.from, e.to,
                       e.reason.c_str(), static_cast<long long>(e.downtime_us),
@@ -316,7 +321,10 @@ class Viewer {
     received_ += b.size();
     interval_bytes_ += b.size();
     csv_bytes_ += b.size();
-    if (first_byte_ms_ < 0) first_byte_ms_ = ms();
+    last_byte_ms_ = ms();
+    if (first_byte_ms_ < 0) first_byte_ms_ = last_byte_ms_;
+    if (std::exchange(gap_pending_, false) && !migrations_.empty())
+      migrations_.back().gap_ms = last_byte_ms_ - gap_from_;
     gst_app_src_push_buffer(src_, buf);  // takes the buffer
   }
 
@@ -532,7 +540,11 @@ class Viewer {
     double played = play_wall_;
     double ratio = played + stall_total_ > 0 ? stall_total_ / (played + stall_total_) : 0;
     size_t done_migr = 0;
-    for (auto& m : migrations_) done_migr += m.error.empty();
+    int64_t max_gap = 0;
+    for (auto& m : migrations_) {
+      done_migr += m.error.empty();
+      max_gap = std::max(max_gap, m.gap_ms);
+    }
     json j;
     j["end"] = {{"verdict", problems.empty() ? "ok" : "failed"},
                 {"problems", problems},
@@ -556,6 +568,7 @@ class Viewer {
                 {"rebuffering_ratio", ratio},
                 {"migrations_done", done_migr},
                 {"migrations_failed", migrations_.size() - done_migr},
+                {"max_gap_ms", max_gap},
                 {"verified", !o_.verify.empty() && !mismatch_}};
     json ms_ = json::array();
     for (auto& m : migrations_)
@@ -564,6 +577,7 @@ class Viewer {
                      {"to", m.to},
                      {"downtime_us", m.downtime_us},
                      {"at_byte", m.at},
+                     {"gap_ms", m.gap_ms},
                      {"reason", m.reason},
                      {"error", m.error}});
     j["migrations"] = ms_;
@@ -581,10 +595,11 @@ class Viewer {
           static_cast<unsigned long long>(cont_.cc_errors()));
       std::printf(
           "startup %lld ms, %llu stalls (%llu at a migration), stalled %.0f ms, rebuffering "
-          "%.3f%%, %zu migrations\n",
+          "%.3f%%, %zu migrations (longest data gap %lld ms)\n",
           static_cast<long long>(started_ ? startup_ms_ : -1),
           static_cast<unsigned long long>(stalls_),
-          static_cast<unsigned long long>(stalls_migration_), stall_total_, ratio * 100, done_migr);
+          static_cast<unsigned long long>(stalls_migration_), stall_total_, ratio * 100, done_migr,
+          static_cast<long long>(max_gap));
       if (!o_.verify.empty())
         std::printf("verify: %s\n", mismatch_ ? "MISMATCH" : "every byte equals the file");
       for (auto& p : problems) std::printf("error: %s\n", p.c_str());
@@ -621,7 +636,8 @@ class Viewer {
           first_byte_ms_ = -1, end_ms_ = 0;
   int64_t migrating_since_ = -1, last_migration_end_ = -1, csv_last_ = 0, interval_last_ = 0;
   bool started_ = false, stalled_ = false, stall_by_migration_ = false, finished_play_ = false;
-  int64_t eos_sent_ms_ = 0;
+  int64_t eos_sent_ms_ = 0, last_byte_ms_ = 0, gap_from_ = 0;
+  bool gap_pending_ = false;
   bool peer_closed_ = false, eos_sent_ = false, eos_ = false, pipeline_failed_ = false,
        close_called_ = false;
   bool done_ = false, timed_out_ = false;

@@ -13,7 +13,8 @@
 #   (e) plain TCP: gst-launch-1.0 straight to a member decodes 900 frames; socat's bytes equal
 #       the file;
 #   (f) bad input: missing, truncated and non-TS media files, bad inline profile, missing
-#       profile file: exit 2 with a message naming the problem; a member serving another file
+#       profile file: exit 2 with a message naming the problem; a missing GStreamer plugin on
+#       the client: exit 2 naming the element; a member serving another file
 #       refuses the import (unknown stream) and the client reports the short stream (exit 1);
 #   (g) garbled bytes on the client: counted decode/continuity errors, exit 1, no hang.
 # Ends only the processes it started (by PID) and removes its folder (kept with STREAM_E2E_KEEP).
@@ -154,6 +155,14 @@ bad "no --media" "--media FILE is required"
 bad "bad inline profile" "profile entry '5:fast'" --media "$media" --profile "0:max 5:fast"
 bad "decreasing profile times" "times must grow" --media "$media" --profile "5:100 3:200"
 bad "missing profile file" "cannot read the profile file" --media "$media" --profile-file "$work/none.profile"
+# A missing GStreamer plugin: the client run with an empty plugin path names the element.
+mkdir -p "$work/no-plugins"
+GST_PLUGIN_SYSTEM_PATH_1_0="$work/no-plugins" GST_PLUGIN_PATH_1_0="$work/no-plugins" GST_REGISTRY_1_0="$work/reg.bin" \
+  timeout 20 "$CLIENT" --pool "$work/pool6.json" > "$work/bad-plugin.out" 2>&1
+rc=$?
+grep -q "GStreamer element 'appsrc' is missing" "$work/bad-plugin.out"
+[[ $rc == 2 && $? == 0 ]]
+check "bad input: missing GStreamer plugin -> client exit 2 naming the element (got exit $rc: $(head -c 200 "$work/bad-plugin.out"))" $?
 
 # ---- collect (a)-(e) -------------------------------------------------------------------
 wait "$a_pid"; a_rc=$?
