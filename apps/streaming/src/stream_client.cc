@@ -652,32 +652,23 @@ int main(int argc, char** argv) {
   CLI::App app{
       "mtcp-stream-client: watch a `stream` service over M-TCP with a real GStreamer pipeline, "
       "measuring stalls, startup and continuity"};
-  std::string stall_expect = rt::to_string(o.policy.stall_expect);
   app.add_option("--pool", o.pool_path, "Pool configuration file (JSON, see docs/API.md)")
       ->required();
   app.add_option("--server-id", o.first, "Member to connect to first (default: the pool's first)");
-  app.add_option("--policy", o.policies,
-                 "Migration policies: throughput,stall,hint,manual,schedule or none")
-      ->capture_default_str();
-  app.add_option("--fraction", o.policy.fraction,
-                 "throughput: migrate below this fraction of the best window rate")
-      ->capture_default_str();
-  app.add_option("--window-ms", o.policy.window_ms, "throughput: measurement window")
-      ->capture_default_str();
-  app.add_option("--warmup-ms", o.policy.warmup_ms,
-                 "throughput: not judged this long after connecting")
-      ->capture_default_str();
-  app.add_option("--hysteresis", o.policy.hysteresis,
-                 "throughput: bad windows in a row before migrating")
-      ->capture_default_str();
-  app.add_option("--cooldown-ms", o.policy.cooldown_ms,
-                 "throughput: not judged this long after a migration")
-      ->capture_default_str();
-  app.add_option("--stall-ms", o.policy.stall_ms, "stall: migrate after this long without a byte")
-      ->capture_default_str();
-  app.add_option("--every-ms", o.policy.every_ms,
-                 "schedule: migrate this long after the last migration")
-      ->capture_default_str();
+  // The client library's policies and their settings (docs/PROXY.md "Policies").
+  auto setting = [&app](const char* name, auto& field, const char* help) {
+    app.add_option(name, field, help)->capture_default_str();
+  };
+  setting("--policy", o.policies,
+          "Migration policies: throughput,stall,hint,manual,schedule or none");
+  setting("--fraction", o.policy.fraction,
+          "throughput: below this fraction of the best window rate");
+  setting("--window-ms", o.policy.window_ms, "throughput: measurement window");
+  setting("--warmup-ms", o.policy.warmup_ms, "throughput: not judged this long after connecting");
+  setting("--hysteresis", o.policy.hysteresis, "throughput: bad windows in a row before moving");
+  setting("--cooldown-ms", o.policy.cooldown_ms, "throughput: not judged this long after a move");
+  setting("--stall-ms", o.policy.stall_ms, "stall: migrate after this long without a byte");
+  setting("--every-ms", o.policy.every_ms, "schedule: migrate this long after the last migration");
   app.add_option(
       "--migrate-at", o.migrate_at,
       "Migrate at these times: 'SECONDS:MEMBER ...' (0: the next member; an oracle's plan)");
