@@ -16,7 +16,9 @@
 #       profile file: exit 2 with a message naming the problem; a missing GStreamer plugin on
 #       the client: exit 2 naming the element; a member serving another file
 #       refuses the import (unknown stream) and the client reports the short stream (exit 1);
-#   (g) garbled bytes on the client: counted decode/continuity errors, exit 1, no hang.
+#   (g) garbled bytes on the client: counted decode/continuity errors, exit 1, no hang;
+#   (h) the policy against a profile: member 1's profile stops it 5 s after its start; the
+#       client's stall (or throughput) policy moves away and the stream completes intact.
 # Ends only the processes it started (by PID) and removes its folder (kept with STREAM_E2E_KEEP).
 set -uo pipefail
 SERVER="$1" CLIENT="$2" PROXY="$3" MAKE_MEDIA="$4" MEDIA_DIR="$5"
@@ -100,10 +102,26 @@ print("  %s: %d migrations, %d frames, missing %d, repeated %d, decode errors %d
 sys.exit(0 if ok else 1)
 PY
 }
-for n in 1 2 3 4 5 6; do pool "$n" lazy; done
+for n in 1 2 3 4 5 6 7; do pool "$n" lazy; done
 pool 2 eager
 
 # ---- (a), (b), (c), (d), (e) in parallel -------------------------------------------------
+# (h) the policy against a profile: member 1 stops sending 5 s after its start (the stream
+# needs about 3.5 Mbit/s at 4x); members 2 and 3 are not capped. Started first, so that the
+# client is surely connected before the cap: the stall policy then fires (after the cap no byte
+# arrives, so the throughput policy does not judge those windows).
+for i in 1 2 3; do
+  prof=()
+  [[ $i == 1 ]] && prof=(--profile "0:max 5:0")
+  "$SERVER" --pool "$work/pool7.json" --id "$i" --media "$media" -q --speed 400 --lead-ms 2000 "${prof[@]}" \
+    2>"$work/pool7-m$i.log" &
+  pids+=("$!")
+done
+for i in 4 5 6; do wait_port $((base + 70 + i)) || echo "member of pool 7 did not start"; done
+"$CLIENT" --pool "$work/pool7.json" --speed 400 --policy throughput,stall --verify "$media" \
+  --expect-frames $frames -J -t 120 > "$work/h.json" 2> "$work/h.err" &
+h_pid=$!
+pids+=("$h_pid")
 members 1
 members 2
 members 3 --speed 400 --profile "0:max 2:2000 4:max 6:1500"
@@ -189,6 +207,13 @@ e_same=$?
 echo "  (e) plain TCP: gst-launch decoded $e_frames frames; socat bytes equal the file: $([[ $e_same == 0 ]] && echo yes || echo no)"
 [[ "$e_frames" == "$frames" && $e_same == 0 ]]
 check "(e) plain TCP clients: gst-launch decodes $frames frames, socat receives the file byte for byte" $?
+
+wait "$h_pid"; h_rc=$?
+client_ok "$work/h.json" 1; h_ok=$?
+h_reasons=$(python3 -c 'import json,sys; print(",".join(sorted({m["reason"] for m in json.load(open(sys.argv[1]))["migrations"]})))' "$work/h.json" 2>/dev/null)
+echo "  (h) migration reasons: ${h_reasons:-none}"
+[[ $h_rc == 0 && $h_ok == 0 && ( "$h_reasons" == *throughput* || "$h_reasons" == *stall* ) ]]
+check "(h) the throughput/stall policy leaves the member its profile degrades; the stream completes intact (exit $h_rc)" $?
 
 # ---- (f) unknown stream: member 2 serves another file ----------------------------------
 other="$work/other.ts"
