@@ -45,6 +45,8 @@ constexpr int64_t kMigrationBlameMs = 2000;
 constexpr int64_t kEosWaitMs = 5000;
 constexpr size_t kFrameQueueMax = 1 << 16;  // decoded frames not yet taken by the loop
 constexpr uint64_t kVerifyBytesMax = uint64_t{1} << 30;
+constexpr size_t kMigrationRecordsMax = 10000;  // listed in the JSON; all are counted
+constexpr size_t kIntervalRecordsMax = 100000;  // listed in the JSON (a day of 1 s intervals)
 
 struct Opt {
   std::string pool_path;
@@ -249,8 +251,11 @@ class Viewer {
         server_ = e.to;
         last_migration_end_ = ms();
         migrating_since_ = -1;
-        migrations_.push_back({t, e.from, e.to, e.downtime_us, e.rcv_at, e.reason, ""});
-        gap_pending_ = true;
+        ++migrations_done_;
+        if (migrations_.size() < kMigrationRecordsMax) {
+          migrations_.push_back({t, e.from, e.to, e.downtime_us, e.rcv_at, e.reason, ""});
+          gap_pending_ = true;
+        }
         if (!o_.json_out)
           std::printf("[%7.3f s] migrated %u -> %u (%s) in %lld us at byte %llu\n", t, e.from, e.to,
                       e.reason.c_str(), static_cast<long long>(e.downtime_us),
@@ -258,7 +263,9 @@ class Viewer {
         break;
       case K::migration_failed:
         migrating_since_ = -1;
-        migrations_.push_back({t, e.from, e.to, 0, 0, e.reason, client::to_string(e)});
+        ++migrations_failed_;
+        if (migrations_.size() < kMigrationRecordsMax)
+          migrations_.push_back({t, e.from, e.to, 0, 0, e.reason, client::to_string(e)});
         if (!o_.json_out) std::printf("[%7.3f s] %s\n", t, client::to_string(e).c_str());
         break;
       case K::peer_closed:
@@ -455,12 +462,13 @@ class Viewer {
     if (o_.interval_s > 0 && now - interval_last_ >= static_cast<int64_t>(o_.interval_s * 1000)) {
       double rate =
           static_cast<double>(interval_bytes_) * 8.0 / static_cast<double>(now - interval_last_);
-      intervals_.push_back({{"t_s", static_cast<double>(now) / 1000.0},
-                            {"received_kbit_s", rate},
-                            {"buffer_ms", buffer_now_},
-                            {"frames", frames_},
-                            {"server", server_},
-                            {"stalled", stalled_}});
+      if (intervals_.size() < kIntervalRecordsMax)
+        intervals_.push_back({{"t_s", static_cast<double>(now) / 1000.0},
+                              {"received_kbit_s", rate},
+                              {"buffer_ms", buffer_now_},
+                              {"frames", frames_},
+                              {"server", server_},
+                              {"stalled", stalled_}});
       if (!o_.json_out)
         std::printf("[%7.3f s] member %u  %8.1f kbit/s  buffer %6.0f ms  %6llu frames%s\n",
                     static_cast<double>(now) / 1000.0, server_, rate, buffer_now_,
@@ -539,12 +547,9 @@ class Viewer {
                          std::to_string(o_.expect_frames) + " expected");
     double played = play_wall_;
     double ratio = played + stall_total_ > 0 ? stall_total_ / (played + stall_total_) : 0;
-    size_t done_migr = 0;
+    size_t done_migr = migrations_done_;
     int64_t max_gap = 0;
-    for (auto& m : migrations_) {
-      done_migr += m.error.empty();
-      max_gap = std::max(max_gap, m.gap_ms);
-    }
+    for (auto& m : migrations_) max_gap = std::max(max_gap, m.gap_ms);
     json j;
     j["end"] = {{"verdict", problems.empty() ? "ok" : "failed"},
                 {"problems", problems},
@@ -567,7 +572,7 @@ class Viewer {
                 {"played_ms", played},
                 {"rebuffering_ratio", ratio},
                 {"migrations_done", done_migr},
-                {"migrations_failed", migrations_.size() - done_migr},
+                {"migrations_failed", migrations_failed_},
                 {"max_gap_ms", max_gap},
                 {"verified", !o_.verify.empty() && !mismatch_}};
     json ms_ = json::array();
@@ -627,7 +632,7 @@ class Viewer {
   uint32_t server_ = 0;
   uint64_t received_ = 0, interval_bytes_ = 0, csv_bytes_ = 0;
   uint64_t frames_ = 0, missing_ = 0, repeated_ = 0, no_pts_ = 0, decode_errors_ = 0;
-  uint64_t stalls_ = 0, stalls_migration_ = 0;
+  uint64_t stalls_ = 0, stalls_migration_ = 0, migrations_done_ = 0, migrations_failed_ = 0;
   int64_t first_pts_ = -1, last_pts_ = -1, last_dur_ = -1;
   double decoded_end_ms_ = 0, play_ms_ = 0, play_wall_ = 0, stall_total_ = 0,
          stall_migration_total_ = 0;
