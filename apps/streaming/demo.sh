@@ -9,7 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 bin=build/bin
 if [[ ! -x $bin/mtcp-stream-server || ! -x $bin/mtcp-stream-client ]]; then
   echo "demo: building mtcp-stream-server and mtcp-stream-client into build/"
-  [[ -f build/build.ninja ]] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  if [[ -f build/CMakeCache.txt ]]; then
+    cmake -S . -B build >/dev/null  # again: a tree configured before setup.sh lacks GStreamer
+  else
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  fi
   cmake --build build --target mtcp-stream-server mtcp-stream-client -j2
 fi
 media=build/streaming-media/demo-720p.ts
