@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 base=$((24000 + ($$ % 100) * 10))
-head -c 32 /dev/urandom > "$work/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/pool.key")  # a key others can read is refused
 cat > "$work/pool.json" <<JSON
 { "pool_key_file": "pool.key", "transfer": "eager", "limits": { "claim_timeout_ms": 300 },
   "members": [ {"id": 1, "data": "127.0.0.1:$((base + 1))", "control": "127.0.0.1:$((base + 4))"},

@@ -77,7 +77,8 @@ def main():
     procs = []
     rows = []
     try:
-        with open(os.path.join(work, "pool.key"), "wb") as f:
+        fd = os.open(os.path.join(work, "pool.key"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:  # mode 0600: a key others can read is refused
             f.write(os.urandom(32))
         base = free_base(100)
         for rep in range(a.repeats):

@@ -59,7 +59,7 @@ ports_free() {
   return 0
 }
 ports_free || { base=$((base + 80 * 7 % 12000)); ports_free || { echo "FAIL no free port range"; exit 1; }; }
-head -c 32 /dev/urandom > "$work/pool.key"
+(umask 077 && head -c 32 /dev/urandom > "$work/pool.key")  # a key others can read is refused
 pool() {  # pool N TRANSFER: writes $work/poolN.json (ports base+10N ...)
   local b=$((base + 10 * $1))
   local extra=""
