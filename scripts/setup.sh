@@ -12,6 +12,11 @@ readonly PACKAGES=(
   socat netcat-openbsd iproute2 iptables iputils-ping
   mininet bridge-utils  # testbed/ (docs/testbed.md): Mininet with Linux bridges
   postgresql-15 libpq-dev  # apps/dbfrontend (docs/dbfrontend.md): a throwaway PostgreSQL cluster and libpq
+  # apps/streaming (docs/streaming.md): GStreamer 1.22 to build against and to play with;
+  # -ugly has x264enc (test media), -libav has avdec_h264, -bad has the MPEG-TS muxer/parser
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav
 )
 
 is_installed() {

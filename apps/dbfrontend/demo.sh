@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # The README demo: a banking session moves between three front-ends with a transaction open,
 # the front-end serving it is killed with SIGKILL, the session goes on, and the audit balances.
-# Usage: demo.sh [BUILD_BIN]   (default build/bin; needs root for the throwaway PostgreSQL)
+# Usage: demo.sh [BUILD_BIN]   (default build/bin; as root: it runs scripts/setup.sh, builds
+# the two programs into build/ if they are missing, and needs root for the throwaway PostgreSQL)
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${1:-$here/../../build/bin}"
+if [[ $# -eq 0 ]]; then
+  bash "$here/../../scripts/setup.sh" || exit 1
+  if [[ ! -x $BIN/mtcp-bank-frontend || ! -x $BIN/mtcp-bank-client ]]; then
+    echo "demo: building mtcp-bank-frontend and mtcp-bank-client into build/"
+    root="$here/../.."
+    if [[ -f $root/build/CMakeCache.txt ]]; then
+      cmake -S "$root" -B "$root/build" >/dev/null  # again: a tree configured before setup.sh lacks libpq
+    else
+      cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    fi
+    cmake --build "$root/build" --target mtcp-bank-frontend mtcp-bank-client -j2 || exit 1
+  fi
+fi
 bash "$here/pg-cluster.sh" check || exit 77
 work="$(mktemp -d)"
 chmod 0755 "$work"
