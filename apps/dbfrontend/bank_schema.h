@@ -161,6 +161,14 @@ BEGIN
 END $$;
 )SQL";
 
+// Run once by each spare database session of a member (pg_async.h, PgSpares) before an app
+// takes it: the functions a session calls, on connection 0, inside a transaction that is
+// rolled back, so nothing is left behind (it runs READ COMMITTED: no predicate locks); the
+// backend has them compiled and its caches filled when an app's claim arrives.
+inline constexpr const char* kWarmSql =
+    "BEGIN; SELECT bank_claim(0, 0); SELECT bank_apply(0, 0, 1, 'BALANCE', 0, 0, 0); "
+    "SELECT bank_commit(0, 0, 2, 'OK committed'); ROLLBACK";
+
 inline constexpr int64_t kAmountMax = 1000000000000;         // largest amount in one request
 inline constexpr int64_t kBalanceMax = 1000000000000000;     // largest balance (CHECK above)
 

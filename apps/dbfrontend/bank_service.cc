@@ -254,6 +254,9 @@ class BankApp final : public sdk::ConnApp {
     return s;
   }
   int64_t epoch() const { return static_cast<int64_t>(c_->epoch()); }
+  PgAsync::Notify notify() const {
+    return [w = waker_] { w.wake(); };
+  }
 
   void send(Wait w, const char* sql, std::vector<std::string> params) {
     wait_ = w;
@@ -280,6 +283,10 @@ class BankApp final : public sdk::ConnApp {
       if (j.reconnects++ > o_.reconnects) return unavailable("cannot reach the database");
       std::string why;
       claimed_ = false;
+      if (auto s = o_.spares ? o_.spares->take(notify()) : nullptr) {  // connected already
+        pg_ = std::move(s);
+        return step();
+      }
       wait_ = Wait::connect;
       if (!pg_->connect(o_.conninfo, why)) {
         wait_ = Wait::none;
@@ -514,6 +521,9 @@ class BankApp final : public sdk::ConnApp {
   void journal() {
     Job& j = *job_;
     if (!pj_) pj_ = std::make_unique<PgAsync>(*o_.io, waker_);
+    if (pj_->state() == PgAsync::State::down && !j.journal_connecting && o_.spares) {
+      if (auto s = o_.spares->take(notify())) pj_ = std::move(s);
+    }
     if (pj_->state() == PgAsync::State::down) {
       std::string why;
       if (j.journal_connecting || !pj_->connect(o_.conninfo, why)) return journal_failed(why.empty() ? "cannot reach the database" : why);
@@ -692,6 +702,7 @@ class BankService final : public sdk::ServiceDef {
     opt("conninfo", &o_.conninfo, "libpq connection string of the bank database");
     opt("retries", &o_.retries, "serialization failures and deadlocks retried per request", 0, 1000);
     opt("reconnects", &o_.reconnects, "database reconnects per request before an error reply", 0, 100);
+    opt("spare-sessions", &o_.spare_sessions, "database sessions each member keeps connected ahead of need (0: none)", 0, 16);
     opt("test-reply-delay-ms", &o_.test_reply_delay_ms, "tests only: wait this long after an interactive COMMIT before the reply", 0, 60000);
     opt("test-commit-delay-ms", &o_.test_commit_delay_ms, "tests only: wait this long before an interactive COMMIT", 0, 60000);
   }
@@ -703,6 +714,10 @@ class BankService final : public sdk::ServiceDef {
     BankOptions o = o_;
     o.io = env.io;
     o.log = env.log;
+    if (o.spare_sessions > 0) {
+      o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, kWarmSql);
+      o.spares->refill();
+    }
     env.log("bank: database " + o.conninfo);
     return std::make_unique<sdk::OptionsFactory<BankApp, BankOptions>>(o);
   }
