@@ -37,6 +37,7 @@ constexpr size_t kLineBytesMax = 256;     // longest request line
 constexpr size_t kTxOpsMax = 32;          // operations in one interactive transaction
 constexpr size_t kReadBytes = 4096;       // input read at once
 constexpr size_t kReplyBytesMax = 256;    // longest reply body kept in the transaction log
+constexpr uint64_t kTxSnapshotInputBytes = 4096;  // input inside a transaction between snapshots
 
 struct TxOp {
   Request rq;
@@ -241,10 +242,12 @@ class BankApp final : public sdk::ConnApp {
     out_ += std::to_string(seq) + " " + body + "\n";
     job_.reset();
     (void)flush();
-    // Snapshots at transaction boundaries only: inside an open transaction a new owner
-    // replays the operations from the input log, and their journaled replies make the replay
-    // answer the same bytes (docs/dbfrontend.md "Snapshots and determinism").
-    if (!stopped_ && !in_tx_) snapshot();
+    // Snapshots at transaction boundaries: inside an open transaction a new owner replays the
+    // operations from the input log, and their journaled replies make the replay answer the
+    // same bytes (docs/dbfrontend.md "Snapshots and determinism"). Inside one only when the
+    // input since the last snapshot reaches kTxSnapshotInputBytes (a client that goes on
+    // sending refused operations must not fill the input log, which only a snapshot empties).
+    if (!stopped_ && (!in_tx_ || c_->input_pos() - snap_in_ >= kTxSnapshotInputBytes)) snapshot();
   }
 
   // ---- the database side ----------------------------------------------------------------
@@ -633,6 +636,7 @@ class BankApp final : public sdk::ConnApp {
       w.u64(static_cast<uint64_t>(op.rq.amount));
       put_string(w, op.reply);
     }
+    snap_in_ = c_->input_pos();
     svc::take_snapshot(*c_, std::move(b));
   }
 
@@ -665,6 +669,7 @@ class BankApp final : public sdk::ConnApp {
       why = "snapshot positions disagree with the protocol's record";
       return false;
     }
+    snap_in_ = in;
     return true;
   }
 
@@ -691,6 +696,7 @@ class BankApp final : public sdk::ConnApp {
   std::unique_ptr<asio::steady_timer> delay_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
   std::minstd_rand rng_{std::random_device{}()};
+  uint64_t snap_in_ = 0;  // input position of this instance's last snapshot
   bool stopped_ = false;
   bool closed_ = false;
   std::array<uint8_t, kReadBytes> buf_{};
