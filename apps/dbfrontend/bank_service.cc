@@ -7,11 +7,12 @@
 //     request gets the same bytes and is never applied twice;
 //   - BEGIN, ABORT, an empty COMMIT and every error found before the database are computed
 //     from the request and the app's own state;
-//   - a snapshot follows every reply (with the reply bytes the connection has not taken yet),
-//     so the replies inside an open transaction are in the snapshot's transaction log. A new
-//     owner re-executes the log on a new database transaction and compares; if the database
-//     answers differently the transaction is doomed and the client gets an explicit "aborted
-//     by migration" error;
+//   - a snapshot follows every reply at a transaction boundary (with the reply bytes the
+//     connection has not taken yet), inside a transaction only every kTxSnapshotInputBytes of
+//     input. A new owner replays an open transaction's operations (from the input log, or
+//     the snapshot's transaction log) on a new database transaction and compares with the
+//     replies the client has (journaled); if the database answers differently the transaction
+//     is doomed and the client gets an explicit "aborted by migration" error;
 //   - every reply inside a transaction that the database decided is journaled before it is
 //     sent, and a COMMIT's outcome (OK or ABORTED) is stored: a takeover after a crash, whose
 //     snapshot may be older than what the client received, answers with those replies.
