@@ -11,7 +11,7 @@
 //                                        history; no uniqueness, so a double apply would show)
 //
 // Business errors (unknown account, insufficient funds, overflow) are reply text, not SQL
-// errors, so an interactive transaction stays open after one. SQLSTATE MT001 = fenced.
+// errors, so an interactive transaction stays open after one. SQLSTATE MT001 = fenced, MT002 = a COMMIT answered before.
 #pragma once
 #include <cstdint>
 
@@ -102,9 +102,14 @@ BEGIN
 END $$;
 
 -- The last statement before COMMIT of an interactive transaction: fence and store the reply.
+-- MT002 if a reply is stored for (conn, seq) already (the caller rolls back and answers it);
+-- the primary key refuses one stored concurrently.
 CREATE OR REPLACE FUNCTION bank_commit(p_conn bigint, p_epoch bigint, p_seq bigint, p_reply text)
     RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
+  IF EXISTS (SELECT 1 FROM bank_reply WHERE conn = p_conn AND seq = p_seq) THEN
+    RAISE EXCEPTION 'connection % request % was answered before', p_conn, p_seq USING ERRCODE = 'MT002';
+  END IF;
   PERFORM bank_fence(p_conn, p_epoch);
   INSERT INTO bank_reply VALUES (p_conn, p_seq, p_reply);
   RETURN p_reply;
@@ -155,6 +160,14 @@ BEGIN
   RETURN CASE WHEN coalesce(killed, false) THEN 'claimed, former backend ' || v_pid || ' ended' ELSE 'claimed' END;
 END $$;
 )SQL";
+
+// Run once by each spare database session of a member (pg_async.h, PgSpares) before an app
+// takes it: the functions a session calls, on connection 0, inside a transaction that is
+// rolled back, so nothing is left behind (it runs READ COMMITTED: no predicate locks); the
+// backend has them compiled and its caches filled when an app's claim arrives.
+inline constexpr const char* kWarmSql =
+    "BEGIN; SELECT bank_claim(0, 0); SELECT bank_apply(0, 0, 1, 'BALANCE', 0, 0, 0); "
+    "SELECT bank_commit(0, 0, 2, 'OK committed'); ROLLBACK";
 
 inline constexpr int64_t kAmountMax = 1000000000000;         // largest amount in one request
 inline constexpr int64_t kBalanceMax = 1000000000000000;     // largest balance (CHECK above)

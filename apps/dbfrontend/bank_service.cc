@@ -7,11 +7,12 @@
 //     request gets the same bytes and is never applied twice;
 //   - BEGIN, ABORT, an empty COMMIT and every error found before the database are computed
 //     from the request and the app's own state;
-//   - a snapshot follows every reply (with the reply bytes the connection has not taken yet),
-//     so the replies inside an open transaction are in the snapshot's transaction log. A new
-//     owner re-executes the log on a new database transaction and compares; if the database
-//     answers differently the transaction is doomed and the client gets an explicit "aborted
-//     by migration" error;
+//   - a snapshot follows every reply at a transaction boundary (with the reply bytes the
+//     connection has not taken yet), inside a transaction only every kTxSnapshotInputBytes of
+//     input. A new owner replays an open transaction's operations (from the input log, or
+//     the snapshot's transaction log) on a new database transaction and compares with the
+//     replies the client has (journaled); if the database answers differently the transaction
+//     is doomed and the client gets an explicit "aborted by migration" error;
 //   - every reply inside a transaction that the database decided is journaled before it is
 //     sent, and a COMMIT's outcome (OK or ABORTED) is stored: a takeover after a crash, whose
 //     snapshot may be older than what the client received, answers with those replies.
@@ -37,21 +38,22 @@ constexpr size_t kLineBytesMax = 256;     // longest request line
 constexpr size_t kTxOpsMax = 32;          // operations in one interactive transaction
 constexpr size_t kReadBytes = 4096;       // input read at once
 constexpr size_t kReplyBytesMax = 256;    // longest reply body kept in the transaction log
+constexpr uint64_t kTxSnapshotInputBytes = 4096;  // input inside a transaction between snapshots
 
 struct TxOp {
   Request rq;
   std::string reply;  // the reply body the client received
 };
 
-enum class Wait { none, delay, connect, claim, apply, lookup, begin, reexec, op, commit_fn, commit, rollback };
+enum class Wait { none, delay, connect, claim, apply, lookup, begin, reexec, op, op_begun, commit, rollback };
 
 struct Job {
   Request rq;
   bool claim_only = false;   // fence the former owner at once after a migration; no reply
   bool looked_up = false;    // COMMIT: no stored reply was found for its seq
-  bool committing = false;   // COMMIT: bank_commit() ran in the live transaction
   bool in_doubt = false;     // a statement that could have committed was lost with the link
   bool rollback_then_retry = false;
+  bool rollback_then_step = false;  // COMMIT answered before: roll back, then look its reply up
   bool delayed = false;  // test_commit_delay_ms waited
   std::optional<std::string> final_reply;
   std::string op_reply;     // the database's answer to an operation inside the transaction
@@ -241,7 +243,12 @@ class BankApp final : public sdk::ConnApp {
     out_ += std::to_string(seq) + " " + body + "\n";
     job_.reset();
     (void)flush();
-    if (!stopped_) snapshot();
+    // Snapshots at transaction boundaries: inside an open transaction a new owner replays the
+    // operations from the input log, and their journaled replies make the replay answer the
+    // same bytes (docs/dbfrontend.md "Snapshots and determinism"). Inside one only when the
+    // input since the last snapshot reaches kTxSnapshotInputBytes (a client that goes on
+    // sending refused operations must not fill the input log, which only a snapshot empties).
+    if (!stopped_ && (!in_tx_ || c_->input_pos() - snap_in_ >= kTxSnapshotInputBytes)) snapshot();
   }
 
   // ---- the database side ----------------------------------------------------------------
@@ -251,6 +258,9 @@ class BankApp final : public sdk::ConnApp {
     return s;
   }
   int64_t epoch() const { return static_cast<int64_t>(c_->epoch()); }
+  PgAsync::Notify notify() const {
+    return [w = waker_] { w.wake(); };
+  }
 
   void send(Wait w, const char* sql, std::vector<std::string> params) {
     wait_ = w;
@@ -277,6 +287,10 @@ class BankApp final : public sdk::ConnApp {
       if (j.reconnects++ > o_.reconnects) return unavailable("cannot reach the database");
       std::string why;
       claimed_ = false;
+      if (auto s = o_.spares ? o_.spares->take(notify()) : nullptr) {  // connected already
+        pg_ = std::move(s);
+        return step();
+      }
       wait_ = Wait::connect;
       if (!pg_->connect(o_.conninfo, why)) {
         wait_ = Wait::none;
@@ -301,32 +315,40 @@ class BankApp final : public sdk::ConnApp {
                   {std::to_string(conn_), std::to_string(epoch()), std::to_string(rq.seq), op_name(rq.cmd),
                    std::to_string(rq.a), std::to_string(rq.b), std::to_string(rq.amount)});
     }
-    if (rq.cmd == Cmd::commit && !j.looked_up) {
+    // A COMMIT looks up its stored reply first unless this owner's own live transaction is
+    // about to commit: then bank_commit() looks (MT002) in the same round trip as the commit.
+    if (rq.cmd == Cmd::commit && !j.looked_up && !pg_tx_live_) {
       return send(Wait::lookup, "SELECT reply FROM bank_reply WHERE conn = $1 AND seq = $2", args({conn_, static_cast<int64_t>(rq.seq)}));
+    }
+    if (!pg_tx_live_ && tx_.empty() && rq.cmd != Cmd::commit) {
+      // The first operation of a transaction: BEGIN and the operation in one round trip.
+      return send_simple(Wait::op_begun, "BEGIN ISOLATION LEVEL SERIALIZABLE; " + op_sql(rq));
     }
     if (!pg_tx_live_) {
       j.reexec_i = 0;
       return send_simple(Wait::begin, "BEGIN ISOLATION LEVEL SERIALIZABLE");
     }
     if (rq.cmd == Cmd::commit) {
-      if (!j.committing && o_.test_commit_delay_ms && !j.delayed) {
+      if (o_.test_commit_delay_ms && !j.delayed) {
         j.delayed = true;
         return arm_delay(o_.test_commit_delay_ms);
       }
-      if (!j.committing) {
-        return send(Wait::commit_fn, "SELECT bank_commit($1, $2, $3, $4)",
-                    {std::to_string(conn_), std::to_string(epoch()), std::to_string(rq.seq), "OK committed"});
-      }
-      return send_simple(Wait::commit, "COMMIT");
+      // Fence, store the reply (refused with MT002 if one is stored) and commit, in one round
+      // trip: an error in bank_commit() skips the COMMIT after it.
+      return send_simple(Wait::commit, "SELECT bank_commit(" + std::to_string(conn_) + "::bigint, " + std::to_string(epoch()) +
+                                           "::bigint, " + std::to_string(rq.seq) + "::bigint, 'OK committed'); COMMIT");
     }
     send_op(Wait::op, rq);
   }
-  // Before retrying after a serialization failure or deadlock: a short random pause that grows
-  // with the attempts (1..2^k ms, at most 64 ms), so that conflicting sessions do not collide
-  // again at once. The timing never reaches the reply bytes.
+  // Before retrying after a serialization failure or deadlock: the first retry at once (the
+  // conflicting transaction has usually committed by now, and the libpq baseline retries the
+  // same way), later ones after a short random pause that grows with the attempts (1..2^k ms,
+  // at most 64 ms), so that conflicting sessions do not collide again and again. The timing
+  // never reaches the reply bytes.
   void backoff_then_step() {
     Job& j = *job_;
-    uint64_t cap = uint64_t{1} << std::min<uint64_t>(j.retries, 6);
+    if (j.retries <= 1) return step();
+    uint64_t cap = uint64_t{1} << std::min<uint64_t>(j.retries - 1, 6);
     arm_delay(1 + rng_() % cap);
   }
   void arm_delay(uint64_t ms) {
@@ -337,6 +359,12 @@ class BankApp final : public sdk::ConnApp {
     });
   }
 
+  // bank_op() for rq with its arguments written as literals (all integers, and an operation
+  // name from op_name()'s fixed set), for a simple query that holds more than one statement.
+  std::string op_sql(const Request& rq) const {
+    return "SELECT bank_op(" + std::to_string(conn_) + "::bigint, " + std::to_string(rq.seq) + "::bigint, '" + op_name(rq.cmd) +
+           "', " + std::to_string(rq.a) + "::bigint, " + std::to_string(rq.b) + "::bigint, " + std::to_string(rq.amount) + "::bigint)";
+  }
   void send_op(Wait w, const Request& rq) {
     send(w, "SELECT bank_op($1, $2, $3, $4, $5, $6)",
          {std::to_string(conn_), std::to_string(rq.seq), op_name(rq.cmd), std::to_string(rq.a), std::to_string(rq.b),
@@ -364,7 +392,6 @@ class BankApp final : public sdk::ConnApp {
     pg_tx_live_ = false;
     Job& j = *job_;
     j.looked_up = false;  // a COMMIT in flight: ask the database again after the claim
-    j.committing = false;
     if (j.reply_after_rollback) {  // the rollback happened anyway: the backend is gone
       std::string body = *j.reply_after_rollback;
       return answer(j.rq.seq, body);
@@ -388,7 +415,7 @@ class BankApp final : public sdk::ConnApp {
         pg_->reset();
         return unavailable(r.message);
       }
-      if (w == Wait::apply || w == Wait::commit || w == Wait::commit_fn) j.in_doubt = true;
+      if (w == Wait::apply || w == Wait::commit) j.in_doubt = true;
       return on_lost(r);
     }
     if (r.kind == PgResult::Kind::sql_error && r.sqlstate == "MT001") return fenced(r.message);
@@ -425,6 +452,11 @@ class BankApp final : public sdk::ConnApp {
         }
         ++j.reexec_i;
         return reexec_next();
+      case Wait::op_begun:
+        if (!r.ok()) return sql_failed(r);
+        pg_tx_live_ = true;  // the database holds our transaction (nothing to re-execute)
+        tx_lost_why_.clear();
+        [[fallthrough]];
       case Wait::op:
         if (!r.ok()) return sql_failed(r);
         if (r.value.size() > kReplyBytesMax) {
@@ -432,18 +464,18 @@ class BankApp final : public sdk::ConnApp {
           return doom_current();
         }
         return reply_journaled(r.value, false);
-      case Wait::commit_fn:
-        if (!r.ok()) return sql_failed(r);
-        j.committing = true;
-        return step();
       case Wait::commit:
-        if (!r.ok()) {  // a failed COMMIT rolled back: start over (re-execute and compare)
-          pg_tx_live_ = false;
-          j.committing = false;
-          j.looked_up = true;
-          tx_lost_why_ = "aborted by a conflicting transaction";
-          if (retryable(r) && j.retries++ < o_.retries) return backoff_then_step();
-          return reply_journaled("ABORTED transaction failed to commit: " + r.message + ", retry", true);
+        if (!r.ok()) {
+          if (r.sqlstate == "MT002" || r.sqlstate == "23505") {
+            // A reply is stored for this COMMIT already (another owner committed it): roll
+            // this re-execution back, then answer the stored reply (lookup).
+            j.looked_up = false;
+            j.rollback_then_step = true;
+            return send_simple(Wait::rollback, "ROLLBACK");
+          }
+          // bank_commit() or COMMIT failed; either way nothing committed: roll back, then
+          // retry (look up, re-execute and compare) or doom it.
+          return sql_failed(r);
         }
         pg_tx_live_ = false;
         in_tx_ = false;
@@ -458,6 +490,10 @@ class BankApp final : public sdk::ConnApp {
         if (j.reply_after_rollback) {
           std::string body = *j.reply_after_rollback;
           return answer(j.rq.seq, body);
+        }
+        if (j.rollback_then_step) {
+          j.rollback_then_step = false;
+          return step();
         }
         if (j.rollback_then_retry) {
           j.rollback_then_retry = false;
@@ -489,6 +525,9 @@ class BankApp final : public sdk::ConnApp {
   void journal() {
     Job& j = *job_;
     if (!pj_) pj_ = std::make_unique<PgAsync>(*o_.io, waker_);
+    if (pj_->state() == PgAsync::State::down && !j.journal_connecting && o_.spares) {
+      if (auto s = o_.spares->take(notify())) pj_ = std::move(s);
+    }
     if (pj_->state() == PgAsync::State::down) {
       std::string why;
       if (j.journal_connecting || !pj_->connect(o_.conninfo, why)) return journal_failed(why.empty() ? "cannot reach the database" : why);
@@ -564,7 +603,6 @@ class BankApp final : public sdk::ConnApp {
     if (retryable(r) && j.retries++ < o_.retries) {
       if (tx_lost_why_.empty()) tx_lost_why_ = "aborted by a conflicting transaction";
       j.rollback_then_retry = true;
-      j.committing = false;
       return send_simple(Wait::rollback, "ROLLBACK");
     }
     doomed_ = retryable(r) ? "aborted: too many serialization failures" : "aborted by a database error: " + r.message;
@@ -599,6 +637,7 @@ class BankApp final : public sdk::ConnApp {
       w.u64(static_cast<uint64_t>(op.rq.amount));
       put_string(w, op.reply);
     }
+    snap_in_ = c_->input_pos();
     svc::take_snapshot(*c_, std::move(b));
   }
 
@@ -631,6 +670,7 @@ class BankApp final : public sdk::ConnApp {
       why = "snapshot positions disagree with the protocol's record";
       return false;
     }
+    snap_in_ = in;
     return true;
   }
 
@@ -657,6 +697,7 @@ class BankApp final : public sdk::ConnApp {
   std::unique_ptr<asio::steady_timer> delay_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
   std::minstd_rand rng_{std::random_device{}()};
+  uint64_t snap_in_ = 0;  // input position of this instance's last snapshot
   bool stopped_ = false;
   bool closed_ = false;
   std::array<uint8_t, kReadBytes> buf_{};
@@ -668,6 +709,7 @@ class BankService final : public sdk::ServiceDef {
     opt("conninfo", &o_.conninfo, "libpq connection string of the bank database");
     opt("retries", &o_.retries, "serialization failures and deadlocks retried per request", 0, 1000);
     opt("reconnects", &o_.reconnects, "database reconnects per request before an error reply", 0, 100);
+    opt("spare-sessions", &o_.spare_sessions, "database sessions each member keeps connected ahead of need (0: none)", 0, 16);
     opt("test-reply-delay-ms", &o_.test_reply_delay_ms, "tests only: wait this long after an interactive COMMIT before the reply", 0, 60000);
     opt("test-commit-delay-ms", &o_.test_commit_delay_ms, "tests only: wait this long before an interactive COMMIT", 0, 60000);
   }
@@ -679,6 +721,10 @@ class BankService final : public sdk::ServiceDef {
     BankOptions o = o_;
     o.io = env.io;
     o.log = env.log;
+    if (o.spare_sessions > 0) {
+      o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, kWarmSql);
+      o.spares->refill();
+    }
     env.log("bank: database " + o.conninfo);
     return std::make_unique<sdk::OptionsFactory<BankApp, BankOptions>>(o);
   }

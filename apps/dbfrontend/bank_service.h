@@ -11,6 +11,8 @@
 
 namespace mtcp::bank {
 
+class PgSpares;
+
 struct BankOptions {
   std::string conninfo = "dbname=bank";  // libpq connection string
   uint64_t retries = 30;                 // serialization failures/deadlocks retried per request
@@ -20,7 +22,9 @@ struct BankOptions {
   uint64_t test_commit_delay_ms = 0;
   // For the tests only: wait this long after an interactive COMMIT succeeded before replying.
   uint64_t test_reply_delay_ms = 0;
+  uint64_t spare_sessions = 2;           // database sessions each member keeps connected ahead
   asio::io_context* io = nullptr;
+  std::shared_ptr<PgSpares> spares;      // the member's spare sessions (null: none)
   std::function<void(const std::string&)> log;
 };
 

@@ -1,5 +1,7 @@
 #include "pg_async.h"
 
+#include <asio/post.hpp>
+
 namespace mtcp::bank {
 namespace {
 
@@ -53,11 +55,11 @@ void PgAsync::watch(bool read, bool write) {
   auto arm = [&](bool& armed, asio::posix::descriptor_base::wait_type t, bool Waits::*flag) {
     if (armed) return;
     armed = true;
-    sd_->async_wait(t, [w = std::weak_ptr<Waits>(waits_), waker = waker_, flag](asio::error_code ec) {
+    sd_->async_wait(t, [w = std::weak_ptr<Waits>(waits_), notify = notify_, flag](asio::error_code ec) {
       auto s = w.lock();
       if (!s) return;  // stale descriptor or object gone
       s.get()->*flag = false;
-      if (!ec) waker.wake();
+      if (!ec) notify();
     });
   };
   if (read) arm(waits_->read, asio::posix::descriptor_base::wait_read, &Waits::read);
@@ -73,7 +75,7 @@ bool PgAsync::send(const std::string& sql, const std::vector<std::string>& param
   st_ = State::busy;
   acc_ = PgResult{};
   flushing_ = true;
-  waker_.wake();  // poll() flushes and arms the waits
+  notify_();  // poll() flushes and arms the waits
   return true;
 }
 
@@ -83,7 +85,7 @@ bool PgAsync::send_simple(const std::string& sql) {
   st_ = State::busy;
   acc_ = PgResult{};
   flushing_ = true;
-  waker_.wake();
+  notify_();
   return true;
 }
 
@@ -157,6 +159,67 @@ void PgAsync::reset() {
   pg_ = nullptr;
   st_ = State::down;
   flushing_ = false;
+}
+
+void PgAsync::rebind(Notify notify) {
+  notify_ = std::move(notify);
+  if (sd_) sd_->cancel();
+  waits_ = std::make_shared<Waits>();  // the cancelled handlers find theirs stale
+}
+
+bool PgAsync::alive() {
+  if (st_ != State::idle) return false;
+  if (!PQconsumeInput(pg_) || PQstatus(pg_) != CONNECTION_OK) {
+    reset();
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<PgAsync> PgSpares::take(PgAsync::Notify notify) {
+  std::unique_ptr<PgAsync> got;
+  for (size_t i = 0; i < s_.size() && !got;) {
+    if (s_[i]->state() != PgAsync::State::idle) {  // connecting or warming up
+      ++i;
+      continue;
+    }
+    std::unique_ptr<PgAsync> s = std::move(s_[i]);
+    s_.erase(s_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (s->alive()) got = std::move(s);  // else: gone since (the database restarted): dropped
+  }
+  if (got) got->rebind(std::move(notify));
+  refill();
+  return got;
+}
+
+void PgSpares::refill() {
+  std::weak_ptr<PgSpares> me = weak_from_this();
+  while (s_.size() < max_) {
+    auto s = std::make_unique<PgAsync>(io_, PgAsync::Notify([me, &io = io_] {
+      asio::post(io, [me] {
+        if (auto p = me.lock()) p->pump();
+      });
+    }));
+    std::string why;
+    if (!s->connect(conninfo_, why)) return;  // tried again at the next take()
+    s_.push_back(std::move(s));
+  }
+}
+
+void PgSpares::pump() {
+  for (size_t i = 0; i < s_.size();) {
+    PgAsync::State was = s_[i]->state();
+    if (was == PgAsync::State::connecting || was == PgAsync::State::busy) {
+      std::optional<PgResult> r = s_[i]->poll();
+      bool drop = r && !r->ok();  // could not connect, or the warm-up failed
+      if (r && r->ok() && was == PgAsync::State::connecting && !warm_sql_.empty()) drop = !s_[i]->send_simple(warm_sql_);
+      if (drop) {
+        s_.erase(s_.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+    }
+    ++i;
+  }
 }
 
 }  // namespace mtcp::bank

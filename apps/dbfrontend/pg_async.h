@@ -10,6 +10,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,7 +31,9 @@ struct PgResult {
 
 class PgAsync {
  public:
-  PgAsync(asio::io_context& io, sdk::Waker waker) : io_(io), waker_(std::move(waker)) {}
+  using Notify = std::function<void()>;  // called when poll() may have progress to report
+  PgAsync(asio::io_context& io, Notify notify) : io_(io), notify_(std::move(notify)) {}
+  PgAsync(asio::io_context& io, sdk::Waker waker) : PgAsync(io, Notify([waker] { waker.wake(); })) {}
   ~PgAsync() { reset(); }
   PgAsync(const PgAsync&) = delete;
   PgAsync& operator=(const PgAsync&) = delete;
@@ -49,6 +52,10 @@ class PgAsync {
   std::optional<PgResult> poll();
   // Drops the connection (its backend ends; an open transaction there is rolled back).
   void reset();
+  // Tells `notify` from now on (a spare session handed to an app); waits armed before are dropped.
+  void rebind(Notify notify);
+  // Idle and still connected (reads what the server sent; a closed session shows here).
+  bool alive();
 
  private:
   void watch(bool read, bool write);
@@ -56,7 +63,7 @@ class PgAsync {
   PgResult lost(const char* what);
 
   asio::io_context& io_;
-  sdk::Waker waker_;
+  Notify notify_;
   PGconn* pg_ = nullptr;
   State st_ = State::down;
   bool flushing_ = false;
@@ -68,6 +75,31 @@ class PgAsync {
   };
   std::shared_ptr<Waits> waits_ = std::make_shared<Waits>();
   PgResult acc_;  // the result being gathered
+};
+
+// Spare database sessions of one member, connected ahead of need: an app that needs a new
+// session (a new connection, a new owner after a migration, the reply journal) takes a
+// connected one instead of waiting for a backend to start. At most `max` are kept, each an
+// idle backend. Once connected, a spare runs `warm_sql` (the caller's functions called once
+// inside a transaction that is rolled back, so that the backend has them compiled and its
+// caches filled before an app waits on it); a spare whose connect or warm-up fails is dropped
+// and replaced only at the next take(), so a database that is down costs at most `max` connect
+// attempts per take().
+class PgSpares : public std::enable_shared_from_this<PgSpares> {
+ public:
+  PgSpares(asio::io_context& io, std::string conninfo, size_t max, std::string warm_sql)
+      : io_(io), conninfo_(std::move(conninfo)), max_(max), warm_sql_(std::move(warm_sql)) {}
+  // A connected idle session, telling `notify` from now on; null if none is ready. Refills.
+  std::unique_ptr<PgAsync> take(PgAsync::Notify notify);
+  void refill();
+
+ private:
+  void pump();
+  asio::io_context& io_;
+  const std::string conninfo_;
+  const size_t max_;
+  const std::string warm_sql_;
+  std::vector<std::unique_ptr<PgAsync>> s_;  // connecting or idle
 };
 
 }  // namespace mtcp::bank

@@ -6,7 +6,8 @@
 #   1 bad input: malformed lines, unknown command/account, insufficient funds, amounts that
 #     overflow, a balance that would overflow, a sequence number that does not grow, a line too
 #     long, COMMIT outside a transaction
-#   2 migrations between the statements of an open transaction (twice), then COMMIT: applied once
+#   2 migrations between the statements of an open transaction (twice), then COMMIT: applied once;
+#     a transaction beyond its 32 operations (refused), migrated, committed
 #   3 a read inside the transaction that another client changes before the migration: the new
 #     owner's re-execution differs, the client gets "aborted by migration, retry", nothing applied
 #   4 a migration between the database's COMMIT and the reply: the new owner answers from the
@@ -140,6 +141,19 @@ expect between "1 OK begun" "2 OK 900 1100" "3 OK 900" "4 OK 1050 1050" "5 OK co
 [[ "$(grep -c '^migrated$' "$work/between.out")" == 2 ]] || fail "between: two migrations expected"
 [[ "$(ledger_rows between 2 '1,2')" == 2 && "$(ledger_rows between 4 '2,3')" == 2 ]] || fail "between: not applied exactly once"
 echo "ok: an open transaction moved twice between its statements and committed once"
+
+# 2b a transaction longer than its limit (32 operations): the operations beyond are refused,
+# the client goes on sending them (more input than kTxSnapshotInputBytes inside one
+# transaction), migrates, and the first 32 commit
+{
+  echo "1 BEGIN"
+  for q in $(seq 2 301); do echo "$q BALANCE 1"; done
+  echo "!migrate 2"
+  echo "302 COMMIT"
+} | script toolong 1
+expect toolong "1 OK begun" "33 OK 900" "34 ERR transaction too long (at most 32 operations)" \
+  "301 ERR transaction too long (at most 32 operations)" "302 OK committed"
+echo "ok: a transaction beyond its limit refused, the connection still served after a migration"
 
 # 3 a read that the database contradicts after the migration
 script diverge 1 <<EOF2
