@@ -725,7 +725,7 @@ class BankService final : public sdk::ServiceDef {
       o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, kWarmSql);
       o.spares->refill();
     }
-    env.log("bank: database " + o.conninfo);
+    env.log("bank: database " + redact_conninfo(o.conninfo));  // never a password in the log
     return std::make_unique<sdk::OptionsFactory<BankApp, BankOptions>>(o);
   }
 

@@ -222,4 +222,19 @@ void PgSpares::pump() {
   }
 }
 
+std::string redact_conninfo(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (err) PQfreemem(err);
+  if (!opts) return "(unparsable connection string)";
+  std::string out;
+  for (PQconninfoOption* o = opts; o->keyword; ++o) {
+    if (!o->val || !*o->val) continue;
+    std::string v = std::string(o->keyword) == "password" ? std::string("***") : std::string(o->val);
+    out += (out.empty() ? "" : " ") + std::string(o->keyword) + "=" + v;
+  }
+  PQconninfoFree(opts);
+  return out.empty() ? std::string("(defaults)") : out;
+}
+
 }  // namespace mtcp::bank

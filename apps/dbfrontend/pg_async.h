@@ -102,4 +102,8 @@ class PgSpares : public std::enable_shared_from_this<PgSpares> {
   std::vector<std::unique_ptr<PgAsync>> s_;  // connecting or idle
 };
 
+// The connection string for log lines, with any password replaced by "***" (keyword/value
+// and URI forms, through libpq's own parser); "(unparsable connection string)" otherwise.
+std::string redact_conninfo(const std::string& conninfo);
+
 }  // namespace mtcp::bank

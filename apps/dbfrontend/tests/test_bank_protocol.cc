@@ -5,6 +5,7 @@
 
 #include "bank_protocol.h"
 #include "bank_schema.h"
+#include "pg_async.h"
 
 using namespace mtcp::bank;
 
@@ -53,4 +54,16 @@ TEST(BankProtocol, EnforcesLimitsAtTheirEdges) {
   EXPECT_FALSE(parse_request("1 BALANCE 4611686018427387905").error.empty());
   EXPECT_FALSE(parse_request("1 BALANCE 0").error.empty());
   EXPECT_LT(kAmountMax, kBalanceMax);  // one request can never overflow a balance check in SQL
+}
+
+// The member logs its database connection string: never with the password in it.
+TEST(Conninfo, PasswordIsRedactedInBothForms) {
+  using mtcp::bank::redact_conninfo;
+  std::string kv = redact_conninfo("host=127.0.0.1 port=5432 dbname=bank user=teller password=hunter2");
+  EXPECT_EQ(kv.find("hunter2"), std::string::npos) << kv;
+  EXPECT_NE(kv.find("password=***"), std::string::npos) << kv;
+  EXPECT_NE(kv.find("dbname=bank"), std::string::npos) << kv;
+  std::string uri = redact_conninfo("postgresql://teller:hunter2@127.0.0.1:5432/bank");
+  EXPECT_EQ(uri.find("hunter2"), std::string::npos) << uri;
+  EXPECT_EQ(redact_conninfo("host='unterminated"), "(unparsable connection string)");
 }
