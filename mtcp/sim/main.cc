@@ -5,7 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -72,9 +74,32 @@ int main(int argc, char** argv) {
   app.add_flag("--nondeterministic", run_opt.nondeterministic,
                "Members run a service that alters the output it regenerates in replay: replay verification must end "
                "those connections with replay_mismatch");
+  std::string tape_path;
+  app.add_option("--tape", tape_path,
+                 "Replay a choice tape: a whole-connection fuzzer input (fuzz_engine) that chooses the scenario, "
+                 "timings, faults and migrations; with --seed (default 1) for what comes after it");
   CLI11_PARSE(app, argc, argv);
+  std::vector<uint8_t> tape;
+  if (!tape_path.empty()) {
+    std::ifstream in(tape_path, std::ios::binary);
+    if (!in) {
+      std::cerr << "mtcp-sim: cannot read the tape " << tape_path << "\n";
+      return 2;
+    }
+    tape.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (tape.empty()) {
+      std::cerr << "mtcp-sim: the tape " << tape_path << " is empty\n";
+      return 2;
+    }
+    if (seeds != 0) {
+      std::cerr << "mtcp-sim: --tape replays one run; it does not go with --seeds\n";
+      return 2;
+    }
+    if (!seed) seed = 1;
+    run_opt.tape = tape;
+  }
   if (!seed && seeds == 0) {
-    std::cerr << "mtcp-sim: give --seed N or --seeds N (see --help)\n";
+    std::cerr << "mtcp-sim: give --seed N, --seeds N or --tape FILE (see --help)\n";
     return 2;
   }
 

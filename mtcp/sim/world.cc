@@ -37,8 +37,25 @@ T pick(Prng& r, std::initializer_list<T> xs) {
 
 }  // namespace
 
+namespace {
+Scenario draw_scenario(Prng& r);
+std::span<const uint8_t> scenario_tape(std::span<const uint8_t> t) { return t.first(std::min(t.size(), kScenarioTapeBytes)); }
+std::span<const uint8_t> world_tape(std::span<const uint8_t> t) { return t.subspan(std::min(t.size(), kScenarioTapeBytes)); }
+}  // namespace
+
 Scenario make_scenario(uint64_t seed) {
   Prng r(seed * 0x9E3779B97F4A7C15ull + 17);
+  return draw_scenario(r);
+}
+
+Scenario make_scenario(uint64_t seed, std::span<const uint8_t> tape) {
+  if (tape.empty()) return make_scenario(seed);
+  Prng r(seed * 0x9E3779B97F4A7C15ull + 17, scenario_tape(tape));
+  return draw_scenario(r);
+}
+
+namespace {
+Scenario draw_scenario(Prng& r) {
   Scenario s;
   s.servers = static_cast<uint32_t>(pick<uint64_t>(r, {3, 3, 3, 4, 5}));
   uint64_t m = r.range(0, 9);
@@ -74,6 +91,7 @@ Scenario make_scenario(uint64_t seed) {
   s.end_migration = r.chance(0.3);  // drawn last: the fields above stay what they were per seed
   return s;
 }
+}  // namespace
 
 namespace {
 
@@ -199,7 +217,7 @@ const char* service_name(Scenario::Service s) {
 class World {
  public:
   World(uint64_t seed, int verbosity, std::string* log, const RunOptions& opt)
-      : opt_(opt), sc_(make_scenario(seed)), rng_(seed), verbosity_(verbosity), log_(log), model_(sc_) {
+      : opt_(opt), sc_(make_scenario(seed, opt.tape)), rng_(seed, world_tape(opt.tape)), verbosity_(verbosity), log_(log), model_(sc_) {
     out_.seed = seed;
     out_.scenario = sc_;
     limits_.frame_payload_bytes_max = 16u << 10;

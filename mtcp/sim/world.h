@@ -9,6 +9,7 @@
 #include <optional>
 #include <queue>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -70,9 +71,17 @@ struct RunOptions {
   // The members' service alters the output it regenerates during replay (sim/nondet_app.h):
   // replay verification must end such connections with replay_mismatch, never let it pass.
   bool nondeterministic = false;
+  // A choice tape (sim/prng.h): when not empty, its first kScenarioTapeBytes choose the scenario
+  // and the rest every later draw of the world (delays, losses, cuts, migration times, crashes,
+  // forgeries), the seed only what comes after the tape runs out. The whole-connection fuzzer
+  // (mtcp/fuzz/fuzz_engine.cc) hands its input here; `mtcp-sim --tape FILE` replays one.
+  std::span<const uint8_t> tape;
 };
+constexpr size_t kScenarioTapeBytes = 8 * 32;
 
 Scenario make_scenario(uint64_t seed);
+// The scenario drawn from a choice tape (RunOptions::tape) instead of a seed.
+Scenario make_scenario(uint64_t seed, std::span<const uint8_t> tape);
 // Runs one seed. verbosity 1 narrates migrations and faults into `log`; 2 adds every
 // control message and server event.
 Outcome run_seed(uint64_t seed, int verbosity, std::string* log, const RunOptions& opt = {});
