@@ -17,12 +17,24 @@ Cases, each asserting on the members' counters (admin socket), CPU time and RSS:
      cap, and an M-TCP client is served and migrates meanwhile.
   4. strict configuration: misspelt keys, a wrapping integer and a key file others can read
      make mtcpd exit 2 with the field named.
+  5. proofs: against a live connection, MIGRATEs with a garbage proof, a valid proof with one
+     bit flipped, a proof for another member, a tampered certificate, a proof replayed on a new
+     challenge, an expired and a not-yet-valid certificate, and truncated bodies: each refused
+     with its reason, counted, 0 state fetched from the owner, the connection undisturbed and
+     every byte verified. Then one certificate to two members at once (an insider with the pool
+     key): exactly one wins, one owner afterwards, the winning request replayed is refused.
+  6. a rogue member (same addresses, another pool key) in an eager pool: its control
+     connections are refused and logged, it takes over nothing, and a client migrating
+     between the members keeps an intact stream.
 Ends only the processes it started and removes its folder.
 """
+import hashlib
+import hmac
 import json
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -263,6 +275,300 @@ def case_control_flood(work):
         p.terminate()
         p.wait(10)
 
+# ---- the migration handshake, spoken by hand (docs/PROTOCOL.md §4, §6) ----------------------
+PREFACE = bytes([0x89]) + b"MTCP\r\n\x1a"
+WIRE_VERSION = 3
+F_HELLO, F_CHALLENGE, F_MIGRATE, F_ACCEPT, F_REFUSE = 0x01, 0x03, 0x04, 0x05, 0x06
+ERR = {208: "rate_limited", 300: "bad_proof", 301: "cert_expired", 302: "cert_not_yet_valid", 303: "stale_counter",
+       304: "unknown_connection", 402: "claim_lost", 406: "not_owner"}
+
+
+def frame(ftype, body):
+    return struct.pack(">BBHI", ftype, 0, 0, len(body)) + body
+
+
+def read_frame(s):
+    def exactly(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+    head = exactly(8)
+    if head is None:
+        return None, None
+    ftype, _, _, n = struct.unpack(">BBHI", head)
+    body = exactly(n)
+    return (ftype, body) if body is not None else (None, None)
+
+
+def cert_bytes(conn, issuer, issued_ms, expires_ms):
+    return struct.pack(">QIQQ", conn, issuer, issued_ms, expires_ms)
+
+
+def make_proof(pool_key, cert, challenge, target, conn, counter):
+    """What only a holder of the connection's secret can compute (cert/cert.cc): the test plays
+    an insider that knows the pool key, to build proofs that are exactly one defect away from
+    valid."""
+    secret = hmac.new(pool_key, b"mtcp-cert-v1" + cert, hashlib.sha256).digest()
+    return hmac.new(secret, b"mtcp-proof-v1" + challenge + struct.pack(">IQI", target, conn, counter),
+                    hashlib.sha256).digest()
+
+
+class Attempt:
+    """One migration attempt on a fresh subflow to member `target`: HELLO, then the CHALLENGE."""
+
+    def __init__(self, base, target, conn):
+        self.target = target
+        self.conn = conn
+        self.s = socket.create_connection(("127.0.0.1", base + target), timeout=5)
+        self.s.sendall(PREFACE + frame(F_HELLO, struct.pack(">BBHQ", WIRE_VERSION, 1, 0, conn) + bytes(32)))
+        ftype, body = read_frame(self.s)
+        if ftype != F_CHALLENGE:
+            raise RuntimeError("member %d answered HELLO with frame type %r" % (target, ftype))
+        self.challenge = body[4:36]
+
+    def send_raw(self, body):
+        self.s.sendall(frame(F_MIGRATE, body))
+
+    def migrate_body(self, cert, counter, proof, prev_owner=1):
+        return cert + struct.pack(">IIQQ", counter, prev_owner, 0, 0) + proof
+
+    def answer(self):
+        """'accept', the refusal's reason name, or 'closed'."""
+        try:
+            ftype, body = read_frame(self.s)
+        except OSError:
+            ftype, body = None, None
+        self.s.close()
+        if ftype == F_ACCEPT:
+            return "accept"
+        if ftype == F_REFUSE:
+            code = struct.unpack(">H", body[:2])[0]
+            return ERR.get(code, "error %d" % code)
+        return "closed"
+
+
+def admin_ask(admin, req):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(admin)
+    s.sendall((json.dumps(req) + "\n").encode())
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    return json.loads(buf)
+
+
+def owned(admin):
+    return {c["conn"]: c for c in admin_ask(admin, {"cmd": "list"})["connections"]}
+
+
+def start_victim(pool, seconds):
+    """A legitimate mtcp-perf echo client on member 1 that never migrates by itself."""
+    cmd = [os.path.join(BIN, "mtcp-perf"), "-c", "--pool", pool, "--app", "echo", "--server-id", "1",
+           "-d", str(seconds), "-b", "200", "-i", "0", "-t", "60", "-J"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(p)
+    return p
+
+
+def victim_result(p):
+    out, err = p.communicate(timeout=90)
+    try:
+        return p.returncode, json.loads(out)
+    except ValueError:
+        return p.returncode, {"stderr": err[-500:]}
+
+
+def wait_owned(admin, before, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = owned(admin)
+        fresh = [c for c in now if c not in before]
+        if fresh:
+            return now[fresh[0]]
+        time.sleep(0.05)
+    return None
+
+
+def case_proofs(work):
+    print("== forged, tampered, truncated, expired and replayed proofs", flush=True)
+    base = free_base()
+    pool = pool_file(work, base, 3, {"claim_timeout_ms": 1000}, "proofs.json")
+    key = open(os.path.join(work, "pool.key"), "rb").read()
+    members = [start_member(work, pool, i) for i in (1, 2, 3)]
+    admins = [a for _, a in members]
+    victim = start_victim(pool, 6)
+    info = wait_owned(admins[0], {})
+    check(info is not None, "the victim's connection is owned by member 1")
+    if info is None:
+        return
+    conn, counter = info["conn"], info["counter"] + 1
+    good = cert_bytes(conn, 1, 0, 1 << 62)
+    before = [status(a)["counters"] for a in admins]
+    cases = []
+
+    a = Attempt(base, 2, conn)  # a garbage proof: an outsider's guess
+    a.send_raw(a.migrate_body(good, counter, os.urandom(32)))
+    cases.append(("garbage proof", a.answer(), "bad_proof"))
+
+    a = Attempt(base, 2, conn)  # a valid proof with one bit flipped
+    proof = bytearray(make_proof(key, good, a.challenge, 2, conn, counter))
+    proof[random.randrange(32)] ^= 1 << random.randrange(8)
+    a.send_raw(a.migrate_body(good, counter, bytes(proof)))
+    cases.append(("tampered proof (one bit)", a.answer(), "bad_proof"))
+
+    a = Attempt(base, 3, conn)  # a proof made for another target member
+    a.send_raw(a.migrate_body(good, counter, make_proof(key, good, a.challenge, 2, conn, counter)))
+    cases.append(("proof for another member", a.answer(), "bad_proof"))
+
+    a = Attempt(base, 2, conn)  # the certificate tampered after the proof was made over it
+    other = cert_bytes(conn, 1, 0, (1 << 62) + 1)
+    a.send_raw(a.migrate_body(other, counter, make_proof(key, good, a.challenge, 2, conn, counter)))
+    cases.append(("tampered certificate", a.answer(), "bad_proof"))
+
+    first = Attempt(base, 2, conn)  # replay: a proof for one challenge, sent on another attempt
+    replayed = make_proof(key, good, first.challenge, 2, conn, counter)
+    first.s.close()
+    a = Attempt(base, 2, conn)
+    a.send_raw(a.migrate_body(good, counter, replayed))
+    cases.append(("proof replayed on a new challenge", a.answer(), "bad_proof"))
+
+    a = Attempt(base, 2, conn)  # expired, with a proof that is otherwise right
+    old = cert_bytes(conn, 1, 0, 1)
+    a.send_raw(a.migrate_body(old, counter, make_proof(key, old, a.challenge, 2, conn, counter)))
+    cases.append(("expired certificate", a.answer(), "cert_expired"))
+
+    a = Attempt(base, 3, conn)  # not yet valid
+    future = cert_bytes(conn, 1, 1 << 62, (1 << 62) + 10)
+    a.send_raw(a.migrate_body(future, counter, make_proof(key, future, a.challenge, 3, conn, counter)))
+    cases.append(("certificate not yet valid", a.answer(), "cert_not_yet_valid"))
+
+    for cut in (1, 27, 60, 83):  # truncated MIGRATE bodies: a malformed frame, the subflow reset
+        a = Attempt(base, 2, conn)
+        body = a.migrate_body(good, counter, make_proof(key, good, a.challenge, 2, conn, counter))
+        a.send_raw(body[:cut])
+        cases.append(("MIGRATE truncated to %d bytes" % cut, a.answer(), "closed"))
+
+    for what, got, want in cases:
+        check(got == want, "%s: %s (want %s)" % (what, got, want))
+    rc, res = victim_result(victim)
+    end = res.get("end", {})
+    check(rc == 0 and end.get("verdict") == "ok",
+          "the victim's connection was undisturbed and every byte verified (exit %d, verdict %s)"
+          % (rc, end.get("verdict")))
+    after = [status(a)["counters"] for a in admins]
+    d = [{k: after[i][k] - before[i][k] for k in after[i] if isinstance(after[i][k], int)} for i in range(3)]
+    check(d[1]["proofs_bad"] + d[2]["proofs_bad"] == 5, "5 bad proofs counted (%d + %d)"
+          % (d[1]["proofs_bad"], d[2]["proofs_bad"]))
+    check(d[1]["certs_expired"] + d[2]["certs_expired"] == 2, "2 certificates out of their window counted")
+    check(d[1]["frames_malformed"] >= 4, "4 truncated frames counted as malformed (%d)" % d[1]["frames_malformed"])
+    check(all(x["migrations_started"] == 0 and x["migrations_done"] == 0 for x in d[1:]),
+          "0 migrations accepted by members 2 and 3")
+    check(d[0]["claims_granted"] == 0 and d[0]["claims_denied"] == 0,
+          "0 state fetched: the owner saw no claim for a refused request")
+    log2 = open(os.path.join(work, "m2.log")).read()
+    check("security:" in log2 and "proofs_bad" in log2, "refused proofs are in member 2's log (rate limited)")
+
+    print("== one certificate to two members at once (an insider with the pool key)", flush=True)
+    victim = start_victim(pool, 4)
+    info = wait_owned(admins[0], {conn: 1})
+    check(info is not None, "a second victim connection is owned by member 1")
+    if info is None:
+        return
+    conn, counter = info["conn"], info["counter"] + 1
+    good = cert_bytes(conn, 1, 0, 1 << 62)
+    before = [status(a)["counters"] for a in admins]
+    a2, a3 = Attempt(base, 2, conn), Attempt(base, 3, conn)
+    b2 = a2.migrate_body(good, counter, make_proof(key, good, a2.challenge, 2, conn, counter))
+    b3 = a3.migrate_body(good, counter, make_proof(key, good, a3.challenge, 3, conn, counter))
+    a2.send_raw(b2)
+    a3.send_raw(b3)
+    answers = {2: a2.answer(), 3: a3.answer()}
+    winners = [m for m, r in answers.items() if r == "accept"]
+    check(len(winners) == 1, "exactly one of the two accepted (%s)" % answers)
+    owners = [m for m in (1, 2, 3) if conn in owned(admins[m - 1])]
+    check(len(owners) <= 1 and owners == winners, "one owner afterwards (members owning it: %s)" % owners)
+    if winners:
+        # Replays of the winning request: its bytes on a new attempt, and (insider) a fresh proof
+        # with the counter already used.
+        loser = 5 - winners[0]
+        a = Attempt(base, loser, conn)
+        a.send_raw(b2 if winners[0] == 2 else b3)
+        r1 = a.answer()
+        a = Attempt(base, loser, conn)
+        a.send_raw(a.migrate_body(good, counter, make_proof(key, good, a.challenge, loser, conn, counter)))
+        r2 = a.answer()
+        check(r1 == "bad_proof", "the winning MIGRATE replayed to member %d: %s" % (loser, r1))
+        check(r2 != "accept", "a fresh proof with the used counter to member %d: %s" % (loser, r2))
+    rc, res = victim_result(victim)
+    end = res.get("end", {})
+    # With the pool key an insider can take any connection (docs/security.md): what must hold is
+    # that the victim never gets a wrong byte, whatever happens to it.
+    check(end.get("verdict") in ("ok", "failed"),
+          "the victim saw no corrupted byte (exit %d, verdict %s, %s migrations, error %s)"
+          % (rc, end.get("verdict"), end.get("migrations_done"), end.get("error")))
+    for p, _ in members:
+        p.terminate()
+        p.wait(10)
+
+
+def case_rogue_peer(work):
+    print("== a rogue member on the control channel (another pool key)", flush=True)
+    base = free_base()
+    pool = pool_file(work, base, 3, {"claim_timeout_ms": 800}, "rogue.json")
+    with open(pool) as f:
+        cfg = json.load(f)
+    cfg["transfer"] = "eager"  # so every member talks to every other one
+    with open(pool, "w") as f:
+        json.dump(cfg, f)
+    rogue_dir = os.path.join(work, "rogue")
+    os.mkdir(rogue_dir)
+    write_key(os.path.join(rogue_dir, "pool.key"))
+    rogue_pool = os.path.join(rogue_dir, "rogue.json")
+    with open(rogue_pool, "w") as f:
+        json.dump(cfg, f)  # same members, same addresses, a different key
+    m1, a1 = start_member(work, pool, 1)
+    m2, a2 = start_member(work, pool, 2)
+    m3, a3 = start_member(rogue_dir, rogue_pool, 3)
+    # A client of the rogue's own makes it replicate to 1 and 2 (it tries to open control
+    # connections with PEER_HELLOs under its key); a client of member 1 migrates between the
+    # members meanwhile: every migration to 3 fails (it cannot verify a proof made under the real
+    # key), the others succeed, and the stream stays intact.
+    rogue_client = subprocess.Popen([os.path.join(BIN, "mtcp-perf"), "-c", "--pool", pool, "--app", "echo",
+                                     "--server-id", "3", "-d", "2", "-b", "200", "-i", "0", "-t", "20", "-J"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(rogue_client)
+    rc, res = perf(pool, 1, 2.5, ["--migrate-every", "150"])
+    end = res.get("end", {})
+    check(rc == 0 and end.get("verdict") == "ok" and end.get("migrations_done", 0) >= 1,
+          "the client's stream is intact with a rogue member in the pool "
+          "(exit %d, verdict %s, %s migrations done, %s failed)"
+          % (rc, end.get("verdict"), end.get("migrations_done"), end.get("migrations_failed")))
+    try:
+        rogue_client.wait(30)
+    except subprocess.TimeoutExpired:
+        rogue_client.kill()
+        rogue_client.wait()
+    time.sleep(1.2)  # a housekeeping pass: the counters are logged
+    c1, c2, c3 = status(a1)["counters"], status(a2)["counters"], status(a3)["counters"]
+    check(c1["control_handshake_failed"] >= 1 and c2["control_handshake_failed"] >= 1,
+          "members 1 and 2 refused the rogue's control connections (handshake_failed %d, %d)"
+          % (c1["control_handshake_failed"], c2["control_handshake_failed"]))
+    check(c3["migrations_done"] == 0, "the rogue member took over no connection (%d)" % c3["migrations_done"])
+    log1 = open(os.path.join(work, "m1.log")).read()
+    check("security:" in log1 and "control_handshake_failed" in log1, "member 1 logs the refused peer (rate limited)")
+    for p in (m1, m2, m3):
+        p.terminate()
+        p.wait(10)
+
 
 def case_data_flood(work):
     print("== data-port flood (plain clients that send and never read)", flush=True)
@@ -346,6 +652,8 @@ def main():
         else:
             case_fd_exhaustion(work)
         case_data_flood(work)
+        case_proofs(work)
+        case_rogue_peer(work)
     finally:
         for p in procs:
             if p.poll() is None:
