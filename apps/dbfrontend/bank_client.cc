@@ -100,6 +100,7 @@ struct Summary {
            sessions_failed = 0;
   std::vector<double> lat_us;
   std::vector<std::string> violations;
+  std::map<std::string, uint64_t> migration_failures;  // why (the client library's error) -> count
   json to_json() {
     json j;
     j["mode"] = mode;
@@ -118,6 +119,7 @@ struct Summary {
     j["latency_us_p99"] = pct_of(lat_us, 0.99);
     j["migrations"] = migrations;
     j["migrations_failed"] = migrations_failed;
+    j["migration_failures"] = migration_failures;
     j["recoveries"] = recoveries;
     j["kills"] = kills;
     j["sessions_failed"] = sessions_failed;
@@ -388,7 +390,16 @@ int do_run(const Workload& w) {
     }
     if (w.migrate_every && ++x.since_migration >= w.migrate_every) {
       x.since_migration = 0;
-      x.conn->request_migration(0);
+      // The next member after the current one that is running: a member just killed (or
+      // restarting) would only fail the migration ("subflow lost") and stall the session.
+      uint32_t cur = x.conn->server(), to = 0;
+      for (size_t k = 1; k <= members.size() && to == 0; ++k) {
+        size_t at = 0;
+        while (at < members.size() && members[at].id != cur) ++at;
+        const Member& m = members[(at + k) % members.size()];
+        if (m.id != cur && m.id != killed_id && m.pid > 0) to = m.id;
+      }
+      if (to != 0) x.conn->request_migration(to);
     }
     if (w.kill_every && ++acked_since_kill >= w.kill_every && killed_id == 0) {
       acked_since_kill = 0;
@@ -436,6 +447,9 @@ int do_run(const Workload& w) {
       if (e.kind == mtcp::client::EventKind::failed) {
         if (!w.json_out) std::fprintf(stderr, "session %zu: %s\n", i, mtcp::client::to_string(e).c_str());
         session_over(y, true);
+      }
+      if (e.kind == mtcp::client::EventKind::migration_failed) {
+        ++s.migration_failures[std::string(mtcp::to_string(e.error)) + (e.to == killed_id && killed_id ? " (target killed)" : "")];
       }
       if (e.kind == mtcp::client::EventKind::closed) session_over(y, false);
     };
