@@ -238,11 +238,14 @@ void check(const Workload& w, const std::vector<Sent>& sent, const std::vector<s
       if (x.reply.empty()) continue;  // unacknowledged: at most once, checked above
       auto it = stored.find(k);
       // Replies the front-end gives without committing (busy, database unavailable or error):
-      // nothing may be stored or applied, except "outcome unknown" (at most once, above).
+      // nothing may be applied, except "outcome unknown" (at most once, above). "ERR busy"
+      // and "ERR database error" are stored as the request's reply when the database allows;
+      // a stored reply must then be this one.
       bool not_applied = x.reply.starts_with("ERR busy") || x.reply.starts_with("ERR database");
       if (not_applied) {
         if (x.reply.find("outcome unknown") != std::string::npos) continue;
-        if (it != stored.end() || rows != 0) add(id + ": answered '" + x.reply + "' but it was applied");
+        if (rows != 0) add(id + ": answered '" + x.reply + "' but it was applied");
+        if (it != stored.end() && it->second != x.reply) add(id + ": answered '" + x.reply + "' but the database stored '" + it->second + "'");
         continue;
       }
       if (it == stored.end()) add(id + ": acknowledged '" + x.reply + "' but no reply stored");
