@@ -45,7 +45,7 @@ struct TxOp {
   std::string reply;  // the reply body the client received
 };
 
-enum class Wait { none, delay, connect, claim, apply, lookup, begin, reexec, op, op_begun, commit, rollback };
+enum class Wait { none, delay, connect, claim, apply, settle_error, lookup, begin, reexec, op, op_begun, commit, rollback };
 
 struct Job {
   Request rq;
@@ -64,6 +64,15 @@ struct Job {
   size_t reexec_i = 0;
   uint64_t retries = 0, reconnects = 0;
 };
+
+// A database message as one reply line (a reply is one line of the protocol).
+std::string one_line(std::string m) {
+  for (char& ch : m) {
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  }
+  while (!m.empty() && m.back() == ' ') m.pop_back();
+  return m;
+}
 
 bool retryable(const PgResult& r) { return r.sqlstate == "40001" || r.sqlstate == "40P01"; }
 
@@ -165,6 +174,10 @@ class BankApp final : public sdk::ConnApp {
     stopped_ = true;
     job_.reset();
     delay_.reset();
+    // The journal session is recorded in no bank_session row and runs only autocommit
+    // statements: idle, it goes back to the member's spares instead of ending (one backend
+    // start fewer per migration of a connection that used transactions).
+    if (pj_ && !jwait_ && o_.spares) o_.spares->give_back(std::move(pj_));
     pj_.reset();
     pg_.reset();  // the backend ends; an open transaction there is rolled back
   }
@@ -415,6 +428,7 @@ class BankApp final : public sdk::ConnApp {
         pg_->reset();
         return unavailable(r.message);
       }
+      if (w == Wait::settle_error) return answer(j.rq.seq, j.op_reply);  // not stored; not applied either
       if (w == Wait::apply || w == Wait::commit) j.in_doubt = true;
       return on_lost(r);
     }
@@ -433,8 +447,18 @@ class BankApp final : public sdk::ConnApp {
       case Wait::apply:
         if (r.ok() && r.has_value) return answer(j.rq.seq, r.value);
         if (retryable(r) && j.retries++ < o_.retries) return backoff_then_step();
-        return answer(j.rq.seq, retryable(r) ? "ERR busy: too many serialization failures, not applied; retry"
-                                             : "ERR database error, not applied: " + r.message);
+        // "Not applied" must stay true and the reply the same after a takeover: store it as the
+        // request's reply (first writer wins; bank_apply answers a stored reply and applies
+        // nothing), then answer the stored one, which is a former owner's if it got there first.
+        j.op_reply = retryable(r) ? "ERR busy: too many serialization failures, not applied; retry"
+                                  : "ERR database error, not applied: " + one_line(r.message);
+        return send(Wait::settle_error, "SELECT bank_journal($1, $2, $3, true)",
+                    {std::to_string(conn_), std::to_string(j.rq.seq), j.op_reply});
+      case Wait::settle_error:
+        // Stored (or a former owner's reply found): answer it. Not stored: answer it anyway;
+        // the request was not applied, and only a crash before the next snapshot could
+        // replay it (docs/dbfrontend.md "Gaps").
+        return answer(j.rq.seq, r.ok() && r.has_value ? r.value : j.op_reply);
       case Wait::lookup:
         if (!r.ok()) return sql_failed(r);
         j.looked_up = true;

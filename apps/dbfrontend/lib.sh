@@ -1,10 +1,11 @@
 # Shell helpers shared by demo.sh, measure.sh and tests/bank_e2e.sh (sourced, not run).
 
 # pick_base: a port base B with B+1 .. B+9 free on loopback (below 32768); 0 if none found.
+# BANK_PORT_MIN / BANK_PORT_MAX narrow the range (default 20000 .. 31999).
 pick_base() {
   local b k busy
   for _ in $(seq 50); do
-    b=$((20000 + (RANDOM % 1200) * 10))
+    b=$((${BANK_PORT_MIN:-20000} + (RANDOM % ((${BANK_PORT_MAX:-31999} - ${BANK_PORT_MIN:-20000} - 9) / 10)) * 10))
     busy=0
     for k in 1 2 3 4 5 6 7 8 9; do
       ss -Hltn "sport = :$((b + k))" | grep -q . && busy=1

@@ -70,7 +70,7 @@ start() {
   fi
   local tries port
   for tries in 1 2 3 4 5 6 7 8; do
-    port=$((20000 + (RANDOM % 12000)))
+    port=$((${BANK_PORT_MIN:-20000} + (RANDOM % (${BANK_PORT_MAX:-31999} - ${BANK_PORT_MIN:-20000} + 1))))
     port_free "${port}" || continue
     if as_pg "${PGBIN}/pg_ctl" -D "${dir}/data" -l "${dir}/server.log" -w -t 30 \
       -o "-p ${port} -k ${dir}/sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \

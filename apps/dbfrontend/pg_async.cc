@@ -167,6 +167,10 @@ void PgAsync::rebind(Notify notify) {
   waits_ = std::make_shared<Waits>();  // the cancelled handlers find theirs stale
 }
 
+bool PgAsync::idle_outside_tx() const {
+  return st_ == State::idle && pg_ && PQstatus(pg_) == CONNECTION_OK && PQtransactionStatus(pg_) == PQTRANS_IDLE;
+}
+
 bool PgAsync::alive() {
   if (st_ != State::idle) return false;
   if (!PQconsumeInput(pg_) || PQstatus(pg_) != CONNECTION_OK) {
@@ -190,6 +194,17 @@ std::unique_ptr<PgAsync> PgSpares::take(PgAsync::Notify notify) {
   if (got) got->rebind(std::move(notify));
   refill();
   return got;
+}
+
+void PgSpares::give_back(std::unique_ptr<PgAsync> s) {
+  if (!s || !s->idle_outside_tx() || s_.size() >= 2 * max_) return;  // closed here
+  std::weak_ptr<PgSpares> me = weak_from_this();
+  s->rebind(PgAsync::Notify([me, &io = io_] {
+    asio::post(io, [me] {
+      if (auto p = me.lock()) p->pump();
+    });
+  }));
+  s_.push_back(std::move(s));
 }
 
 void PgSpares::refill() {

@@ -54,6 +54,8 @@ class PgAsync {
   void reset();
   // Tells `notify` from now on (a spare session handed to an app); waits armed before are dropped.
   void rebind(Notify notify);
+  // Idle, connected, and outside any transaction (libpq's PQTRANS_IDLE).
+  bool idle_outside_tx() const;
   // Idle and still connected (reads what the server sent; a closed session shows here).
   bool alive();
 
@@ -91,6 +93,11 @@ class PgSpares : public std::enable_shared_from_this<PgSpares> {
       : io_(io), conninfo_(std::move(conninfo)), max_(max), warm_sql_(std::move(warm_sql)) {}
   // A connected idle session, telling `notify` from now on; null if none is ready. Refills.
   std::unique_ptr<PgAsync> take(PgAsync::Notify notify);
+  // An app's session it no longer needs, kept as a spare (up to twice the configured number)
+  // if it is idle outside any transaction, else closed. Only for a session whose backend no
+  // bank_session row records (the reply journal's): a claimed one could be terminated by the
+  // connection's next owner while it serves another (docs/dbfrontend.md "Spare sessions").
+  void give_back(std::unique_ptr<PgAsync> s);
   void refill();
 
  private:

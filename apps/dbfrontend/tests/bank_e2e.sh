@@ -20,6 +20,7 @@
 #   8 the same open transaction moved between statements with lazy transfer
 #   9 concurrent conflicting transfers on 3 accounts, and the workload with migrations and
 #     front-end kills: the checker's verdict ok
+#  10 front-ends without retries: each "ERR busy" is stored as the request's reply, none applied
 # Exit 77 when PostgreSQL cannot be run here (not root, not installed).
 set -uo pipefail
 FRONTEND="$1"
@@ -286,6 +287,20 @@ echo "ok: with lazy transfer too, an open transaction moved twice and committed 
 "$CLIENT" run --conninfo "$CI" --pool "$work/pool2.json" --frontend "$FRONTEND" --accounts 3 --balance 1000 \
   --sessions 4 --requests 100 --migrate-every 0 -t 200 > "$work/conflict.log" 2>&1 || fail "conflicting transfers: $(grep -v serving "$work/conflict.log")"
 grep -v serving "$work/conflict.log"
+# 10 ERR busy is stored as the request's reply: the same front-ends without retries (the pool
+# file's services.bank section), conflicting transfers with migrations; the checker compares
+# each "ERR busy" the client got with the stored reply, and none of them may be applied
+sed 's/"limits": { "claim_timeout_ms": 300 },/&\n  "services": { "bank": { "retries": 0 } },/' "$work/pool2.json" > "$work/pool3.json"
+grep -q '"retries": 0' "$work/pool3.json" || fail "pool3.json: no services section"
+"$CLIENT" setup --conninfo "$CI" --accounts 3 --balance 1000 > /dev/null 2>&1 || fail "setup"
+"$CLIENT" run --conninfo "$CI" --pool "$work/pool3.json" --frontend "$FRONTEND" --accounts 3 --balance 1000 \
+  --sessions 4 --requests 100 --migrate-every 10 -t 200 > "$work/busy.log" 2>&1 || fail "busy: $(grep -v serving "$work/busy.log")"
+grep -v serving "$work/busy.log"
+nbusy="$(psql_q "SELECT count(*) FROM bank_reply WHERE reply LIKE 'ERR busy%'")"
+[[ "$nbusy" -gt 0 ]] || fail "busy: no ERR busy reply stored (no serialization failure without retries?)"
+[[ "$(psql_q "SELECT count(*) FROM bank_reply r JOIN bank_ledger l USING (conn, seq) WHERE r.reply LIKE 'ERR busy%'")" == 0 ]] ||
+  fail "busy: a request answered ERR busy was applied"
+echo "ok: $nbusy ERR busy replies stored, none applied"
 "$CLIENT" setup --conninfo "$CI" --accounts 20 --balance 1000 > /dev/null 2>&1 || fail "setup"
 "$CLIENT" run --conninfo "$CI" --pool "$work/pool2.json" --frontend "$FRONTEND" --accounts 20 --balance 1000 \
   --sessions 4 --requests "$WL_REQUESTS" --migrate-every 20 --kill-every $((WL_REQUESTS * 4 / 6)) -t 400 --json > "$work/workload.json" 2> "$work/workload.log" ||
