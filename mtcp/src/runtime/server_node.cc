@@ -28,6 +28,12 @@ constexpr size_t kInboundKeepBytes = 1u << 20;    // ... and keeps a buffer at m
 // (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
 // TCP's retransmission back-off (which reaches minutes).
 constexpr unsigned kControlUserTimeoutMs = 1500;
+// Reconnecting to a peer that keeps failing (down, or refusing our PEER_HELLO: another pool
+// key) backs off: the first retry goes at once, then 10 ms doubling up to kPeerBackoffMaxMs. A
+// connection counts as failed if it breaks within kPeerQuickDropMs of its hello.
+constexpr core::TimeMs kPeerBackoffFirstMs = 10;
+constexpr core::TimeMs kPeerBackoffMaxMs = 250;
+constexpr core::TimeMs kPeerQuickDropMs = 1000;
 using UserTimeout = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_USER_TIMEOUT>;
 constexpr int kAcceptNoFdBackoffMs = 100;    // out of descriptors: accept again after this
 constexpr int kAcceptErrorBackoffMs = 10;    // any other accept failure
@@ -51,9 +57,14 @@ struct ServerNode::Closing {
 };
 
 struct ServerNode::Peer {
-  explicit Peer(asio::io_context& io) : sock(io), retry(io) {}
+  explicit Peer(asio::io_context& io) : sock(io), retry(io), backoff(io) {}
   tcp::socket sock;
-  asio::steady_timer retry;  // the handshake's deadline
+  asio::steady_timer retry;    // the handshake's deadline
+  asio::steady_timer backoff;  // the next connection attempt, while backing off
+  bool backing_off = false;
+  uint32_t failures = 0;          // connections in a row that failed or broke quickly
+  core::TimeMs connect_after = 0;  // no attempt before this
+  core::TimeMs connected_at = 0;
   bool connected = false;    // PEER_HELLO sent: messages may follow
   bool connecting = false;   // connecting, or waiting for the receiver's challenge
   bool writing = false;
@@ -156,6 +167,7 @@ void ServerNode::stop() {
   for (auto& [id, p] : peers_) {
     p->sock.close(ec);
     p->retry.cancel();
+    p->backoff.cancel();
   }
 }
 
@@ -300,9 +312,28 @@ void ServerNode::send_control(core::ServerId to, Bytes msg) {
   else connect_peer(to);
 }
 
+void ServerNode::peer_failed(Peer& p) {
+  ++p.failures;
+  const core::TimeMs delay =
+      p.failures <= 1 ? 0 : std::min<core::TimeMs>(kPeerBackoffMaxMs, kPeerBackoffFirstMs << std::min<uint32_t>(p.failures - 2, 16));
+  p.connect_after = now_ms() + delay;
+}
+
 void ServerNode::connect_peer(core::ServerId to) {
   Peer& p = *peers_.at(to);
-  if (p.connecting || p.connected) return;
+  if (p.connecting || p.connected || p.backing_off) return;
+  const core::TimeMs now = now_ms();
+  if (now < p.connect_after) {
+    p.backing_off = true;
+    p.backoff.expires_after(std::chrono::milliseconds(p.connect_after - now));
+    p.backoff.async_wait([this, alive = alive_, to](asio::error_code ec) {
+      if (!*alive || stopped_ || ec) return;
+      Peer& peer = *peers_.at(to);
+      peer.backing_off = false;
+      if (!peer.queue.empty()) connect_peer(to);
+    });
+    return;
+  }
   tcp::endpoint ep;
   std::string why;
   if (!parse_endpoint(pool_.find(to)->control, ep, why)) return;
@@ -317,6 +348,7 @@ void ServerNode::connect_peer(core::ServerId to) {
       peer.connecting = false;
       peer.queue.clear();
       peer.queued = 0;
+      peer_failed(peer);
       return;
     }
     // Still `connecting` until our PEER_HELLO is out (peer_handshake).
@@ -354,6 +386,7 @@ void ServerNode::peer_handshake(core::ServerId to) {
     peer.connecting = false;
     peer.connected = true;
     peer.last_write = now_ms();
+    peer.connected_at = peer.last_write;
     peer.queued += hello->size();
     peer.queue.push_front(std::move(*hello));
     write_peer(to);
@@ -362,6 +395,12 @@ void ServerNode::peer_handshake(core::ServerId to) {
 
 void ServerNode::drop_peer(core::ServerId to) {
   Peer& p = *peers_.at(to);
+  if (!p.connected || now_ms() - p.connected_at < kPeerQuickDropMs) {
+    peer_failed(p);
+  } else {
+    p.failures = 0;
+    p.connect_after = 0;
+  }
   asio::error_code ignore;
   p.sock.close(ignore);
   p.retry.cancel();

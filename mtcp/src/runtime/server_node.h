@@ -54,6 +54,7 @@ class ServerNode final : private host::Transport {
   bool on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<const uint8_t> msg);
   void peer_handshake(core::ServerId to);
   void drop_peer(core::ServerId to);
+  void peer_failed(Peer& p);  // a connection attempt failed or broke quickly: back off
   void housekeeping();
   void trim_heap(core::TimeMs now);
   void log_security();

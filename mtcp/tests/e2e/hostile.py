@@ -538,6 +538,7 @@ def case_rogue_peer(work):
     m1, a1 = start_member(work, pool, 1)
     m2, a2 = start_member(work, pool, 2)
     m3, a3 = start_member(rogue_dir, rogue_pool, 3)
+    t0 = time.time()
     # A client of the rogue's own makes it replicate to 1 and 2 (it tries to open control
     # connections with PEER_HELLOs under its key); a client of member 1 migrates between the
     # members meanwhile: every migration to 3 fails (it cannot verify a proof made under the real
@@ -559,9 +560,13 @@ def case_rogue_peer(work):
         rogue_client.wait()
     time.sleep(1.2)  # a housekeeping pass: the counters are logged
     c1, c2, c3 = status(a1)["counters"], status(a2)["counters"], status(a3)["counters"]
+    elapsed = time.time() - t0
     check(c1["control_handshake_failed"] >= 1 and c2["control_handshake_failed"] >= 1,
-          "members 1 and 2 refused the rogue's control connections (handshake_failed %d, %d)"
-          % (c1["control_handshake_failed"], c2["control_handshake_failed"]))
+          "members 1 and 2 refused the rogue's control connections (handshake_failed %d, %d in %.1f s)"
+          % (c1["control_handshake_failed"], c2["control_handshake_failed"], elapsed))
+    # The rogue backs off between refused connections (at most one per 250 ms once failing).
+    rate = c1["control_handshake_failed"] / elapsed
+    check(rate < 15, "the rogue backs off: %.1f refused connections a second at member 1" % rate)
     check(c3["migrations_done"] == 0, "the rogue member took over no connection (%d)" % c3["migrations_done"])
     log1 = open(os.path.join(work, "m1.log")).read()
     check("security:" in log1 and "control_handshake_failed" in log1, "member 1 logs the refused peer (rate limited)")
