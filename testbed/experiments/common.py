@@ -65,14 +65,17 @@ class Net:
         topo = T.PoolTopo(servers=servers, clients=1, server_mbit=server_mbit,
                           client_mbit=client_mbit, control_mbit=control_mbit)
         self.net, _ = T.build_net(topo)
-        self.net.build()
-        self.net.start()
-        if queue_pkts and server_mbit is not None:
-            errs = T.set_queue_limit(self.net, [T.server_name(i)
-                                                for i in range(1, servers + 1)], queue_pkts)
-            if errs:
-                self.stop()
-                raise H.HarnessError("queue limit: " + "; ".join(errs))
+        try:
+            self.net.build()
+            self.net.start()
+            if queue_pkts and server_mbit is not None:
+                errs = T.set_queue_limit(self.net, [T.server_name(i)
+                                                    for i in range(1, servers + 1)], queue_pkts)
+                if errs:
+                    raise H.HarnessError("queue limit: " + "; ".join(errs))
+        except BaseException:
+            self.stop()  # a half-built network is torn down too
+            raise
 
     def host(self, name):
         return self.net.get(name)
