@@ -41,9 +41,9 @@ def preflight(name, bindir, binaries):
     for k, v in caps.items():
         print("%s: kernel: %-18s %s" % (name, k, v["detail"]))
     if not caps["netem"]["ok"]:
-        print("%s: kernel: netem is unavailable: no link delay can be applied, so every run "
-              "here has the topology's own RTT (well under 1 ms); RTTs above that were not run"
-              % name)
+        print("%s: kernel: netem is unavailable: an added RTT is made by the user-space "
+              "NFQUEUE stage testbed/nfq_delay.py where the experiment offers --rtts; "
+              "otherwise runs have the topology's own RTT (about 0.1 ms)" % name)
     return caps
 
 
@@ -135,3 +135,48 @@ def workdir(prefix):
 
 def fmt(v, f="%.2f"):
     return "-" if v is None else f % v
+
+
+NFQ_DELAY = os.path.join(REPO, "testbed", "nfq_delay.py")
+
+
+class DelayStage:
+    """testbed/nfq_delay.py in `host`, holding every packet that arrives on `intf` for delay_ms
+    (iptables NFQUEUE with --queue-bypass, so packets pass undelayed if the stage dies). The
+    stand-in for netem on this kernel: one stage on the client's input adds delay_ms to every
+    round trip of the client. Measure the RTT it makes from the other end (ping from a server to
+    the client): ping on the client takes the kernel's receive timestamp, which is stamped
+    before the INPUT hook, so it does not see the hold. stop() removes the rule and ends the stage by its PID; returns
+    the stage's counters."""
+
+    def __init__(self, host, intf, delay_ms, qnum=7):
+        import subprocess
+        self.host, self.rule = host, "INPUT -i %s -j NFQUEUE --queue-num %d --queue-bypass" % (
+            intf, qnum)
+        out = host.cmd("iptables -A %s ; echo rc=$?" % self.rule).strip()
+        if not out.endswith("rc=0"):
+            raise H.HarnessError("delay stage: iptables NFQUEUE rule refused: %s" % out)
+        self.p = host.popen(["/usr/bin/python3", NFQ_DELAY, "--queue", str(qnum),
+                             "--delay-ms", "%g" % delay_ms], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            self.stop()
+            raise H.HarnessError("delay stage did not start: %s" % line)
+
+    def stop(self):
+        import subprocess
+        self.host.cmd("iptables -D %s" % self.rule)
+        counters = None
+        if self.p.poll() is None:
+            self.p.terminate()
+        try:
+            out, _ = self.p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            out, _ = self.p.communicate()
+        for line in (out or "").splitlines():
+            if line.startswith("{"):
+                import json as _j
+                counters = _j.loads(line)
+        return counters
