@@ -1,0 +1,182 @@
+"""What the overhead, crash and migration experiments share: the preflight checks (Mininet,
+root, binaries, kernel probes), the results folder, one network kept up while pools of
+members are started and stopped in it, the ping RTT between two hosts, and writing the
+NDJSON / CSV / config files. The policy experiment (policy.py) predates this module.
+"""
+
+import csv
+import datetime
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)
+
+from testbed import caps as C  # noqa: E402
+from testbed import harness as H  # noqa: E402
+
+
+class Preflight(Exception):
+    """An environment that cannot run the experiment: the message names what is missing."""
+
+
+def preflight(name, bindir, binaries):
+    """Mininet importable, root, binaries present; returns the kernel probes (printed)."""
+    ok, why = C.mininet_available()
+    if not ok:
+        raise Preflight(why)
+    if os.geteuid() != 0:
+        raise Preflight("needs root (Mininet creates namespaces, links and qdiscs)")
+    for b in binaries:
+        try:
+            H.find_binary(bindir, b)
+        except H.HarnessError as e:
+            raise Preflight(str(e))
+    caps = C.probe_all()
+    for k, v in caps.items():
+        print("%s: kernel: %-18s %s" % (name, k, v["detail"]))
+    if not caps["netem"]["ok"]:
+        print("%s: kernel: netem is unavailable: an added RTT is made by the user-space "
+              "NFQUEUE stage testbed/nfq_delay.py where the experiment offers --rtts; "
+              "otherwise runs have the topology's own RTT (about 0.1 ms)" % name)
+    return caps
+
+
+def outdir_for(base):
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    d = os.path.join(base, stamp)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+class Net:
+    """A PoolTopo network kept up for several pools; stop() in a finally."""
+
+    def __init__(self, servers, server_mbit, client_mbit=None, control_mbit=None,
+                 queue_pkts=None):
+        from testbed import topo as T
+        self.T = T
+        self.servers = servers
+        topo = T.PoolTopo(servers=servers, clients=1, server_mbit=server_mbit,
+                          client_mbit=client_mbit, control_mbit=control_mbit)
+        self.net, _ = T.build_net(topo)
+        try:
+            self.net.build()
+            self.net.start()
+            if queue_pkts and server_mbit is not None:
+                errs = T.set_queue_limit(self.net, [T.server_name(i)
+                                                    for i in range(1, servers + 1)], queue_pkts)
+                if errs:
+                    raise H.HarnessError("queue limit: " + "; ".join(errs))
+        except BaseException:
+            self.stop()  # a half-built network is torn down too
+            raise
+
+    def host(self, name):
+        return self.net.get(name)
+
+    def stop(self):
+        self.net.stop()
+
+
+def write_pool(workdir, servers, rng, transfer, limits):
+    path = H.write_pool(workdir, servers, rng, transfer=transfer)
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["limits"].update(limits)
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    return path
+
+
+def ping_rtt_ms(host, ip, count=5):
+    """Median-free summary from ping: the average RTT in ms (ping's own avg), or None."""
+    out = host.cmd("ping -c %d -i 0.2 -q %s" % (count, ip))
+    m = re.search(r"= [\d.]+/([\d.]+)/", out)
+    return float(m.group(1)) if m else None
+
+
+def write_ndjson(path, recs):
+    with open(path, "w") as f:
+        for r in recs:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+
+
+def write_csv(path, rows, fields):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_config(outdir, args, argv, caps, extra=None):
+    d = {"args": vars(args), "argv": argv, "kernel": caps}
+    d.update(extra or {})
+    with open(os.path.join(outdir, "config.json"), "w") as f:
+        json.dump(d, f, indent=1, default=str)
+
+
+def command_line(name, argv):
+    return "testbed/run %s %s" % (name, " ".join(shlex.quote(x) for x in argv))
+
+
+def kernel_lines(caps):
+    return ["- %s: %s" % (k, v["detail"]) for k, v in caps.items()]
+
+
+def workdir(prefix):
+    return tempfile.mkdtemp(prefix="tb-%s-" % prefix)
+
+
+def fmt(v, f="%.2f"):
+    return "-" if v is None else f % v
+
+
+NFQ_DELAY = os.path.join(REPO, "testbed", "nfq_delay.py")
+
+
+class DelayStage:
+    """testbed/nfq_delay.py in `host`, holding every packet that arrives on `intf` for delay_ms
+    (iptables NFQUEUE with --queue-bypass, so packets pass undelayed if the stage dies). The
+    stand-in for netem on this kernel: one stage on the client's input adds delay_ms to every
+    round trip of the client. Measure the RTT it makes from the other end (ping from a server to
+    the client): ping on the client takes the kernel's receive timestamp, which is stamped
+    before the INPUT hook, so it does not see the hold. stop() removes the rule and ends the stage by its PID; returns
+    the stage's counters."""
+
+    def __init__(self, host, intf, delay_ms, qnum=7):
+        import subprocess
+        self.host, self.rule = host, "INPUT -i %s -j NFQUEUE --queue-num %d --queue-bypass" % (
+            intf, qnum)
+        out = host.cmd("iptables -A %s ; echo rc=$?" % self.rule).strip()
+        if not out.endswith("rc=0"):
+            raise H.HarnessError("delay stage: iptables NFQUEUE rule refused: %s" % out)
+        self.p = host.popen(["/usr/bin/python3", NFQ_DELAY, "--queue", str(qnum),
+                             "--delay-ms", "%g" % delay_ms], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            self.stop()
+            raise H.HarnessError("delay stage did not start: %s" % line)
+
+    def stop(self):
+        import subprocess
+        self.host.cmd("iptables -D %s" % self.rule)
+        counters = None
+        if self.p.poll() is None:
+            self.p.terminate()
+        try:
+            out, _ = self.p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            out, _ = self.p.communicate()
+        for line in (out or "").splitlines():
+            if line.startswith("{"):
+                import json as _j
+                counters = _j.loads(line)
+        return counters
