@@ -180,3 +180,17 @@ class DelayStage:
                 import json as _j
                 counters = _j.loads(line)
         return counters
+
+
+def begin(name, a, binaries):
+    """The start every experiment shares: the preflight checks, then the results folder (printed
+    with the seed) and a work folder. (caps, outdir, work), or None after printing why the
+    experiment cannot run."""
+    try:
+        caps = preflight(name, a.bin, binaries)
+    except Preflight as e:
+        print("%s: %s" % (name, e), file=sys.stderr)
+        return None
+    outdir = outdir_for(a.out)
+    print("%s: results in %s; seed %d" % (name, outdir, a.seed))
+    return caps, outdir, workdir(name)

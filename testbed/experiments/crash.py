@@ -198,14 +198,10 @@ def report(path, a, argv, caps, summary, recs, outdir):
 
 def main(argv):
     a = parse_args(argv)
-    try:
-        caps = X.preflight(NAME, a.bin, ["mtcpd", "mtcp-perf"])
-    except X.Preflight as e:
-        print("%s: %s" % (NAME, e), file=sys.stderr)
+    started = X.begin(NAME, a, ["mtcpd", "mtcp-perf"])
+    if started is None:
         return 2
-    outdir = X.outdir_for(a.out)
-    print("%s: results in %s; seed %d" % (NAME, outdir, a.seed))
-    work = X.workdir(NAME)
+    caps, outdir, work = started
     recs = []
     net = X.Net(3, a.server_mbit)
     try:

@@ -202,15 +202,11 @@ def report(path, a, argv, caps, summary, recs, rtts, outdir):
 
 def main(argv):
     a = parse_args(argv)
-    try:
-        caps = X.preflight(NAME, a.bin, ["mtcpd", "mtcp-perf"])
-    except X.Preflight as e:
-        print("%s: %s" % (NAME, e), file=sys.stderr)
+    started = X.begin(NAME, a, ["mtcpd", "mtcp-perf"])
+    if started is None:
         return 2
+    caps, outdir, work = started
     from testbed import topo as T
-    outdir = X.outdir_for(a.out)
-    print("%s: results in %s; seed %d" % (NAME, outdir, a.seed))
-    work = X.workdir(NAME)
     recs, stages = [], {}
     net = X.Net(3, a.server_mbit, control_mbit=a.control_mbit)
     try:

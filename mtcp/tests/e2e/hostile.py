@@ -111,18 +111,7 @@ def status(admin, tries=60):
 
 
 def status_once(admin):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(admin)
-    s.sendall(b'{"cmd":"status"}\n')
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    return json.loads(buf)
+    return admin_ask(admin, {"cmd": "status"})
 
 
 def cpu_seconds(pid):
