@@ -25,6 +25,7 @@
 
 #include "bank_protocol.h"
 #include "bank_schema.h"
+#include "bank_snapshot.h"
 #include "common/bytes.h"
 #include "pg_async.h"
 #include "services/line_buffer.h"
@@ -33,17 +34,7 @@
 namespace mtcp::bank {
 namespace {
 
-constexpr uint32_t kMagic = 0x42414E4Bu;  // "BANK"
-constexpr size_t kLineBytesMax = 256;     // longest request line
-constexpr size_t kTxOpsMax = 32;          // operations in one interactive transaction
-constexpr size_t kReadBytes = 4096;       // input read at once
-constexpr size_t kReplyBytesMax = 256;    // longest reply body kept in the transaction log
 constexpr uint64_t kTxSnapshotInputBytes = 4096;  // input inside a transaction between snapshots
-
-struct TxOp {
-  Request rq;
-  std::string reply;  // the reply body the client received
-};
 
 enum class Wait { none, delay, connect, claim, apply, settle_error, lookup, begin, reexec, op, op_begun, commit, rollback };
 
@@ -75,19 +66,6 @@ std::string one_line(std::string m) {
 }
 
 bool retryable(const PgResult& r) { return r.sqlstate == "40001" || r.sqlstate == "40P01"; }
-
-void put_string(Writer& w, const std::string& s) {
-  w.u32(static_cast<uint32_t>(s.size()));
-  w.bytes(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-}
-bool get_string(Reader& r, std::string& s, size_t max) {
-  uint32_t n = r.u32();
-  if (!r.ok() || n > max) return false;
-  auto b = r.bytes(n);
-  if (!r.ok()) return false;
-  s.assign(reinterpret_cast<const char*>(b.data()), b.size());
-  return true;
-}
 
 class BankApp final : public sdk::ConnApp {
  public:
@@ -643,58 +621,28 @@ class BankApp final : public sdk::ConnApp {
   // ---- snapshots ------------------------------------------------------------------------
   void snapshot() {
     Bytes b;
-    Writer w(b);
-    w.u32(kMagic);
-    w.u64(c_->input_pos());
-    w.u64(c_->output_pos());
-    w.u64(last_seq_);
-    lines_.save(w);
-    put_string(w, out_);
-    w.u8(in_tx_ ? 1 : 0);
-    put_string(w, doomed_);
-    w.u32(static_cast<uint32_t>(tx_.size()));
-    for (const TxOp& op : tx_) {
-      w.u64(op.rq.seq);
-      w.u8(static_cast<uint8_t>(op.rq.cmd));
-      w.u64(static_cast<uint64_t>(op.rq.a));
-      w.u64(static_cast<uint64_t>(op.rq.b));
-      w.u64(static_cast<uint64_t>(op.rq.amount));
-      put_string(w, op.reply);
-    }
+    encode_bank_snapshot(b, c_->input_pos(), c_->output_pos(), last_seq_, lines_, out_, in_tx_, doomed_, tx_);
     snap_in_ = c_->input_pos();
     svc::take_snapshot(*c_, std::move(b));
   }
 
   bool load(const sdk::Import& imp, std::string& why) {
-    Reader r(imp.snapshot);
-    uint32_t magic = r.u32();
-    uint64_t in = r.u64(), out = r.u64();
-    last_seq_ = r.u64();
-    bool ok = magic == kMagic && lines_.load(r) && get_string(r, out_, kReadBytes + 64 * kLineBytesMax);
-    in_tx_ = r.u8() != 0;
-    ok = ok && get_string(r, doomed_, kReplyBytesMax);
-    uint32_t n = r.u32();
-    ok = ok && r.ok() && n <= kTxOpsMax;
-    for (uint32_t i = 0; ok && i < n; ++i) {
-      TxOp op;
-      op.rq.seq = r.u64();
-      uint8_t cmd = r.u8();
-      op.rq.a = static_cast<int64_t>(r.u64());
-      op.rq.b = static_cast<int64_t>(r.u64());
-      op.rq.amount = static_cast<int64_t>(r.u64());
-      op.rq.cmd = static_cast<Cmd>(cmd);
-      ok = get_string(r, op.reply, kReplyBytesMax) && cmd <= static_cast<uint8_t>(Cmd::abort);
-      tx_.push_back(std::move(op));
-    }
-    if (!ok || !r.done()) {
+    BankSnapshot s;
+    if (!decode_bank_snapshot(imp.snapshot, s)) {
       why = "not a bank snapshot";
       return false;
     }
-    if (in != imp.snap_in || out != imp.snap_out) {
+    if (s.in != imp.snap_in || s.out != imp.snap_out) {
       why = "snapshot positions disagree with the protocol's record";
       return false;
     }
-    snap_in_ = in;
+    last_seq_ = s.last_seq;
+    lines_ = std::move(s.lines);
+    out_ = std::move(s.pending);
+    in_tx_ = s.in_tx;
+    doomed_ = std::move(s.doomed);
+    tx_ = std::move(s.tx);
+    snap_in_ = s.in;
     return true;
   }
 

@@ -4,6 +4,7 @@
 // Input: bytes 0..1 choose the state length the importing member expects (0 .. 65535), the rest
 // is the snapshot. Checked: no crash; a refusal says why; what decodes re-encodes to exactly the
 // same bytes (the state bytes are derived from the positions, so nothing else can pass).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>

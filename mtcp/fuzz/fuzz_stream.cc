@@ -2,12 +2,14 @@
 // profile (profile.h, from --profile or a profile file) and the MPEG-TS packet parser and file
 // index (ts.h, the media file a member serves).
 //
-// Input: byte 0 selects (mod 3): 0 the rest is a profile's text; 1 the rest is a media file,
-// indexed whole; 2 the rest is fed to the continuity checker in pieces whose sizes byte 1 gives.
+// Input: byte 0 selects (mod 4): 0 the rest is a profile's text; 1 the rest is a media file,
+// indexed whole; 2 the rest is fed to the continuity checker in pieces whose sizes byte 1 gives;
+// 3 the rest is a stream snapshot (snapshot.h), which must re-encode to the same bytes.
 // Checked: no crash; a refusal says why; an accepted profile has strictly growing times, rates
 // within bounds and at most kProfileEntriesMax entries; an index has one never-decreasing time
 // per packet; every packet of an indexed file parses; the continuity checker counts every
 // whole packet once and gives the same counts however the stream is cut.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -16,6 +18,7 @@
 #include <string>
 
 #include "profile.h"
+#include "snapshot.h"
 #include "ts.h"
 
 namespace {
@@ -32,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::span<const uint8_t> rest(data + 1, size - 1);
   std::string why;
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0: {
       st::Profile p;
       if (!st::parse_profile(std::string(rest.begin(), rest.end()), p, why)) {
@@ -63,6 +66,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         st::TsPacket pkt;
         check(st::parse_ts_packet(rest.subspan(i * st::kTsPacketBytes, st::kTsPacketBytes), pkt), "every packet parses");
       }
+      return 0;
+    }
+    case 3: {
+      st::StreamSnapshot snap;
+      if (!st::decode_stream_snapshot(rest, snap)) return 0;
+      const mtcp::Bytes again = st::encode_stream_snapshot(snap);
+      check(again.size() == rest.size() && std::equal(again.begin(), again.end(), rest.begin()),
+            "a stream snapshot re-encodes to the same bytes");
       return 0;
     }
     default: {

@@ -25,12 +25,12 @@
 #include "common/bytes.h"
 #include "profile.h"
 #include "services/pending_output.h"
+#include "snapshot.h"
 #include "ts.h"
 
 namespace mtcp::stream {
 namespace {
 
-constexpr uint32_t kMagic = 0x5354524Du;                // "STRM"
 constexpr uint64_t kMediaBytesMax = uint64_t{1} << 30;  // 1 GiB: the file is held in memory
 constexpr size_t kWriteChunkBytes = 64 * 1024;          // at most this per write
 constexpr size_t kReadBytes = 4096;                     // client input, read and ignored
@@ -87,13 +87,12 @@ class StreamApp final : public sdk::ConnApp {
       origin_us_ = wall_us();
       return true;
     }
-    mtcp::Reader r(imp.snapshot);
-    uint32_t magic = r.u32();
-    uint64_t id = r.u64(), off = r.u64(), origin = r.u64();
-    if (magic != kMagic || !r.done()) {
+    StreamSnapshot snap;
+    if (!decode_stream_snapshot(imp.snapshot, snap)) {
       why = "not a stream snapshot";
       return false;
     }
+    const uint64_t id = snap.id, off = snap.offset, origin = snap.origin_us;
     if (id != m_.id) {
       char b[96];
       std::snprintf(b, sizeof b, "unknown stream %016llx (this member serves %016llx)",
@@ -138,13 +137,7 @@ class StreamApp final : public sdk::ConnApp {
     for (;;) {
       if (!out_.flush(c)) return;
       if (!snapped_ || offset_ >= snap_at_ + o_.snapshot_every) {  // nothing pending: consistent
-        Bytes b;
-        mtcp::Writer w(b);
-        w.u32(kMagic);
-        w.u64(m_.id);
-        w.u64(offset_);
-        w.u64(static_cast<uint64_t>(origin_us_));
-        svc::take_snapshot(c, std::move(b));
+        svc::take_snapshot(c, encode_stream_snapshot({m_.id, offset_, static_cast<uint64_t>(origin_us_)}));
         snap_at_ = offset_;
         snapped_ = true;
       }
