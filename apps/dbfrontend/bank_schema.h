@@ -146,7 +146,7 @@ BEGIN
   END IF;
   killed := false;
   IF v_pid IS NOT NULL AND v_pid <> pg_backend_pid() THEN
-    SELECT pg_terminate_backend(a.pid) INTO killed FROM pg_stat_activity a
+    SELECT pg_terminate_backend(a.pid, 5000) INTO killed FROM pg_stat_activity a
       WHERE a.pid = v_pid AND a.backend_start = v_start;
   END IF;
   SELECT backend_start INTO me_start FROM pg_stat_activity WHERE pid = pg_backend_pid();
