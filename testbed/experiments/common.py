@@ -194,3 +194,10 @@ def begin(name, a, binaries):
     outdir = outdir_for(a.out)
     print("%s: results in %s; seed %d" % (name, outdir, a.seed))
     return caps, outdir, workdir(name)
+
+
+def add_run_args(p, name):
+    """The options every experiment takes: --seed, --bin and --out."""
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bin", default=H.DEFAULT_BIN)
+    p.add_argument("--out", default=os.path.join(REPO, "testbed", "results", name))

@@ -37,9 +37,7 @@ def parse_args(argv):
     p.add_argument("--kill-margin-s", type=float, default=2.0)
     p.add_argument("--stall-ms", type=int, default=500)
     p.add_argument("--server-mbit", type=float, default=50.0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--bin", default=H.DEFAULT_BIN)
-    p.add_argument("--out", default=os.path.join(X.REPO, "testbed", "results", NAME))
+    X.add_run_args(p, NAME)
     a = p.parse_args(argv)
     a.mode_list = a.modes.split(",")
     bad = [m for m in a.mode_list if m not in MODES]

@@ -38,9 +38,7 @@ def parse_args(argv):
     p.add_argument("--duration-s", type=float, default=3.0)
     p.add_argument("--server-mbit", type=float, default=100.0, help="data links")
     p.add_argument("--control-mbit", type=float, default=100.0, help="control links")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--bin", default=H.DEFAULT_BIN)
-    p.add_argument("--out", default=os.path.join(X.REPO, "testbed", "results", NAME))
+    X.add_run_args(p, NAME)
     a = p.parse_args(argv)
     try:
         a.size_list = [int(x) for x in a.sizes.split(",")]

@@ -32,9 +32,7 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--duration-s", type=float, default=4.0)
     p.add_argument("--queue-pkts", type=int, default=100)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--bin", default=H.DEFAULT_BIN)
-    p.add_argument("--out", default=os.path.join(X.REPO, "testbed", "results", NAME))
+    X.add_run_args(p, NAME)
     a = p.parse_args(argv)
     try:
         a.rate_list = [float(x) for x in a.rates.split(",")]
