@@ -9,7 +9,8 @@
 #   2 migrations between the statements of an open transaction (twice), then COMMIT: applied once;
 #     a transaction beyond its 32 operations (refused), migrated, committed
 #   3 a read inside the transaction that another client changes before the migration: the new
-#     owner's re-execution differs, the client gets "aborted by migration, retry", nothing applied
+#     owner's re-execution differs, the client gets "aborted by migration, retry", nothing applied;
+#     3b the same update queued behind the new owner instead: committed, the update after it
 #   4 a migration between the database's COMMIT and the reply: the new owner answers from the
 #     stored reply, applied once
 #   5 a fenced old owner: SIGSTOPped before its COMMIT, the connection is taken over, SIGCONT:
@@ -156,13 +157,25 @@ expect toolong "1 OK begun" "33 OK 900" "34 ERR transaction too long (at most 32
   "301 ERR transaction too long (at most 32 operations)" "302 OK committed"
 echo "ok: a transaction beyond its limit refused, the connection still served after a migration"
 
-# 3 a read that the database contradicts after the migration
+# 3 a read that the database contradicts after the migration. The concurrent update must be
+# queued on the row lock of the open transaction before the migration (waited for in
+# pg_stat_activity, not by a fixed sleep: a slow psql start lets the re-execution take the lock
+# first, which is the other valid order, checked in 3b)
+cat > "$work/lockwait.sh" <<EOF2
+for _ in \$(seq 200); do
+  n="\$(psql -X -q -t -A "$CI" -c "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE bank_account SET balance = balance + 7 %'")"
+  [ "\$n" = 1 ] && exit 0
+  sleep 0.05
+done
+echo "lockwait: the concurrent update never waited for the row lock" >&2
+exit 1
+EOF2
 script diverge 1 <<EOF2
 1 BEGIN
 2 BALANCE 4
 3 TRANSFER 4 5 10
 !exec (psql -X -q "$CI" -c "UPDATE bank_account SET balance = balance + 7 WHERE id = 4; UPDATE bank_account SET balance = balance - 7 WHERE id = 6" > /dev/null 2>&1 &)
-!sleep 500
+!exec bash "$work/lockwait.sh"
 !migrate 2
 4 BALANCE 5
 5 COMMIT
@@ -174,6 +187,29 @@ expect diverge "2 OK 1000" "3 OK 990 1010" \
 [[ "$(ledger_rows diverge 3 '4,5')" == 0 ]] || fail "diverge: the aborted transfer was applied"
 psql_q "UPDATE bank_account SET balance = balance - 7 WHERE id = 4; UPDATE bank_account SET balance = balance + 7 WHERE id = 6" > /dev/null
 echo "ok: a read contradicted after the migration gives 'aborted by migration, retry', nothing applied"
+
+# 3b the same concurrent update, arriving only after the migrated transaction has re-executed
+# (it waits for the new owner's row lock instead): a valid serial order, the transaction
+# commits with the replies the client saw, and the update lands on top of it
+script diverge2 1 <<EOF2
+1 BEGIN
+2 BALANCE 4
+3 TRANSFER 4 5 10
+!migrate 2
+4 BALANCE 5
+!exec (psql -X -q "$CI" -c "UPDATE bank_account SET balance = balance + 7 WHERE id = 4; UPDATE bank_account SET balance = balance - 7 WHERE id = 6" > /dev/null 2>&1 &)
+!exec bash "$work/lockwait.sh"
+5 COMMIT
+EOF2
+expect diverge2 "2 OK 1000" "3 OK 990 1010" "4 OK 1010" "5 OK committed"
+[[ "$(ledger_rows diverge2 3 '4,5')" == 2 ]] || fail "diverge2: the committed transfer was not applied once"
+for _ in $(seq 100); do  # the update ends once the COMMIT released the row
+  [[ "$(psql_q "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE bank_account SET balance = balance + 7 %' AND state <> 'idle'")" == 0 ]] && break
+  sleep 0.1
+done
+[[ "$(psql_q "SELECT balance FROM bank_account WHERE id = 4")" == 997 ]] || fail "diverge2: balance 4 is not 1000 - 10 + 7"
+psql_q "UPDATE bank_account SET balance = balance + 3 WHERE id = 4; UPDATE bank_account SET balance = balance + 7 WHERE id = 6; UPDATE bank_account SET balance = balance - 10 WHERE id = 5" > /dev/null
+echo "ok: the update queued behind the re-executed transaction: it commits, the update applies after it"
 
 # 4 migration between the database's COMMIT and the reply
 stop_member 1
