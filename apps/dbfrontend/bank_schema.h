@@ -133,8 +133,10 @@ BEGIN
 END $$;
 
 -- A front-end takes a connection over (at every new database session): refused if a newer
--- owner exists; else the backend that served the connection before is terminated (and waited
--- for, so its transaction's outcome is final) and this backend is recorded.
+-- owner exists; else the backend that served the connection before is signalled to end (not
+-- waited for: a former transaction that fenced holds the session row, so the upsert below
+-- waits for its outcome; one that did not fence can no longer commit) and this backend is
+-- recorded.
 CREATE OR REPLACE FUNCTION bank_claim(p_conn bigint, p_epoch bigint) RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE v_epoch bigint; v_pid int; v_start timestamptz; me_start timestamptz; killed boolean;
@@ -146,7 +148,7 @@ BEGIN
   END IF;
   killed := false;
   IF v_pid IS NOT NULL AND v_pid <> pg_backend_pid() THEN
-    SELECT pg_terminate_backend(a.pid, 5000) INTO killed FROM pg_stat_activity a
+    SELECT pg_terminate_backend(a.pid) INTO killed FROM pg_stat_activity a
       WHERE a.pid = v_pid AND a.backend_start = v_start;
   END IF;
   SELECT backend_start INTO me_start FROM pg_stat_activity WHERE pid = pg_backend_pid();
