@@ -486,6 +486,15 @@ class Harness {
     auto pairs = hold_;
     for (const auto& [from, to] : pairs) release_control(from, to);
   }
+  // The held messages of the pair but the newest `keep` go out at the next pump; the pair
+  // stays held (messages that always arrive one exchange late).
+  void release_control_but_newest(ServerId from, ServerId to, size_t keep) {
+    auto& q = held_[{from, to}];
+    while (q.size() > keep) {
+      ctl_.push_back(std::move(q.front()));
+      q.pop_front();
+    }
+  }
   void drop_held_control(ServerId from, ServerId to) { held_[{from, to}].clear(); }
   size_t held_control(ServerId from, ServerId to) const {
     auto it = held_.find({from, to});

@@ -10,10 +10,13 @@ namespace {
 
 #define EXPECT_NO_VIOLATIONS(h) EXPECT_TRUE((h).violations.empty()) << (h).violations.front()
 
+// Eager, each push sent at once (the tests below count messages per step); batching has
+// its own tests (EagerBatching).
 Limits eager(bool ack_after_replication = false) {
   Limits l;
   l.transfer_mode = TransferMode::eager;
   l.ack_after_replication = ack_after_replication;
+  l.replication_batch_ms = 0;
   return l;
 }
 
@@ -319,6 +322,117 @@ TEST(LazyTransfer, PingPongKeepsTheStreamIntact) {
   EXPECT_EQ(h.client().counters().migrations_done, 6u);
   EXPECT_EQ(h.client().counters().migrations_failed, 0u);
   EXPECT_EQ(h.client().counters().duplicate_bytes_dropped, 0u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// ---- eager batching (replication_batch_ms / replication_batch_bytes) ----------------------
+
+Limits batched(uint64_t ms, size_t bytes, bool ack_after_replication = false) {
+  Limits l = eager(ack_after_replication);
+  l.replication_batch_ms = ms;
+  l.replication_batch_bytes = bytes;
+  return l;
+}
+
+TEST(EagerBatching, InputAndTheSnapshotAfterItGoInOnePush) {
+  Harness h(3, batched(5, 1 << 20));
+  h.connect(1);
+  ConnId id = h.conn();
+  size_t msgs0 = h.server(1).counters().replication_msgs_sent;
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 100u);
+  // Nothing pushed yet: the push waits for replication_batch_ms.
+  EXPECT_EQ(h.server(1).counters().replication_msgs_sent, msgs0);
+  EXPECT_EQ(h.info(2, id)->in_end, 0u);
+  EXPECT_LE(h.server(1).next_deadline(), h.now() + 5);
+  ASSERT_TRUE(h.app(1, id)->snapshot(h.server(1)).ok());
+  h.pump();
+  EXPECT_EQ(h.server(1).counters().replication_msgs_sent, msgs0);
+  h.advance(5);
+  // One REPL_STATE per alternate (the snapshot, with nothing after it), no REPL_LOG.
+  EXPECT_EQ(h.server(1).counters().replication_msgs_sent, msgs0 + 2);
+  for (ServerId s : {2u, 3u}) {
+    EXPECT_EQ(h.info(s, id)->snap_id, 1u);
+    EXPECT_EQ(h.info(s, id)->in_end, 100u);
+  }
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+TEST(EagerBatching, EnoughWaitingInputIsPushedAtOnce) {
+  Harness h(3, batched(1000, 64));
+  h.connect(1);
+  ConnId id = h.conn();
+  h.write_input(100);  // above replication_batch_bytes: no waiting
+  h.pump();
+  EXPECT_EQ(h.info(2, id)->in_end, 100u);
+  EXPECT_EQ(h.info(3, id)->in_end, 100u);
+  h.write_input(10);  // below: waits
+  h.pump();
+  EXPECT_EQ(h.info(2, id)->in_end, 100u);
+  h.advance(1000);
+  EXPECT_EQ(h.info(2, id)->in_end, 110u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+TEST(EagerBatching, AckAfterReplicationWaitsForTheBatchAndSurvivesACrash) {
+  Harness h(3, batched(5, 1 << 20, true));
+  h.connect(1);
+  ConnId id = h.conn();
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.client().send_log().base(), 0u);  // not acknowledged: no alternate holds it yet
+  h.advance(5);
+  EXPECT_EQ(h.client().send_log().base(), 100u);
+  EXPECT_EQ(h.read_all(), 100u);
+  h.write_input(40);
+  h.pump();
+  EXPECT_EQ(h.client().send_log().base(), 100u);
+  TimeMs t = h.now();
+  h.crash(1);  // the 40 bytes were never pushed nor acknowledged: the client still holds them
+  h.pump();
+  h.advance_to(t + h.limits().claim_timeout_ms);  // the claim waits for the dead owner
+  EXPECT_EQ(h.client().state(), ClientState::established);
+  EXPECT_EQ(h.owners(id).size(), 1u);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 40u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+TEST(EagerBatching, AConfirmationOfAnEarlierStateStillMovesTheOutputMark) {
+  // Snapshots faster than confirmations, output the client has not acknowledged: each
+  // alternate's confirmation of state k arrives after state k+1 was sent. The owner must still
+  // learn that the alternate holds the output up to state k, so that later states carry only
+  // the output after it, not the whole unacknowledged log (bulk eager traffic pushed about 58
+  // bytes of replication per byte of input when only the last state's confirmation counted).
+  Harness h(3, eager());
+  h.connect(1);
+  ConnId id = h.conn();
+  h.hold_pipe(*h.client().primary(), Harness::Dir::s2c);  // the output stays unacknowledged
+  h.hold_control(2, 1);
+  h.hold_control(3, 1);
+  uint64_t first = 0, last = 0;
+  for (int k = 0; k < 12; ++k) {
+    h.write_input(1000);
+    h.pump();
+    uint64_t before = h.server(1).counters().replication_bytes_sent;
+    ASSERT_TRUE(h.app(1, id)->snapshot(h.server(1)).ok());
+    h.pump();
+    uint64_t sent = h.server(1).counters().replication_bytes_sent - before;
+    if (k == 2) first = sent;
+    last = sent;
+    // Everything but this round's confirmations (one REPL_ACK for the REPL_LOG, one for the
+    // REPL_STATE) arrives now: the owner hears of state k while state k+1 is out.
+    h.release_control_but_newest(2, 1, 1);
+    h.release_control_but_newest(3, 1, 1);
+    h.pump();
+  }
+  EXPECT_GT(first, 0u);
+  EXPECT_LE(last, first + first / 4) << "each state carries the whole unacknowledged output again";
+  h.release_all_control();
+  h.release_pipe(*h.client().primary(), Harness::Dir::s2c);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 12000u);
   EXPECT_NO_VIOLATIONS(h);
 }
 

@@ -40,6 +40,12 @@ struct Limits {
   uint64_t claim_timeout_ms = 300;       // wait for owner/votes before deciding
   uint64_t migrate_timeout_ms = 2000;    // client: give up on one attempt after this
   uint64_t replication_retry_ms = 100;   // eager: resend unacknowledged pushes after this
+  // Eager: new input and snapshots are pushed to the alternates at most this long after they
+  // appear (0: at once), or as soon as this much new input waits: one push carries what a
+  // request/response exchange produced (its input and the snapshot after the reply) instead
+  // of one push each (docs/PROTOCOL.md §5.3 "Batching").
+  uint64_t replication_batch_ms = 2;
+  size_t replication_batch_bytes = 256u << 10;
   uint64_t orphan_timeout_ms = 30000;    // owned connection without a subflow is freed after this
   uint64_t replica_timeout_ms = 600000;  // replica without news is freed after this
   uint32_t migrate_requests_per_s_max = 2000;  // token bucket on MIGRATE per server

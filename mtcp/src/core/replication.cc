@@ -13,8 +13,24 @@ constexpr size_t kReplLogChunkBytes = 1u << 20;  // one REPL_LOG message carries
 
 // ---- eager replication --------------------------------------------------------------------
 
+void ServerEngine::replicate_soon(Conn& c, TimeMs now) {
+  if (cfg_.limits.transfer_mode != TransferMode::eager || c.role != Role::owner) return;
+  uint64_t waiting = c.in_end() > c.repl_base_in ? c.in_end() - c.repl_base_in : 0;
+  if (cfg_.limits.replication_batch_ms == 0 || waiting >= cfg_.limits.replication_batch_bytes) {
+    replicate(c, now, false);
+    return;
+  }
+  if (c.repl_due_ms == kNever) {
+    c.repl_due_ms = now + cfg_.limits.replication_batch_ms;
+    touch_conn(c.id);  // the deadline index learns the push's time
+  }
+}
+
 void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
   if (cfg_.limits.transfer_mode != TransferMode::eager || c.role != Role::owner) return;
+  c.repl_due_ms = kNever;
+  c.repl_base_in = c.in_end();
+  touch_conn(c.id);
   for (const auto& mem : cfg_.pool) {
     if (mem.server_id == cfg_.self) continue;
     Peer& p = c.peers[mem.server_id];
@@ -85,6 +101,8 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   p.sent_epoch = c.epoch;
   p.sent_snap = c.snap_id;
   p.sent_snap_out = c.snap_out_seq;
+  if (p.unconfirmed.size() >= kUnconfirmedStatesMax) p.unconfirmed.pop_front();
+  p.unconfirmed.push_back({c.epoch, c.snap_id, c.snap_out_seq});
   if (!keep_in) p.sent_in_end = c.in_end();  // else the increments already sent stand
   p.last_send_ms = now;
 }
@@ -219,15 +237,22 @@ void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now
   if (m.need_state) {
     p.out_have = 0;  // it holds nothing we can build on: the whole state
     p.out_have_epoch = 0;
+    p.unconfirmed.clear();
     send_repl_state(*c, from, p, now);
     return;
   }
   if (m.epoch != c->epoch) return;
   if (p.acked < m.pos) p.acked = m.pos;
-  // It installed the last state we sent: its output log reaches that state's snapshot.
-  if (m.pos.epoch == c->epoch && m.pos.snap_id == p.sent_snap && p.sent_epoch == c->epoch) {
-    p.out_have = p.sent_snap_out;
-    p.out_have_epoch = c->epoch;
+  // It installed a state we sent (the last one or an earlier one still unconfirmed): its
+  // output log reaches that state's snapshot. States older than it are confirmed with it.
+  while (!p.unconfirmed.empty() && (p.unconfirmed.front().epoch < m.pos.epoch ||
+                                    (p.unconfirmed.front().epoch == m.pos.epoch && p.unconfirmed.front().snap_id <= m.pos.snap_id))) {
+    Peer::Sent s = p.unconfirmed.front();
+    p.unconfirmed.pop_front();
+    if (s.epoch == c->epoch && s.snap_id == m.pos.snap_id && s.snap_out >= p.out_have) {
+      p.out_have = s.snap_out;
+      p.out_have_epoch = c->epoch;
+    }
   }
 }
 

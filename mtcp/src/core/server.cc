@@ -201,6 +201,7 @@ TimeMs ServerEngine::conn_deadline(const Conn& c) const {
           t = std::min(t, p.last_send_ms + cfg_.limits.replication_retry_ms);
         t = std::min(t, p.last_send_ms + cfg_.limits.replica_timeout_ms / 2);
       }
+      t = std::min(t, c.repl_due_ms);
     }
   } else if (c.role == Role::frozen) {
     t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);

@@ -7,6 +7,7 @@
 // plain-TCP subflow to the plain service), and calls on_timer() at next_deadline(). The
 // application reads, writes, snapshots and imports through the conn_* calls.
 #pragma once
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -164,7 +165,16 @@ class ServerEngine {
     uint64_t out_have = 0;
     uint64_t out_have_epoch = 0;
     TimeMs last_send_ms = 0;
+    // States sent and not confirmed yet, oldest first: a confirmation of any of them (not only
+    // of the last one sent) says how much output the alternate holds. Under bulk traffic the
+    // next snapshot is often sent before the last one is confirmed; matching only the last
+    // one made out_have stand still and every REPL_STATE carry the whole output log.
+    struct Sent {
+      uint64_t epoch = 0, snap_id = 0, snap_out = 0;
+    };
+    std::deque<Sent> unconfirmed;  // at most kUnconfirmedStatesMax
   };
+  static constexpr size_t kUnconfirmedStatesMax = 32;
   // Output after a snapshot as a transferred state described it (docs/PROTOCOL.md §7): a
   // digest of [from, digest_end) and the bytes [tail_start, end()).
   struct OutRecord {
@@ -223,6 +233,10 @@ class ServerEngine {
     cert::Certificate client_cert;  // ... and it is this one (a RENEW wraps with its secret)
     ServerId handed_to = 0;  // frozen: who received the hand-off
     uint64_t handed_epoch = 0;
+    // Eager, owner: a push is due by repl_due_ms (kNever: none waits); repl_base_in is the
+    // input end at the last push (replication_batch_bytes counts from there).
+    TimeMs repl_due_ms = kNever;
+    uint64_t repl_base_in = 0;
     explicit Conn(size_t out_max) : out(out_max) {}
     uint64_t in_end() const { return snap_in_seq + in_log.size(); }
     wire::ReplicaPos pos() const { return {epoch, snap_id, in_end()}; }
@@ -347,6 +361,9 @@ class ServerEngine {
   void on_repl_log(ServerId from, wire::ReplLog&& m, TimeMs now);
   void on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now);
   void replicate(Conn& c, TimeMs now, bool force_state);
+  // New input or a new snapshot to push: now if batching is off or replication_batch_bytes of
+  // input wait, else by now + replication_batch_ms (on_timer pushes it).
+  void replicate_soon(Conn& c, TimeMs now);
   void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
 
   ServerConfig cfg_;

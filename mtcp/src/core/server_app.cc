@@ -124,7 +124,8 @@ Status ServerEngine::conn_snapshot(ConnId id, Bytes snapshot) {
   ++c->snap_id;
   if (c->verify) restart_digest(*c);
   check_conn(*c);
-  if (cfg_.limits.transfer_mode == TransferMode::eager) replicate(*c, now_ms_, true);
+  // A new snap_id: the next push sends REPL_STATE (with the input since it) to every alternate.
+  if (cfg_.limits.transfer_mode == TransferMode::eager) replicate_soon(*c, now_ms_);
   // Room in the input log again: parse what the subflow queued meanwhile.
   if (c->subflow) pump(*c->subflow, now_ms_);
   return {};

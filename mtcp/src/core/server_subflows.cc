@@ -61,7 +61,7 @@ void ServerEngine::pump(SubflowId sub, TimeMs now) {
   if (--pump_depth_ > 0 || repl_dirty_.empty()) return;
   auto dirty = std::exchange(repl_dirty_, {});
   for (ConnId id : dirty) {
-    if (Conn* c = find(id)) replicate(*c, now, false);
+    if (Conn* c = find(id)) replicate_soon(*c, now);
   }
 }
 
@@ -403,7 +403,7 @@ void ServerEngine::accept_data(Conn& c, const wire::Data& d) {
   check_conn(c);
   if (c.in_end() == end) return;
   if (pump_depth_ > 0) repl_dirty_.insert(c.id);
-  else replicate(c, now_ms_, false);
+  else replicate_soon(c, now_ms_);
 }
 
 // Parked DATA (and a CLOSE behind it) enters the input log as room appears.

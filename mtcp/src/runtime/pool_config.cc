@@ -87,6 +87,8 @@ const LimitField kLimitFields[] = {
     MTCP_LIMIT(claim_timeout_ms, 1, 600000),
     MTCP_LIMIT(migrate_timeout_ms, 1, 600000),
     MTCP_LIMIT(replication_retry_ms, 1, 600000),
+    MTCP_LIMIT(replication_batch_ms, 0, 1000),
+    MTCP_LIMIT(replication_batch_bytes, 1, 1ull << 30),
     MTCP_LIMIT(orphan_timeout_ms, 1, 30 * kDayMs),
     MTCP_LIMIT(replica_timeout_ms, 1, 30 * kDayMs),
     MTCP_LIMIT(migrate_requests_per_s_max, 1, 10000000),
