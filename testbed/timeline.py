@@ -17,6 +17,9 @@ A timeline is a list of events (a Python list or a JSON file holding one), each
 | link_up     |                     | `ip link set dev HOST-eth0 up`                                   |
 | partition   | peer: server        | iptables DROP between the two servers' control addresses        |
 | heal        | peer: server        | removes that DROP                                                |
+| delay       | ms 0..10000         | adds ms to every round trip through the host's data link: netem  |
+|             |                     | on its egress where the kernel has netem, else the user-space    |
+|             |                     | NFQUEUE stage (testbed/nfq_delay.py) on its input; ms 0 removes  |
 
 validate() checks everything before anything starts and raises TimelineError naming the event.
 Scheduler applies the events at their times and records each one with its actual time.
@@ -44,7 +47,13 @@ ACTIONS = {
     "link_up": ("host", {}),
     "partition": ("server", {"peer": None}),
     "heal": ("server", {"peer": None}),
+    "delay": ("host", {"ms": lambda v: None if _num(v) and 0 <= v <= 10000
+                       else "must be a number in 0..10000"}),
 }
+
+# NFQUEUE queue number of the timeline's delay stages (one per host, each host its own network
+# namespace); the experiments' own DelayStage uses 7, so both can be in place at once.
+DELAY_QUEUE = 11
 
 
 class TimelineError(ValueError):
@@ -189,15 +198,49 @@ def apply_partition(net, a, b, on, state, servers_index):
     return "control traffic between %s and %s restored" % (a, b)
 
 
+def apply_delay(net, target, ms, state, netem):
+    """The `delay` action: netem on the host's data interface egress when the kernel has it
+    (replacing the leaf under TCLink's HTB class, or the root of a link without a rate), else
+    testbed/nfq_delay.py holding what the interface receives. A new value replaces the previous
+    stage; ms 0 removes it. The stages are stopped by Scheduler.stop()."""
+    h = net.get(target)
+    intf = "%s-eth0" % target
+    if netem:
+        htb = " htb " in h.cmd("tc qdisc show dev %s" % intf)
+        where = "parent 5:1 handle 10:" if htb else "root handle 10:"
+        if ms <= 0:
+            cmd = ("tc qdisc del dev %s %s" % (intf, where)) if not htb else (
+                "tc qdisc replace dev %s parent 5:1 handle 10: pfifo" % intf)
+        else:
+            cmd = "tc qdisc replace dev %s %s netem delay %gms" % (intf, where, ms)
+        out = h.cmd(cmd + " ; echo rc=$?").strip()
+        if not out.endswith("rc=0"):
+            raise RuntimeError("%s failed: %s" % (cmd, out))
+        return cmd
+    from testbed.experiments.common import DelayStage  # the stage; imported only when needed
+    old = state.pop(("delay", target), None)
+    note = ""
+    if old is not None:
+        note = "; previous stage ended (%s)" % json.dumps(old.stop())
+    if ms <= 0:
+        return "delay stage on %s removed%s" % (intf, note)
+    state[("delay", target)] = DelayStage(h, intf, ms, qnum=DELAY_QUEUE)
+    return ("nfq_delay.py --delay-ms %g on %s input (iptables NFQUEUE %d, netem missing)%s"
+            % (ms, intf, DELAY_QUEUE, note))
+
+
 class Scheduler(threading.Thread):
     """Applies validated events relative to t0 (time.monotonic() at start()). ctx provides:
-    net, member_pid(name) -> pid or None, servers_index {name: i}. Every event is recorded in
-    self.applied with its planned and actual time and the outcome."""
+    net, member_pid(name) -> pid or None, servers_index {name: i}, and optionally netem (True
+    when the kernel has it; default False). Every event is recorded in self.applied with its
+    planned and actual time and the outcome. stop() also ends the delay stages it started and
+    records their counters in self.stages."""
 
     def __init__(self, events, ctx, log=print):
         super().__init__(daemon=True)
         self.events, self.ctx, self.log = events, ctx, log
         self.applied = []
+        self.stages = {}
         self.state = {}
         self._halt = threading.Event()
         self.t0 = None
@@ -210,6 +253,8 @@ class Scheduler(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=5)
+        for key in [k for k in self.state if k[0] == "delay"]:
+            self.stages[key[1]] = self.state.pop(key).stop()
 
     def run(self):
         for ev in self.events:
@@ -256,6 +301,8 @@ class Scheduler(threading.Thread):
         if a in ("partition", "heal"):
             return apply_partition(net, tgt, ev["peer"], a == "partition", self.state,
                                    self.ctx.servers_index)
+        if a == "delay":
+            return apply_delay(net, tgt, ev["ms"], self.state, getattr(self.ctx, "netem", False))
         raise RuntimeError("unknown action %s" % a)  # validate() makes this unreachable
 
 

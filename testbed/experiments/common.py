@@ -58,12 +58,12 @@ class Net:
     """A PoolTopo network kept up for several pools; stop() in a finally."""
 
     def __init__(self, servers, server_mbit, client_mbit=None, control_mbit=None,
-                 queue_pkts=None):
+                 queue_pkts=None, db=False):
         from testbed import topo as T
         self.T = T
         self.servers = servers
         topo = T.PoolTopo(servers=servers, clients=1, server_mbit=server_mbit,
-                          client_mbit=client_mbit, control_mbit=control_mbit)
+                          client_mbit=client_mbit, control_mbit=control_mbit, db=db)
         self.net, _ = T.build_net(topo)
         try:
             self.net.build()
@@ -201,3 +201,38 @@ def add_run_args(p, name):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bin", default=H.DEFAULT_BIN)
     p.add_argument("--out", default=os.path.join(REPO, "testbed", "results", name))
+
+
+# Student t, two-sided 95 %, by degrees of freedom (1..10); 1.96 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def mean_ci(xs):
+    """(mean, 95 % confidence half-width) over repeats; the half-width is None below 2 values."""
+    import math
+    import statistics
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    if len(xs) < 2:
+        return xs[0], None
+    df = len(xs) - 1
+    t = _T95[df - 1] if df <= len(_T95) else 1.96
+    return statistics.mean(xs), t * statistics.stdev(xs) / math.sqrt(len(xs))
+
+
+def fmt_ci(xs, f="%.2f"):
+    m, h = mean_ci(xs)
+    if m is None:
+        return "-"
+    return (f % m) + ("" if h is None else " ± " + (f % h))
+
+
+def sched_ctx(net, member_pid, servers, netem=False):
+    """What timeline.Scheduler needs from an experiment: the Mininet, the member PID by host
+    name, the server index by name, and whether the kernel has netem (the delay action)."""
+    from testbed import topo as T
+    ctx = type("Ctx", (), {})()
+    ctx.net, ctx.member_pid, ctx.netem = net, member_pid, netem
+    ctx.servers_index = {T.server_name(i): i for i in range(1, servers + 1)}
+    return ctx
