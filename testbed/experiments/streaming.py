@@ -58,8 +58,9 @@ def parse_args(argv):
                    help="seconds each viewer watches at most (the stream is 36 s)")
     p.add_argument("--oracle-before-s", type=float, default=1.0,
                    help="the oracle moves this long before the serving server drops")
-    p.add_argument("--frame-bytes", type=int, default=16384,
-                   help="pool limit frame_payload_bytes_max (project default 262144)")
+    p.add_argument("--frame-bytes", type=int, default=4096,
+                   help="pool limit frame_payload_bytes_max (project default 262144; at 0.25 "
+                   "Mbit/s a 16 KiB frame takes 0.5 s, leaving 250 ms windows empty)")
     p.add_argument("--send-log-bytes", type=int, default=1 << 20,
                    help="pool limit send_log_bytes_max (project default 8 MiB)")
     p.add_argument("--transfer", choices=["lazy", "eager"], default="eager")
@@ -133,7 +134,7 @@ def one_run(a, net, run, rep, events, plan, work, log):
     try:
         members.wait_ready()
         cmd = [client, "--pool", pool, "--server-id", "1", "-J", "-t", "%g" % a.time_limit_s,
-               "--csv", stem + ".csv"] + RUNS[run]
+               "--csv", stem + ".csv", "--verify", a.media] + RUNS[run]
         if run == "oracle":
             cmd += ["--migrate-at", " ".join("%g:%d" % p for p in plan)]
         rec["client_cmd"] = " ".join(cmd)
