@@ -10,7 +10,7 @@ front-end in its own server host's namespaces. Runs (each after a fresh `setup` 
   baseline  `mtcp-bank-client baseline`: the transactions on libpq, c1 to db1;
   calm      `run` with no migrations and no kills;
   churn     `run --migrate-every M --kill-every K` (migrations and front-end SIGKILLs);
-  degraded  churn, with the timeline applied (default: s1's link cut to 1 Mbit/s at 2 s).
+  degraded  churn, with the timeline applied (default: s1's link cut to 0.2 Mbit/s at 1 s).
 
 Throughput (transactions/s), latency p50/p99 per transaction and the checker's verdict, mean
 and 95 % confidence half-width over --repeats.
@@ -51,7 +51,7 @@ def parse_args(argv):
     p.add_argument("--kill-every", type=int, default=1000,
                    help="churn/degraded: acknowledged requests between front-end SIGKILLs")
     p.add_argument("--timeline", help="JSON file of events for the degraded run (actions: %s; "
-                   "default: s1's link to 1 Mbit/s at 2 s)" % ", ".join(TIMELINE_ACTIONS))
+                   "default: s1's link to 0.2 Mbit/s at 1 s)" % ", ".join(TIMELINE_ACTIONS))
     p.add_argument("--server-mbit", type=float, default=100.0,
                    help="server (front-end) link rate at the start of every run")
     p.add_argument("--time-limit-s", type=int, default=300)
@@ -275,7 +275,7 @@ def main(argv):
     servers = [T.server_name(i) for i in (1, 2, 3)]
     try:
         events = TL.validate(TL.load(a.timeline) if a.timeline else
-                             [{"at_s": 2.0, "action": "rate", "target": "s1", "mbit": 1}],
+                             [{"at_s": 1.0, "action": "rate", "target": "s1", "mbit": 0.2}],
                              servers, servers + ["c1", T.DB_NAME], False)
     except TL.TimelineError as e:
         print("%s: %s" % (NAME, e), file=sys.stderr)
