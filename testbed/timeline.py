@@ -198,35 +198,52 @@ def apply_partition(net, a, b, on, state, servers_index):
     return "control traffic between %s and %s restored" % (a, b)
 
 
-def apply_delay(net, target, ms, state, netem):
-    """The `delay` action: netem on the host's data interface egress when the kernel has it
-    (replacing the leaf under TCLink's HTB class, or the root of a link without a rate), else
-    testbed/nfq_delay.py holding what the interface receives. A new value replaces the previous
-    stage; ms 0 removes it. The stages are stopped by Scheduler.stop()."""
-    h = net.get(target)
-    intf = "%s-eth0" % target
-    if netem:
-        htb = " htb " in h.cmd("tc qdisc show dev %s" % intf)
-        where = "parent 5:1 handle 10:" if htb else "root handle 10:"
-        if ms <= 0:
-            cmd = ("tc qdisc del dev %s %s" % (intf, where)) if not htb else (
-                "tc qdisc replace dev %s parent 5:1 handle 10: pfifo" % intf)
-        else:
-            cmd = "tc qdisc replace dev %s %s netem delay %gms" % (intf, where, ms)
-        out = h.cmd(cmd + " ; echo rc=$?").strip()
+class _NetemDelay:
+    """A netem delay on a host's data interface egress (a kernel with netem); stop() removes it
+    (back to a plain pfifo leaf under TCLink's HTB class, or no root qdisc)."""
+
+    def __init__(self, host, intf, ms):
+        self.host, self.intf = host, intf
+        self.htb = " htb " in host.cmd("tc qdisc show dev %s" % intf)
+        self.where = "parent 5:1 handle 10:" if self.htb else "root handle 10:"
+        self.cmd = "tc qdisc replace dev %s %s netem delay %gms" % (intf, self.where, ms)
+        self._tc(self.cmd)
+
+    def _tc(self, cmd):
+        out = self.host.cmd(cmd + " ; echo rc=$?").strip()
         if not out.endswith("rc=0"):
             raise RuntimeError("%s failed: %s" % (cmd, out))
-        return cmd
-    from testbed.experiments.common import DelayStage  # the stage; imported only when needed
+
+    def stop(self):
+        self._tc("tc qdisc replace dev %s parent 5:1 handle 10: pfifo" % self.intf if self.htb
+                 else "tc qdisc del dev %s root handle 10:" % self.intf)
+        return {"netem": self.cmd, "removed": True}
+
+
+def apply_delay(net, target, ms, state, netem):
+    """The `delay` action: netem on the host's data interface egress when the kernel has it
+    (replacing the leaf under TCLink's HTB class, or the root of a link without a rate; not
+    run here, this kernel has no netem), else testbed/nfq_delay.py holding what the interface
+    receives. A new value replaces the previous one; ms 0 removes it. What is in place is kept in
+    state[("delay", target)] (stop() ends it; Scheduler.stop() and clear_delays() call it)."""
+    h = net.get(target)
+    intf = "%s-eth0" % target
     old = state.pop(("delay", target), None)
-    note = ""
-    if old is not None:
-        note = "; previous stage ended (%s)" % json.dumps(old.stop())
+    note = "" if old is None else "; previous delay ended (%s)" % json.dumps(old.stop())
     if ms <= 0:
-        return "delay stage on %s removed%s" % (intf, note)
+        return "delay on %s removed%s" % (intf, note)
+    if netem:
+        state[("delay", target)] = d = _NetemDelay(h, intf, ms)
+        return d.cmd + note
+    from testbed.experiments.common import DelayStage  # the stage; imported only when needed
     state[("delay", target)] = DelayStage(h, intf, ms, qnum=DELAY_QUEUE)
     return ("nfq_delay.py --delay-ms %g on %s input (iptables NFQUEUE %d, netem missing)%s"
             % (ms, intf, DELAY_QUEUE, note))
+
+
+def clear_delays(state):
+    """Ends every delay in state; {target: what its stop() returned (the stage's counters)}."""
+    return {key[1]: state.pop(key).stop() for key in [k for k in state if k[0] == "delay"]}
 
 
 class Scheduler(threading.Thread):
@@ -253,8 +270,7 @@ class Scheduler(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=5)
-        for key in [k for k in self.state if k[0] == "delay"]:
-            self.stages[key[1]] = self.state.pop(key).stop()
+        self.stages.update(clear_delays(self.state))
 
     def run(self):
         for ev in self.events:
