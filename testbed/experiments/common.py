@@ -55,7 +55,11 @@ def outdir_for(base):
 
 
 class Net:
-    """A PoolTopo network kept up for several pools; stop() in a finally."""
+    """A PoolTopo network kept up for several pools; stop() in a finally. With Net.cluster set
+    (a list of machines, from --cluster), Mininet's cluster edition builds it
+    (testbed/cluster.py)."""
+
+    cluster = None
 
     def __init__(self, servers, server_mbit, client_mbit=None, control_mbit=None,
                  queue_pkts=None, db=False):
@@ -64,7 +68,12 @@ class Net:
         self.servers = servers
         topo = T.PoolTopo(servers=servers, clients=1, server_mbit=server_mbit,
                           client_mbit=client_mbit, control_mbit=control_mbit, db=db)
-        self.net, _ = T.build_net(topo)
+        if Net.cluster:
+            from testbed import cluster as CL
+            T.strip_delays(topo)  # as build_net() does without netem
+            self.net = CL.build_cluster_net(topo, Net.cluster, T.DATA_NET + ".0/24")
+        else:
+            self.net, _ = T.build_net(topo)
         try:
             self.net.build()
             self.net.start()
@@ -191,6 +200,16 @@ def begin(name, a, binaries):
     except Preflight as e:
         print("%s: %s" % (name, e), file=sys.stderr)
         return None
+    if a.cluster:
+        from testbed import cluster as CL
+        try:
+            Net.cluster = CL.parse_servers(a.cluster)
+            CL.classes()
+        except (ValueError, ImportError) as e:
+            print("%s: cluster mode: %s" % (name, e), file=sys.stderr)
+            return None
+        print("%s: cluster mode over %s (Mininet's MininetCluster, RemoteHost, RemoteLink)"
+              % (name, ", ".join(Net.cluster)))
     outdir = outdir_for(a.out)
     print("%s: results in %s; seed %d" % (name, outdir, a.seed))
     return caps, outdir, workdir(name)
@@ -201,6 +220,8 @@ def add_run_args(p, name):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bin", default=H.DEFAULT_BIN)
     p.add_argument("--out", default=os.path.join(REPO, "testbed", "results", name))
+    p.add_argument("--cluster", help="comma list of machines for Mininet's cluster mode "
+                   "(localhost: this one; docs/testbed.md \"Cluster mode\")")
 
 
 # Student t, two-sided 95 %, by degrees of freedom (1..10); 1.96 beyond.
