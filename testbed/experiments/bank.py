@@ -35,7 +35,7 @@ PG_CLUSTER = os.path.join(X.REPO, "apps", "dbfrontend", "pg-cluster.sh")
 WRAPPER = os.path.join(X.REPO, "testbed", "frontend_in_host.sh")
 # The front-ends are the client's children: the timeline cannot signal them (kills come from
 # `run --kill-every`), and cpu needs CPULimitedHost servers, which this experiment does not make.
-TIMELINE_ACTIONS = ("rate", "loss", "link_down", "link_up", "partition", "heal")
+TIMELINE_ACTIONS = ("rate", "loss", "link_down", "link_up", "partition", "heal", "delay")
 
 
 def parse_args(argv):
@@ -57,10 +57,7 @@ def parse_args(argv):
     p.add_argument("--time-limit-s", type=int, default=300)
     X.add_run_args(p, NAME)
     a = p.parse_args(argv)
-    a.run_list = a.runs.split(",")
-    bad = [r for r in a.run_list if r not in RUNS]
-    if bad:
-        p.error("unknown run %s (known: %s)" % (", ".join(bad), ", ".join(RUNS)))
+    a.run_list = X.comma_choice(p, a.runs, list(RUNS), "run")
     if a.repeats < 1 or a.sessions < 1 or a.requests < 1 or a.server_mbit <= 0:
         p.error("--repeats, --sessions, --requests >= 1 and --server-mbit > 0 are required")
     return a
@@ -93,13 +90,6 @@ class Database:
         return "stopped and removed" if gone else "stop failed: %s" % r.stdout.strip()
 
 
-def client(host, cmd, out_path, timeout_s, env=None):
-    """mtcp-bank-client on host with -J; (rc, JSON or None, stderr)."""
-    if env:
-        cmd = ["env"] + ["%s=%s" % kv for kv in env.items()] + cmd
-    return H.run_client(host, cmd, out_path, timeout_s)
-
-
 def one_run(a, net, db, run, rep, events, work, log):
     from testbed import topo as T
     seed = a.seed * 1000 + rep
@@ -114,7 +104,7 @@ def one_run(a, net, db, run, rep, events, work, log):
     c1 = net.host("c1")
     tag = "%s-%d" % (run, rep)
     rec = {"run": run, "repeat": rep, "rng_seed": seed, "workload_seed": wl_seed}
-    rc, _, err = client(c1, [bank, "setup", "--conninfo", db.conninfo, "--accounts",
+    rc, _, err = H.run_client(c1, [bank, "setup", "--conninfo", db.conninfo, "--accounts",
                              str(a.accounts), "--balance", str(a.balance)],
                         os.path.join(work, tag + "-setup.out"), 60)
     if rc != 0:
@@ -122,7 +112,7 @@ def one_run(a, net, db, run, rep, events, work, log):
     wl = ["--conninfo", db.conninfo, "--sessions", str(a.sessions), "--requests",
           str(a.requests), "--accounts", str(a.accounts), "--balance", str(a.balance),
           "--seed", str(wl_seed), "-J"]
-    env, sched = None, None
+    env = None
     if run == "baseline":
         cmd = [bank, "baseline"] + wl
     else:
@@ -141,22 +131,13 @@ def one_run(a, net, db, run, rep, events, work, log):
                "MTCP_TB_HOST_PIDS": ",".join("%d:%d" % (i, net.host(s).pid)
                                              for i, s in enumerate(servers, 1))}
     rec["client_cmd"] = " ".join(cmd)
-    try:
-        if run == "degraded":
-            # member_pid is None: the front-ends are the client's children (validated above)
-            sched = TL.Scheduler(events, X.sched_ctx(net.net, lambda _n: None, 3),
-                                 log=lambda *_: None)
-            sched.start()
-        rc, doc, err = client(c1, cmd, os.path.join(work, tag + ".json"), a.time_limit_s + 30,
-                              env)
-    finally:
-        if sched is not None:
-            sched.stop()
-            rec["events"] = sched.applied
-    rec["client_rc"] = rc
-    if doc is None:
-        rec.update({"verdict": "no result", "error": err.strip()[-300:]})
-    else:
+    if env:
+        cmd = ["env"] + ["%s=%s" % kv for kv in env.items()] + cmd
+    # member_pid gives None: the front-ends are the client's children (validated in main)
+    doc = X.client_with_timeline(events if run == "degraded" else [],
+                                 X.sched_ctx(net.net, lambda _n: None, 3), c1, cmd,
+                                 os.path.join(work, tag + ".json"), a.time_limit_s + 30, rec)
+    if doc is not None:
         rec.update({"verdict": doc["verdict"], "violations": doc["violations"],
                     "tx_s": doc["throughput_transactions_per_s"],
                     "p50_ms": doc["latency_us_p50"] / 1000.0,
@@ -213,15 +194,11 @@ def plot(path, summary, a):
                      % (a.sessions, a.requests, a.repeats), fontsize=9)
     axs[1].set_title("checker verdicts ok: %s" % ", ".join(
         "%s %d/%d" % (s["run"], s["verdict_ok"], s["runs"]) for s in summary), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    X.save_fig(fig, path)
 
 
 def report(path, a, argv, caps, summary, recs, events, db_note, outdir):
-    L = ["# Banking under front-end kills and degradation, %s" % os.path.basename(outdir), "",
-         "Command: `%s`" % X.command_line(NAME, argv), "",
-         "## Configuration", "",
+    L = X.report_head("Banking under front-end kills and degradation", NAME, argv, outdir) + [
          "- db1: throwaway PostgreSQL 15 (`pg-cluster.sh start DIR --listen DB_IP --allow "
          "NET/24`; fsync off), %s" % db_note,
          "- s1..s3: `mtcp-bank-frontend` (eager pool, ack_after_replication, claim_timeout_ms "
@@ -265,20 +242,17 @@ def report(path, a, argv, caps, summary, recs, events, db_note, outdir):
                      "; events: " + evs if evs else "",
                      "" if r.get("verdict") == "ok" else "; %s" % (r.get("violations") or
                                                                    r.get("error"))))
-    with open(path, "w") as f:
-        f.write("\n".join(L) + "\n")
+    X.write_lines(path, L)
 
 
 def main(argv):
     a = parse_args(argv)
     from testbed import topo as T
     servers = [T.server_name(i) for i in (1, 2, 3)]
-    try:
-        events = TL.validate(TL.load(a.timeline) if a.timeline else
+    events = X.load_timeline(NAME, a.timeline,
                              [{"at_s": 1.0, "action": "rate", "target": "s1", "mbit": 0.2}],
-                             servers, servers + ["c1", T.DB_NAME], False)
-    except TL.TimelineError as e:
-        print("%s: %s" % (NAME, e), file=sys.stderr)
+                             servers, servers + ["c1", T.DB_NAME])
+    if events is None:
         return 2
     bad = [e["action"] for e in events if e["action"] not in TIMELINE_ACTIONS]
     if bad:
@@ -299,14 +273,8 @@ def main(argv):
     try:
         db = Database(net.host(T.DB_NAME), T.DATA_NET, T.DB_IP)
         print("%s: database %s" % (NAME, db.conninfo))
-        for rep in range(1, a.repeats + 1):
-            for r in a.run_list:
-                try:
-                    recs.append(one_run(a, net, db, r, rep, events, work, print))
-                except H.HarnessError as e:
-                    recs.append({"run": r, "repeat": rep, "verdict": "harness error",
-                                 "error": str(e)})
-                    print("  %s #%d: harness error: %s" % (r, rep, e))
+        recs = X.each_run(a.repeats, a.run_list,
+                          lambda r, rep: one_run(a, net, db, r, rep, events, work, print))
     except H.HarnessError as e:
         print("%s: %s" % (NAME, e), file=sys.stderr)
         db_note = str(e)

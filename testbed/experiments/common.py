@@ -257,3 +257,75 @@ def sched_ctx(net, member_pid, servers, netem=False):
     ctx.net, ctx.member_pid, ctx.netem = net, member_pid, netem
     ctx.servers_index = {T.server_name(i): i for i in range(1, servers + 1)}
     return ctx
+
+
+def comma_choice(p, text, known, what):
+    """A comma list of names from `known`; p.error() naming the unknown ones otherwise."""
+    names = text.split(",")
+    bad = [n for n in names if n not in known]
+    if bad:
+        p.error("unknown %s %s (known: %s)" % (what, ", ".join(bad), ", ".join(known)))
+    return names
+
+
+def save_fig(fig, path, dpi=100):
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def report_head(title, name, argv, outdir):
+    """The first lines of every report: title with the run's folder, the exact command, and the
+    Configuration heading."""
+    return ["# %s, %s" % (title, os.path.basename(outdir)), "",
+            "Command: `%s`" % command_line(name, argv), "", "## Configuration", ""]
+
+
+def load_timeline(name, path, default, servers, hosts):
+    """The run's timeline (a JSON file, else `default`) validated against the topology; None
+    after printing why it is refused."""
+    from testbed import timeline as TL
+    try:
+        return TL.validate(TL.load(path) if path else default, servers, hosts, False)
+    except TL.TimelineError as e:
+        print("%s: %s" % (name, e), file=sys.stderr)
+        return None
+
+
+def client_with_timeline(events, ctx, host, cmd, out_path, timeout_s, rec):
+    """Runs the client (harness.run_client) while a Scheduler applies events; records the exit
+    status and the applied events in rec, and 'no result' with the client's stderr when it
+    printed no JSON. Returns the client's JSON or None."""
+    from testbed import timeline as TL
+    sched = TL.Scheduler(events, ctx, log=lambda *_: None)
+    sched.start()
+    try:
+        rc, doc, err = H.run_client(host, cmd, out_path, timeout_s)
+    finally:
+        sched.stop()
+    rec.update({"client_rc": rc, "events": sched.applied})
+    if sched.stages:
+        rec["delay_stages"] = sched.stages
+    if doc is None:
+        rec.update({"verdict": "no result", "error": err.strip()[-300:]})
+    return doc
+
+
+def write_lines(path, lines):
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def each_run(repeats, names, one, key="run"):
+    """one(name, repeat) for every repeat and name, in that order; a HarnessError becomes a
+    record with verdict 'harness error' (printed), so one failed run does not end the rest."""
+    recs = []
+    for rep in range(1, repeats + 1):
+        for n in names:
+            try:
+                recs.append(one(n, rep))
+            except H.HarnessError as e:
+                recs.append({key: n, "repeat": rep, "verdict": "harness error", "error": str(e)})
+                print("  %s #%d: harness error: %s" % (n, rep, e))
+    return recs

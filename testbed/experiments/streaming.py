@@ -68,10 +68,7 @@ def parse_args(argv):
                    help="MPEG-TS file (made by apps/streaming/make-test-media.sh if missing)")
     X.add_run_args(p, NAME)
     a = p.parse_args(argv)
-    a.run_list = a.runs.split(",")
-    bad = [r for r in a.run_list if r not in RUNS]
-    if bad:
-        p.error("unknown run %s (known: %s)" % (", ".join(bad), ", ".join(RUNS)))
+    a.run_list = X.comma_choice(p, a.runs, list(RUNS), "run")
     if a.repeats < 1 or a.server_mbit <= 0 or a.low_mbit <= 0 or a.time_limit_s <= 0:
         p.error("--repeats >= 1 and positive --server-mbit, --low-mbit, --time-limit-s required")
     return a
@@ -129,7 +126,6 @@ def one_run(a, net, run, rep, events, plan, work, log):
                                                a.media, "--lead-ms", str(a.lead_ms), "-q"],
                         work, tag)
     rec = {"run": run, "repeat": rep, "rng_seed": seed}
-    sched = None
     stem = os.path.join(a.outdir, "raw", tag)
     try:
         members.wait_ready()
@@ -138,14 +134,10 @@ def one_run(a, net, run, rep, events, plan, work, log):
         if run == "oracle":
             cmd += ["--migrate-at", " ".join("%g:%d" % p for p in plan)]
         rec["client_cmd"] = " ".join(cmd)
-        sched = TL.Scheduler(events, X.sched_ctx(net.net, members.pid, 3), log=lambda *_: None)
-        sched.start()
-        rc, doc, err = H.run_client(net.host("c1"), cmd, stem + ".json", a.time_limit_s + 20)
-        sched.stop()
-        rec.update({"client_rc": rc, "events": sched.applied})
-        if doc is None:
-            rec.update({"verdict": "no result", "error": err.strip()[-300:]})
-        else:
+        doc = X.client_with_timeline(events, X.sched_ctx(net.net, members.pid, 3),
+                                     net.host("c1"), cmd, stem + ".json", a.time_limit_s + 20,
+                                     rec)
+        if doc is not None:
             e = doc["end"]
             secs = max(e["seconds"], 1e-3)
             rec.update({"verdict": e["verdict"], "complete": e["verdict"] == "ok",
@@ -162,8 +154,6 @@ def one_run(a, net, run, rep, events, plan, work, log):
                         "decode_errors": e["decode_errors"],
                         "migration_list": doc.get("migrations", [])})
     finally:
-        if sched is not None:
-            sched.stop()
         rec["member_exit"] = members.stop()
     log("  %s #%d: %s, %s kbit/s, %s s, startup %s ms, stalls %s (%s ms, %s %%), migrations %s, "
         "frames %s" % (run, rep, rec.get("verdict"), X.fmt(rec.get("kbit_s"), "%.0f"),
@@ -237,15 +227,11 @@ def plot(path, recs, summary, events, a):
         ax.bar(names, ms, yerr=hs, capsize=4)
         ax.set_ylabel(label)
         ax.set_title("mean, 95 %% CI, %d repeats" % a.repeats, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    X.save_fig(fig, path)
 
 
 def report(path, a, argv, caps, summary, recs, events, plan, outdir):
-    L = ["# Streaming under server-link degradation, %s" % os.path.basename(outdir), "",
-         "Command: `%s`" % X.command_line(NAME, argv), "",
-         "## Configuration", "",
+    L = X.report_head("Streaming under server-link degradation", NAME, argv, outdir) + [
          "- 3 servers `mtcp-stream-server --media %s --lead-ms %d` (%s transfer; pool limits "
          "frame_payload_bytes_max %d, send_log_bytes_max %d); server links %g Mbit/s at the "
          "start of every run (HTB, %d-packet queue), control network servers only"
@@ -285,20 +271,16 @@ def report(path, a, argv, caps, summary, recs, events, plan, outdir):
                      X.fmt(r.get("seconds"), "%.1f"), r.get("frames"), r.get("frames_missing"),
                      r.get("frames_repeated"), r.get("decode_errors"), r.get("stalls"),
                      mig or "none"))
-    with open(path, "w") as f:
-        f.write("\n".join(L) + "\n")
+    X.write_lines(path, L)
 
 
 def main(argv):
     a = parse_args(argv)
     from testbed import topo as T
     servers = [T.server_name(i) for i in (1, 2, 3)]
-    try:
-        events = TL.validate(TL.load(a.timeline) if a.timeline else
-                             default_timeline(a.server_mbit, a.low_mbit),
-                             servers, servers + ["c1"], False)
-    except TL.TimelineError as e:
-        print("%s: %s" % (NAME, e), file=sys.stderr)
+    events = X.load_timeline(NAME, a.timeline, default_timeline(a.server_mbit, a.low_mbit),
+                             servers, servers + ["c1"])
+    if events is None:
         return 2
     bad = [e for e in events if e["action"] != "rate"]
     if bad:
@@ -320,14 +302,8 @@ def main(argv):
     recs = []
     net = X.Net(3, a.server_mbit, queue_pkts=a.queue_pkts)
     try:
-        for rep in range(1, a.repeats + 1):
-            for r in a.run_list:
-                try:
-                    recs.append(one_run(a, net, r, rep, events, plan, work, print))
-                except H.HarnessError as e:
-                    recs.append({"run": r, "repeat": rep, "verdict": "harness error",
-                                 "error": str(e)})
-                    print("  %s #%d: harness error: %s" % (r, rep, e))
+        recs = X.each_run(a.repeats, a.run_list,
+                          lambda r, rep: one_run(a, net, r, rep, events, plan, work, print))
     finally:
         net.stop()
     summary = summarize(recs, a.run_list)
