@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Smoke test of the testbed (docs/testbed.md): a 2-server pool topology; the client cannot
-reach the control network; a rate change applied in place shows in `tc class show`; a
+reach the control network; a rate change applied in place shows in `tc class show`; the delay
+action adds 20 ms to a ping and goes away when removed; a
 partition cuts the control path and heal restores it; a bad timeline is refused; a short
 source transfer through a member is verified.
 
@@ -90,6 +91,18 @@ def main():
         healed = H.tcp_reachable(s2, T.server_control_ip(1), T.CONTROL_PORT_BASE + 1, 1)
         check(cut and healed, "partition cuts s1<->s2 control traffic (%s), heal restores it (%s)"
               % (cut, healed))
+
+        # the timeline's delay action (netem if the kernel has it, else the NFQUEUE stage);
+        # pinged from s1: ping on c1 would not see a stage on c1's input
+        from testbed.experiments.common import ping_rtt_ms
+        dstate = {}
+        how = TL.apply_delay(net, "c1", 20, dstate, netem)
+        delayed = ping_rtt_ms(s1, T.client_ip(1), 3)
+        TL.clear_delays(dstate)
+        plain = ping_rtt_ms(s1, T.client_ip(1), 3)
+        check(delayed is not None and plain is not None and delayed >= 15 and plain < 5,
+              "delay 20 ms on c1 (%s): ping s1->c1 %s ms, %s ms once removed"
+              % (how.split(" (")[0], delayed, plain))
 
         rc, doc, err = H.run_client(c1, [perf, "-c", "--pool", pool, "--app", "source",
                                          "-n", "2000000", "--migrate-every", "100", "-t", "20",

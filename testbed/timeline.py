@@ -17,6 +17,9 @@ A timeline is a list of events (a Python list or a JSON file holding one), each
 | link_up     |                     | `ip link set dev HOST-eth0 up`                                   |
 | partition   | peer: server        | iptables DROP between the two servers' control addresses        |
 | heal        | peer: server        | removes that DROP                                                |
+| delay       | ms 0..10000         | adds ms to every round trip through the host's data link: netem  |
+|             |                     | on its egress where the kernel has netem, else the user-space    |
+|             |                     | NFQUEUE stage (testbed/nfq_delay.py) on its input; ms 0 removes  |
 
 validate() checks everything before anything starts and raises TimelineError naming the event.
 Scheduler applies the events at their times and records each one with its actual time.
@@ -44,7 +47,13 @@ ACTIONS = {
     "link_up": ("host", {}),
     "partition": ("server", {"peer": None}),
     "heal": ("server", {"peer": None}),
+    "delay": ("host", {"ms": lambda v: None if _num(v) and 0 <= v <= 10000
+                       else "must be a number in 0..10000"}),
 }
+
+# NFQUEUE queue number of the timeline's delay stages (one per host, each host its own network
+# namespace); the experiments' own DelayStage uses 7, so both can be in place at once.
+DELAY_QUEUE = 11
 
 
 class TimelineError(ValueError):
@@ -189,15 +198,66 @@ def apply_partition(net, a, b, on, state, servers_index):
     return "control traffic between %s and %s restored" % (a, b)
 
 
+class _NetemDelay:
+    """A netem delay on a host's data interface egress (a kernel with netem); stop() removes it
+    (back to a plain pfifo leaf under TCLink's HTB class, or no root qdisc)."""
+
+    def __init__(self, host, intf, ms):
+        self.host, self.intf = host, intf
+        self.htb = " htb " in host.cmd("tc qdisc show dev %s" % intf)
+        self.where = "parent 5:1 handle 10:" if self.htb else "root handle 10:"
+        self.cmd = "tc qdisc replace dev %s %s netem delay %gms" % (intf, self.where, ms)
+        self._tc(self.cmd)
+
+    def _tc(self, cmd):
+        out = self.host.cmd(cmd + " ; echo rc=$?").strip()
+        if not out.endswith("rc=0"):
+            raise RuntimeError("%s failed: %s" % (cmd, out))
+
+    def stop(self):
+        self._tc("tc qdisc replace dev %s parent 5:1 handle 10: pfifo" % self.intf if self.htb
+                 else "tc qdisc del dev %s root handle 10:" % self.intf)
+        return {"netem": self.cmd, "removed": True}
+
+
+def apply_delay(net, target, ms, state, netem):
+    """The `delay` action: netem on the host's data interface egress when the kernel has it
+    (replacing the leaf under TCLink's HTB class, or the root of a link without a rate; not
+    run here, this kernel has no netem), else testbed/nfq_delay.py holding what the interface
+    receives. A new value replaces the previous one; ms 0 removes it. What is in place is kept in
+    state[("delay", target)] (stop() ends it; Scheduler.stop() and clear_delays() call it)."""
+    h = net.get(target)
+    intf = "%s-eth0" % target
+    old = state.pop(("delay", target), None)
+    note = "" if old is None else "; previous delay ended (%s)" % json.dumps(old.stop())
+    if ms <= 0:
+        return "delay on %s removed%s" % (intf, note)
+    if netem:
+        state[("delay", target)] = d = _NetemDelay(h, intf, ms)
+        return d.cmd + note
+    from testbed.experiments.common import DelayStage  # the stage; imported only when needed
+    state[("delay", target)] = DelayStage(h, intf, ms, qnum=DELAY_QUEUE)
+    return ("nfq_delay.py --delay-ms %g on %s input (iptables NFQUEUE %d, netem missing)%s"
+            % (ms, intf, DELAY_QUEUE, note))
+
+
+def clear_delays(state):
+    """Ends every delay in state; {target: what its stop() returned (the stage's counters)}."""
+    return {key[1]: state.pop(key).stop() for key in [k for k in state if k[0] == "delay"]}
+
+
 class Scheduler(threading.Thread):
     """Applies validated events relative to t0 (time.monotonic() at start()). ctx provides:
-    net, member_pid(name) -> pid or None, servers_index {name: i}. Every event is recorded in
-    self.applied with its planned and actual time and the outcome."""
+    net, member_pid(name) -> pid or None, servers_index {name: i}, and optionally netem (True
+    when the kernel has it; default False). Every event is recorded in self.applied with its
+    planned and actual time and the outcome. stop() also ends the delay stages it started and
+    records their counters in self.stages."""
 
     def __init__(self, events, ctx, log=print):
         super().__init__(daemon=True)
         self.events, self.ctx, self.log = events, ctx, log
         self.applied = []
+        self.stages = {}
         self.state = {}
         self._halt = threading.Event()
         self.t0 = None
@@ -210,6 +270,7 @@ class Scheduler(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=5)
+        self.stages.update(clear_delays(self.state))
 
     def run(self):
         for ev in self.events:
@@ -256,6 +317,8 @@ class Scheduler(threading.Thread):
         if a in ("partition", "heal"):
             return apply_partition(net, tgt, ev["peer"], a == "partition", self.state,
                                    self.ctx.servers_index)
+        if a == "delay":
+            return apply_delay(net, tgt, ev["ms"], self.state, getattr(self.ctx, "netem", False))
         raise RuntimeError("unknown action %s" % a)  # validate() makes this unreachable
 
 

@@ -21,10 +21,26 @@ try:
 except ImportError:  # the address helpers stay usable; callers check caps.mininet_available()
     Topo = object
 
-DATA_NET = "192.168.50"
-CONTROL_NET = "192.168.51"
-DATA_SWITCH = "sd1"
-CONTROL_SWITCH = "sc1"
+import os as _os
+
+
+def _nets():
+    """The data and control /24 prefixes and the switch names. MTCP_TESTBED_NET=A.B.C moves the
+    data network to A.B.C.0/24 and the control network to A.B.(C+1).0/24, with switches sdC and
+    scC, so a run beside another testbed run on the same machine (say the CI's self test) shares
+    neither addresses nor switch (bridge) names. Unset: 192.168.50/51, sd1 and sc1."""
+    net = _os.environ.get("MTCP_TESTBED_NET", "")
+    if not net:
+        return "192.168.50", "192.168.51", "sd1", "sc1"
+    parts = net.split(".")
+    if (len(parts) != 3 or not all(p.isdigit() and int(p) < 255 for p in parts)
+            or int(parts[2]) > 253):
+        raise ValueError("MTCP_TESTBED_NET must be A.B.C with C below 254 (got %r)" % net)
+    c = int(parts[2])
+    return (net, "%s.%s.%d" % (parts[0], parts[1], c + 1), "sd%d" % c, "sc%d" % c)
+
+
+DATA_NET, CONTROL_NET, DATA_SWITCH, CONTROL_SWITCH = _nets()
 
 # Ports the members listen on: data 7001.., control 7101.. (member i: 7000+i, 7100+i).
 DATA_PORT_BASE = 7000

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL 15 cluster in a folder of its own (docs/dbfrontend.md "Running").
 #
-#   pg-cluster.sh start DIR   create DIR (must not exist), initdb + pg_ctl start as the postgres
+#   pg-cluster.sh start DIR [--listen ADDR --allow CIDR]
+#                             create DIR (must not exist), initdb + pg_ctl start as the postgres
 #                             user on a free loopback port below 32768 with its own socket folder
 #                             DIR/sock; prints the libpq connection string on stdout and writes
-#                             it to DIR/conninfo
+#                             it to DIR/conninfo. --listen also listens on ADDR (TCP, besides
+#                             127.0.0.1), --allow lets clients from CIDR in (trust, pg_hba.conf),
+#                             and the connection string then names host=ADDR (the testbed's
+#                             database host, reached from other network namespaces)
 #   pg-cluster.sh env DIR     print the connection string of a running cluster
 #   pg-cluster.sh stop DIR    stop the server (fast shutdown) and remove DIR
 #   pg-cluster.sh down DIR    stop the server but keep DIR (a database that is down)
@@ -50,8 +54,15 @@ check() {
 
 port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
+# The -o options of pg_ctl for DIR (listen_addresses from DIR/listen when --listen was given).
+server_opts() {
+  local dir="$1" port="$2" listen="127.0.0.1"
+  [[ -f "${dir}/listen" ]] && listen="127.0.0.1,$(cat "${dir}/listen")"
+  echo "-p ${port} -k ${dir}/sock -c listen_addresses=${listen} -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+}
+
 start() {
-  local dir="$1"
+  local dir="$1" listen="${2:-}" allow="${3:-}"
   check || exit 77
   [[ -e "${dir}" ]] && die "${dir} already exists (pick a new folder; stop removes it)"
   mkdir -p "${dir}/data" "${dir}/sock" || die "cannot create ${dir}"
@@ -68,15 +79,19 @@ start() {
     rm -rf "${dir}"
     die "initdb failed"
   fi
+  if [[ -n "${listen}" ]]; then
+    echo "${listen}" >"${dir}/listen"
+    echo "host all all ${allow} trust" >>"${dir}/data/pg_hba.conf"
+  fi
   local tries port
   for tries in 1 2 3 4 5 6 7 8; do
     port=$((${BANK_PORT_MIN:-20000} + (RANDOM % (${BANK_PORT_MAX:-31999} - ${BANK_PORT_MIN:-20000} + 1))))
     port_free "${port}" || continue
     if as_pg "${PGBIN}/pg_ctl" -D "${dir}/data" -l "${dir}/server.log" -w -t 30 \
-      -o "-p ${port} -k ${dir}/sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      -o "$(server_opts "${dir}" "${port}")" \
       start >"${dir}/pg_ctl.log" 2>&1; then
       echo "${port}" >"${dir}/port"
-      local ci="host=${dir}/sock port=${port} user=postgres dbname=${DB_NAME}"
+      local ci="host=${listen:-${dir}/sock} port=${port} user=postgres dbname=${DB_NAME}"
       if ! as_pg "${PGBIN}/../bin/psql" -q -h "${dir}/sock" -p "${port}" -U postgres -d postgres -c "CREATE DATABASE ${DB_NAME}" >>"${dir}/pg_ctl.log" 2>&1; then
         cat "${dir}/pg_ctl.log" >&2
         stop "${dir}"
@@ -111,17 +126,27 @@ up() {
   local port
   port="$(cat "$1/port")" || die "$1 is not a cluster made by pg-cluster.sh"
   as_pg "${PGBIN}/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 30 \
-    -o "-p ${port} -k $1/sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "$(server_opts "$1" "${port}")" \
     start >/dev/null || die "start failed (see $1/server.log)"
 }
 
 case "${1:-}" in
-  start) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh start DIR"; start "$2" ;;
+  start)
+    if [[ $# -eq 2 ]]; then
+      start "$2"
+    elif [[ $# -eq 6 && "$3" == --listen && "$5" == --allow ]]; then
+      [[ "$4" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--listen needs an IPv4 address, not '$4'"
+      [[ "$6" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$ ]] || die "--allow needs an IPv4 CIDR, not '$6'"
+      start "$2" "$4" "$6"
+    else
+      die "usage: pg-cluster.sh start DIR [--listen ADDR --allow CIDR]"
+    fi
+    ;;
   stop) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh stop DIR"; stop "$2" ;;
   down) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh down DIR"; down "$2" ;;
   up) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh up DIR"; up "$2" ;;
   env) [[ $# -eq 2 && -f "$2/conninfo" ]] || die "usage: pg-cluster.sh env DIR (a running cluster)"; cat "$2/conninfo" ;;
   check) check; exit $? ;;
-  -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "usage: pg-cluster.sh start|stop|env DIR | check (--help)" >&2; exit 2 ;;
 esac

@@ -55,16 +55,25 @@ def outdir_for(base):
 
 
 class Net:
-    """A PoolTopo network kept up for several pools; stop() in a finally."""
+    """A PoolTopo network kept up for several pools; stop() in a finally. With Net.cluster set
+    (a list of machines, from --cluster), Mininet's cluster edition builds it
+    (testbed/cluster.py)."""
+
+    cluster = None
 
     def __init__(self, servers, server_mbit, client_mbit=None, control_mbit=None,
-                 queue_pkts=None):
+                 queue_pkts=None, db=False):
         from testbed import topo as T
         self.T = T
         self.servers = servers
         topo = T.PoolTopo(servers=servers, clients=1, server_mbit=server_mbit,
-                          client_mbit=client_mbit, control_mbit=control_mbit)
-        self.net, _ = T.build_net(topo)
+                          client_mbit=client_mbit, control_mbit=control_mbit, db=db)
+        if Net.cluster:
+            from testbed import cluster as CL
+            T.strip_delays(topo)  # as build_net() does without netem
+            self.net = CL.build_cluster_net(topo, Net.cluster, T.DATA_NET + ".0/24")
+        else:
+            self.net, _ = T.build_net(topo)
         try:
             self.net.build()
             self.net.start()
@@ -191,6 +200,16 @@ def begin(name, a, binaries):
     except Preflight as e:
         print("%s: %s" % (name, e), file=sys.stderr)
         return None
+    if a.cluster:
+        from testbed import cluster as CL
+        try:
+            Net.cluster = CL.parse_servers(a.cluster)
+            CL.classes()
+        except (ValueError, ImportError) as e:
+            print("%s: cluster mode: %s" % (name, e), file=sys.stderr)
+            return None
+        print("%s: cluster mode over %s (Mininet's MininetCluster, RemoteHost, RemoteLink)"
+              % (name, ", ".join(Net.cluster)))
     outdir = outdir_for(a.out)
     print("%s: results in %s; seed %d" % (name, outdir, a.seed))
     return caps, outdir, workdir(name)
@@ -201,3 +220,112 @@ def add_run_args(p, name):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bin", default=H.DEFAULT_BIN)
     p.add_argument("--out", default=os.path.join(REPO, "testbed", "results", name))
+    p.add_argument("--cluster", help="comma list of machines for Mininet's cluster mode "
+                   "(localhost: this one; docs/testbed.md \"Cluster mode\")")
+
+
+# Student t, two-sided 95 %, by degrees of freedom (1..10); 1.96 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def mean_ci(xs):
+    """(mean, 95 % confidence half-width) over repeats; the half-width is None below 2 values."""
+    import math
+    import statistics
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    if len(xs) < 2:
+        return xs[0], None
+    df = len(xs) - 1
+    t = _T95[df - 1] if df <= len(_T95) else 1.96
+    return statistics.mean(xs), t * statistics.stdev(xs) / math.sqrt(len(xs))
+
+
+def fmt_ci(xs, f="%.2f"):
+    m, h = mean_ci(xs)
+    if m is None:
+        return "-"
+    return (f % m) + ("" if h is None else " ± " + (f % h))
+
+
+def sched_ctx(net, member_pid, servers, netem=False):
+    """What timeline.Scheduler needs from an experiment: the Mininet, the member PID by host
+    name, the server index by name, and whether the kernel has netem (the delay action)."""
+    from testbed import topo as T
+    ctx = type("Ctx", (), {})()
+    ctx.net, ctx.member_pid, ctx.netem = net, member_pid, netem
+    ctx.servers_index = {T.server_name(i): i for i in range(1, servers + 1)}
+    return ctx
+
+
+def comma_choice(p, text, known, what):
+    """A comma list of names from `known`; p.error() naming the unknown ones otherwise."""
+    names = text.split(",")
+    bad = [n for n in names if n not in known]
+    if bad:
+        p.error("unknown %s %s (known: %s)" % (what, ", ".join(bad), ", ".join(known)))
+    return names
+
+
+def save_fig(fig, path, dpi=100):
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def report_head(title, name, argv, outdir):
+    """The first lines of every report: title with the run's folder, the exact command, and the
+    Configuration heading."""
+    return ["# %s, %s" % (title, os.path.basename(outdir)), "",
+            "Command: `%s`" % command_line(name, argv), "", "## Configuration", ""]
+
+
+def load_timeline(name, path, default, servers, hosts):
+    """The run's timeline (a JSON file, else `default`) validated against the topology; None
+    after printing why it is refused."""
+    from testbed import timeline as TL
+    try:
+        return TL.validate(TL.load(path) if path else default, servers, hosts, False)
+    except TL.TimelineError as e:
+        print("%s: %s" % (name, e), file=sys.stderr)
+        return None
+
+
+def client_with_timeline(events, ctx, host, cmd, out_path, timeout_s, rec):
+    """Runs the client (harness.run_client) while a Scheduler applies events; records the exit
+    status and the applied events in rec, and 'no result' with the client's stderr when it
+    printed no JSON. Returns the client's JSON or None."""
+    from testbed import timeline as TL
+    sched = TL.Scheduler(events, ctx, log=lambda *_: None)
+    sched.start()
+    try:
+        rc, doc, err = H.run_client(host, cmd, out_path, timeout_s)
+    finally:
+        sched.stop()
+    rec.update({"client_rc": rc, "events": sched.applied})
+    if sched.stages:
+        rec["delay_stages"] = sched.stages
+    if doc is None:
+        rec.update({"verdict": "no result", "error": err.strip()[-300:]})
+    return doc
+
+
+def write_lines(path, lines):
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def each_run(repeats, names, one, key="run"):
+    """one(name, repeat) for every repeat and name, in that order; a HarnessError becomes a
+    record with verdict 'harness error' (printed), so one failed run does not end the rest."""
+    recs = []
+    for rep in range(1, repeats + 1):
+        for n in names:
+            try:
+                recs.append(one(n, rep))
+            except H.HarnessError as e:
+                recs.append({key: n, "repeat": rep, "verdict": "harness error", "error": str(e)})
+                print("  %s #%d: harness error: %s" % (n, rep, e))
+    return recs

@@ -18,7 +18,6 @@ import sys
 
 from testbed.experiments import common as X
 from testbed import harness as H
-from testbed import timeline as TL
 
 NAME = "crash"
 MODES = {"lazy": ("lazy", False), "eager": ("eager", False), "eager-ack": ("eager", True)}
@@ -39,17 +38,13 @@ def parse_args(argv):
     p.add_argument("--server-mbit", type=float, default=50.0)
     X.add_run_args(p, NAME)
     a = p.parse_args(argv)
-    a.mode_list = a.modes.split(",")
-    bad = [m for m in a.mode_list if m not in MODES]
-    if bad:
-        p.error("unknown mode %s (known: %s)" % (", ".join(bad), ", ".join(MODES)))
+    a.mode_list = X.comma_choice(p, a.modes, list(MODES), "mode")
     if a.repeats < 1 or a.duration_s - a.kill_margin_s <= a.kill_from_s:
         p.error("--repeats >= 1 and --duration-s - --kill-margin-s > --kill-from-s are required")
     return a
 
 
 def one_run(a, net, mode, rep, work, log):
-    from testbed import topo as T
     seed = a.seed * 1000 + rep
     rng = H.new_rng(seed)
     stream_seed = rng.randrange(1, 2 ** 31)
@@ -72,7 +67,6 @@ def one_run(a, net, mode, rep, work, log):
                                                "--service", a.app] + svc_seed, work, tag)
     rec = {"mode": mode, "repeat": rep, "rng_seed": seed, "stream_seed": stream_seed,
            "kill_at_s": kill_at, "transfer": transfer, "ack_after_replication": ack}
-    sched = None
     try:
         members.wait_ready()
         cmd = [perf, "-c", "--pool", pool, "--app", a.app, "--server-id", "1",
@@ -82,19 +76,10 @@ def one_run(a, net, mode, rep, work, log):
         if a.app == "echo":
             cmd += ["-b", "%g" % a.bitrate]
         rec["client_cmd"] = " ".join(cmd)
-        ctx = type("Ctx", (), {})()
-        ctx.net, ctx.member_pid = net.net, members.pid
-        ctx.servers_index = {T.server_name(i): i for i in range(1, 4)}
-        sched = TL.Scheduler([{"at_s": kill_at, "action": "kill", "target": "s1"}], ctx,
-                             log=lambda *_: None)
-        sched.start()
-        rc, doc, err = H.run_client(net.host("c1"), cmd, os.path.join(work, tag + ".json"),
-                                    a.duration_s + 20)
-        sched.stop()
-        rec.update({"client_rc": rc, "events": sched.applied})
-        if doc is None:
-            rec.update({"verdict": "no result", "error": err.strip()[-300:]})
-        else:
+        doc = X.client_with_timeline([{"at_s": kill_at, "action": "kill", "target": "s1"}],
+                                     X.sched_ctx(net.net, members.pid, 3), net.host("c1"), cmd,
+                                     os.path.join(work, tag + ".json"), a.duration_s + 20, rec)
+        if doc is not None:
             e = doc["end"]
             rec.update({"verdict": e["verdict"], "error": e.get("error"),
                         "bytes_received": e["bytes_received"], "seconds": e["seconds"],
@@ -109,8 +94,6 @@ def one_run(a, net, mode, rep, work, log):
                 rec["recovery_downtime_ms"] = rec_m[0]["downtime_us"] / 1000
                 rec["kill_to_recovered_s"] = round(rec_m[0]["t_s"] - kill_at, 3)
     finally:
-        if sched is not None:
-            sched.stop()
         rec["member_exit"] = members.stop()
     rec["survived"] = rec.get("verdict") == "ok"
     log("  %s #%d: %s%s" % (mode, rep, "SURVIVED, bytes verified" if rec["survived"] else

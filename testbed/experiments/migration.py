@@ -10,9 +10,10 @@ Each (mode, size, repeat) gets fresh members in one network; per-repeat medians,
 and range over repeats.
 
 Physical floor = client RTT + inter-server RTT + S / control-link rate, with both RTTs measured
-by ping in the same network (the issue's definition). Added client RTT (--rtts, ms): netem is
-missing here, so testbed/nfq_delay.py (iptables NFQUEUE, user space) holds every packet the
-client receives that long; the server-server RTT is left as the topology makes it.
+by ping in the same network (the issue's definition). Added client RTT (--rtts, ms): the
+timeline's `delay` action on c1 (timeline.apply_delay): netem where the kernel has it; here it
+is missing, so testbed/nfq_delay.py (iptables NFQUEUE, user space) holds every packet the client
+receives that long. The server-server RTT is left as the topology makes it.
 
 Usage: testbed/run migration [--sizes 0,16384,262144,1048576] [--rtts 0,20] [--repeats 2]
 """
@@ -24,6 +25,7 @@ import sys
 
 from testbed.experiments import common as X
 from testbed import harness as H
+from testbed import timeline as TL
 
 NAME = "migration"
 
@@ -211,7 +213,10 @@ def main(argv):
         rtts = {"client": {},
                 "control": X.ping_rtt_ms(net.host("s1"), T.server_control_ip(2))}
         for d in a.rtt_list:
-            stage = X.DelayStage(net.host("c1"), "c1-eth0", d) if d > 0 else None
+            delay = {}  # the timeline's delay action on c1: netem, else the NFQUEUE stage
+            if d > 0:
+                print("%s: delay c1 %g ms: %s" % (NAME, d, TL.apply_delay(
+                    net.net, "c1", d, delay, caps["netem"]["ok"])))
             try:
                 # pinged from s2: ping's RTT uses the kernel's receive timestamp, taken before
                 # the client's INPUT hook, so a ping from c1 would not see the stage
@@ -228,8 +233,8 @@ def main(argv):
                                              "added_rtt_ms": d, "verdict": "harness error",
                                              "error": str(e)})
             finally:
-                if stage is not None:
-                    stages[d] = stage.stop()
+                if delay:
+                    stages[d] = TL.clear_delays(delay)["c1"]
     finally:
         net.stop()
     floor_ms = {(d, s): (rtts["client"].get(d) or 0) + (rtts["control"] or 0) +

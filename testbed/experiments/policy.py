@@ -30,6 +30,7 @@ sys.path.insert(0, REPO)
 from testbed import caps as C  # noqa: E402
 from testbed import harness as H  # noqa: E402
 from testbed import timeline as TL  # noqa: E402
+from testbed.experiments import common as X  # noqa: E402
 
 POLICIES = {
     # name: (mtcp-perf options, server to connect to first)
@@ -116,10 +117,7 @@ def one_run(a, policy, repeat, events, workdir, cpu_limited, log):
                 "-d", "%g" % a.duration_s, "-i", "0.25", "-t", "%g" % (a.duration_s + 30),
                 "--seed", str(stream_seed), "-J"] + opts + shlex.split(a.perf_args))
         rec["client_cmd"] = " ".join(cmd)
-        ctx = type("Ctx", (), {})()
-        ctx.net, ctx.member_pid = net, members.pid
-        ctx.servers_index = {T.server_name(i): i for i in range(1, a.servers + 1)}
-        sched = TL.Scheduler(events, ctx, log=log)
+        sched = TL.Scheduler(events, X.sched_ctx(net, members.pid, a.servers, a.netem), log=log)
         sched.start()
         rc, doc, stderr = H.run_client(net.get("c1"), cmd,
                                        os.path.join(workdir, tag + "-client.json"),
@@ -271,6 +269,7 @@ def main(argv):
         print("policy: %s" % e, file=sys.stderr)
         return 2
     cpu_limited = any(e["action"] == "cpu" for e in events)
+    a.netem = caps["netem"]["ok"]  # the timeline's delay action: netem, else the NFQUEUE stage
     for k, v in caps.items():
         print("kernel: %-18s %s" % (k, v["detail"]))
     if not caps["netem"]["ok"]:
