@@ -42,6 +42,20 @@ def median(xs):
     return statistics.median(xs) if xs else 0.0
 
 
+def wait_port(proc, port, what, deadline):
+    """Waits until something listens on 127.0.0.1:port; fails if proc exits or time runs out."""
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited at start (exit {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise BenchError(f"{what} did not listen on port {port}")
+            time.sleep(0.02)
+
+
 class Pool:
     """Three mtcpd members of one service (echo unless told) on loopback, started and stopped by
     PID."""
@@ -88,16 +102,7 @@ class Pool:
         deadline = time.time() + 10
         for i in (1, 2, 3):
             for port in (self.data_port(i), self.control_port(i)):
-                while True:
-                    if self.procs[i - 1].poll() is not None:
-                        raise BenchError(f"member {i} exited at start (see {self.work}/members.log)")
-                    try:
-                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                        break
-                    except OSError:
-                        if time.time() > deadline:
-                            raise BenchError(f"member {i} did not listen on port {port}")
-                        time.sleep(0.02)
+                wait_port(self.procs[i - 1], port, f"member {i} (see {self.work}/members.log)", deadline)
         self.path = path
         return path
 
@@ -197,19 +202,6 @@ class Bench:
             n = len(json.load(f)["benchmarks"])
         log(f"micro-benchmarks: {n} results")
 
-    def wait_port(self, proc, port, what):
-        deadline = time.time() + 10
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"{what} exited at start (exit {proc.returncode})")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if time.time() > deadline:
-                    raise BenchError(f"{what} did not listen on port {port}")
-                time.sleep(0.02)
-
     def oneway(self):
         """One-way bulk in each direction, alternated in one run: iperf3 (kernel TCP, the anchor),
         M-TCP (mtcp-perf against the discard or source service), mtcp-perf --plain against the
@@ -233,12 +225,12 @@ class Bench:
                                           "--listen", f"127.0.0.1:{proxy_port}", "--policy", "none"],
                                          stdout=subprocess.DEVNULL, stderr=errlog)
                 helpers.append(proxy)
-                self.wait_port(proxy, proxy_port, "mtcp-proxy")
+                wait_port(proxy, proxy_port, "mtcp-proxy", time.time() + 10)
                 if iperf3:
                     srv = subprocess.Popen([iperf3, "-s", "-B", "127.0.0.1", "-p", str(iperf_port)],
                                            stdout=subprocess.DEVNULL, stderr=errlog)
                     helpers.append(srv)
-                    self.wait_port(srv, iperf_port, "iperf3 -s")
+                    wait_port(srv, iperf_port, "iperf3 -s", time.time() + 10)
                 errlog.close()
                 transports = (["iperf3"] if iperf3 else []) + ["mtcp", "plain", "proxy"]
                 if direction == "server-sends":
