@@ -33,12 +33,13 @@ class DiscardApp final : public sdk::ConnApp {
     last_snapshot_ = pos_.in;
     return true;
   }
-  void on_readable(sdk::Conn& c) override { pump(c); }
-  void on_writable(sdk::Conn& c) override { pump(c); }
+  // Nothing is written, so on_writable has nothing to do; after our close, input is left unread.
+  void on_readable(sdk::Conn& c) override {
+    if (!closed_) pump(c);
+  }
 
  private:
   void pump(sdk::Conn& c) {
-    if (closed_) return;
     for (int round = 0; round < kRounds; ++round) {
       if (pos_.in >= last_snapshot_ + o_.snapshot_every) {
         take_snapshot(c, encode_positions(kMagic, pos_, static_cast<uint32_t>(o_.state_bytes)));
@@ -76,20 +77,14 @@ class DiscardApp final : public sdk::ConnApp {
   std::vector<Slice> got_;
 };
 
-class DiscardService final : public sdk::ServiceDef {
+class DiscardService final : public PositionsService<DiscardApp, DiscardOptions> {
  public:
-  DiscardService() : ServiceDef("discard", "input read and dropped (one-way sink); closes when the client does") {
+  DiscardService()
+      : PositionsService("discard", "input read and dropped (one-way sink); closes when the client does",
+                         "Input bytes between snapshots") {
     opt("seed", &o_.seed, "Stream seed of the input, for check (the clients' must match)");
     opt("check", &o_.check, "Compare the input with the source stream of seed (memcmp; mtcp-perf --app discard sends it)");
-    opt("snapshot-every", &o_.snapshot_every, "Input bytes between snapshots");
-    opt("state-bytes", &o_.state_bytes, "Extra bytes of state in every snapshot", UINT32_MAX);
   }
-  std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv&, std::string&) override {
-    return std::make_unique<sdk::OptionsFactory<DiscardApp, DiscardOptions>>(o_);
-  }
-
- private:
-  DiscardOptions o_;
 };
 
 }  // namespace
