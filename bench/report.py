@@ -5,7 +5,7 @@ Usage: python3 bench/report.py RESULTS_DIR [--out docs/performance.md] [--plots-
                                [--no-plots]
 
 RESULTS_DIR holds what bench/run.sh measured: machine.json (required) and, each optional,
-micro.json, bulk.json, latency.json, migration.json, rate.json, conns.json and profile.md.
+micro.json, oneway.json, bulk.json, latency.json, migration.json, rate.json, conns.json and profile.md.
 The report opens with how to reproduce the run and a table of the performance targets (met or
 missed, and by how much), then has one section per measurement with its table, its plot (PNG,
 drawn with matplotlib's Agg backend when matplotlib is installed) and a line on the method.
@@ -499,6 +499,77 @@ def build_bulk(doc: Node, plotter: Plotter) -> Section:
 
 
 # ----------------------------------------------------------------------------------------------
+# One-way bulk against iperf3 (kernel TCP).
+
+ONEWAY_GOALS = {"mtcp": 0.8, "proxy": 0.5}  # median / iperf3's median, in the same run
+ONEWAY_DIRECTIONS = {"client-sends": "client sends", "server-sends": "server sends (-R)"}
+ONEWAY_TRANSPORTS = {"iperf3": "iperf3 (kernel TCP)", "mtcp": "M-TCP", "plain": "M-TCP member, plain TCP",
+                     "proxy": "mtcp-proxy", "mtcp_compare": "M-TCP, --verify compare"}
+
+
+def oneway_target(transport: str, direction: str, ratio: float | None) -> Target:
+    who = "M-TCP" if transport == "mtcp" else "mtcp-proxy"
+    return Target(f"One-way bulk, {ONEWAY_DIRECTIONS[direction]}: {who} / iperf3", ">=",
+                  ONEWAY_GOALS[transport], ratio, fmt_ratio)
+
+
+def oneway_missing() -> list[Target]:
+    return [oneway_target(t, d, None) for d in ONEWAY_DIRECTIONS for t in ONEWAY_GOALS]
+
+
+def build_oneway(doc: Node, plotter: Plotter) -> Section:
+    nbytes = doc["bytes"].num(1)
+    version = doc.get("iperf3")
+    has_iperf = version is not None and version.value is not None
+    dirs = doc["directions"].items()
+    unique(dirs, lambda d: d["direction"].text(tuple(ONEWAY_DIRECTIONS)), str)
+    rows, targets, repeats = [], [], 0
+    medians: dict[str, dict[str, float]] = {}
+    for d in dirs:
+        direction = d["direction"].text(tuple(ONEWAY_DIRECTIONS))
+        rates = {t: d["mbit_s"][t].nums(0) for t in ONEWAY_TRANSPORTS if d["mbit_s"].get(t) is not None}
+        repeats = max([repeats] + [len(v) for v in rates.values()])
+        med = {t: statistics.median(v) for t, v in rates.items()}
+        medians[direction] = med
+        anchor = med.get("iperf3")
+        if anchor is not None and anchor <= 0:
+            d["mbit_s"]["iperf3"].fail("median is 0, so there is no ratio")
+        for t, v in rates.items():
+            ratio = fmt_ratio(med[t] / anchor) if anchor else "—"
+            rows.append([ONEWAY_DIRECTIONS[direction], ONEWAY_TRANSPORTS[t], fmt_mbit(med[t]),
+                         fmt_range(v, fmt_mbit), ratio])
+        for t in ONEWAY_GOALS:
+            targets.append(oneway_target(t, direction, med[t] / anchor if anchor and t in med else None))
+
+    def draw(plt):
+        fig, ax = plt.subplots(figsize=(7.2, 3.8))
+        names = [t for t in ONEWAY_TRANSPORTS if any(t in m for m in medians.values())]
+        width = 0.8 / max(1, len(names))
+        for k, t in enumerate(names):
+            xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(medians))]
+            ax.bar(xs, [m.get(t, 0) for m in medians.values()], width, label=ONEWAY_TRANSPORTS[t])
+        ax.set_xticks(list(range(len(medians))), [ONEWAY_DIRECTIONS[d] for d in medians])
+        label_axes(ax, "One-way bulk on loopback", "direction", "Mbit/s (median)")
+        return fig
+
+    anchor_note = (f"iperf3 ({version.text()}) is the anchor" if has_iperf else
+                   "**iperf3 was not installed for this run**, so there is no anchor and no ratio "
+                   "(scripts/setup.sh installs it)")
+    body = [f"One connection moves {fmt_size(nbytes)} one way over loopback; {anchor_note}. "
+            f"M-TCP is `mtcp-perf --verify none` against the `discard` service (client sends) or "
+            f"the `source` service (`-R`, server sends), counting bytes as iperf3 does; "
+            f"\"plain TCP\" is `mtcp-perf --plain` against the same member, and mtcp-proxy is "
+            f"`mtcp-perf --plain` through `mtcp-proxy` to that member (a second loopback hop). "
+            f"Each rate is the tool's `end.sum_received.bits_per_second`. The transports run "
+            f"alternated in one run; medians and min–max over {plural(repeats, 'repeat')}, ratios "
+            f"of the medians. Targets: M-TCP ≥ {ONEWAY_GOALS['mtcp']} × iperf3, mtcp-proxy ≥ "
+            f"{ONEWAY_GOALS['proxy']} × iperf3.", ""]
+    body += md_table(["Direction", "Transport", "Median (Mbit/s)", "Min–max", "/ iperf3"], rows, "llrrr")
+    body += plotter.plot("oneway", "One-way bulk against iperf3", draw)
+    return Section("One-way bulk against iperf3", body, targets)
+
+
+# ----------------------------------------------------------------------------------------------
 # Request/response latency.
 
 
@@ -729,6 +800,7 @@ class Measurement:
 
 MEASUREMENTS = [
     Measurement("micro.json", "Micro-benchmarks", build_micro, list),
+    Measurement("oneway.json", "One-way bulk against iperf3", build_oneway, oneway_missing, "oneway"),
     Measurement("bulk.json", "Bulk throughput", build_bulk, lambda: [bulk_target(None, None)],
                 "bulk"),
     Measurement("latency.json", "Latency", build_latency, lambda: [latency_target(None, None)]),

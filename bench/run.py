@@ -2,8 +2,10 @@
 """Runs every benchmark of docs/performance.md and writes bench/results/<date>/ (JSON).
 
 Micro-benchmarks (Google Benchmark), then end-to-end measurements with real processes on
-loopback, each against plain TCP in the same run: bulk throughput (one and several
-connections), request/response latency, migration time against state size (lazy, eager, and
+loopback, each against plain TCP in the same run: one-way bulk in each direction against
+iperf3 (the kernel-TCP anchor; skipped with a message when iperf3 is not installed), M-TCP's
+plain-TCP path and mtcp-proxy, bulk echo throughput (one and several connections),
+request/response latency, migration time against state size (lazy, eager, and
 the physical floor: a fresh plain TCP connection moving the same bytes), migrations per
 second, and concurrent idle connections with the member's memory per connection.
 
@@ -40,8 +42,23 @@ def median(xs):
     return statistics.median(xs) if xs else 0.0
 
 
+def wait_port(proc, port, what, deadline):
+    """Waits until something listens on 127.0.0.1:port; fails if proc exits or time runs out."""
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited at start (exit {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise BenchError(f"{what} did not listen on port {port}")
+            time.sleep(0.02)
+
+
 class Pool:
-    """Three mtcpd members of the echo service on loopback, started and stopped by PID."""
+    """Three mtcpd members of one service (echo unless told) on loopback, started and stopped by
+    PID."""
 
     def __init__(self, bin_dir, work, base_port):
         self.bin = bin_dir
@@ -59,7 +76,7 @@ class Pool:
     def control_port(self, member):
         return self.base + 3 + member
 
-    def start(self, mode, state_bytes=0, snapshot_every=256 * KIB, limits=None):
+    def start(self, mode, state_bytes=0, snapshot_every=256 * KIB, limits=None, service="echo"):
         self.stop()
         path = os.path.join(self.work, f"pool-{mode}.json")
         cfg = {
@@ -78,23 +95,14 @@ class Pool:
         errlog = open(os.path.join(self.work, "members.log"), "a")
         for i in (1, 2, 3):
             self.procs.append(subprocess.Popen(
-                [os.path.join(self.bin, "mtcpd"), "--pool", path, "--id", str(i), "--service", "echo",
+                [os.path.join(self.bin, "mtcpd"), "--pool", path, "--id", str(i), "--service", service,
                  "-q", "--state-bytes", str(state_bytes), "--snapshot-every", str(snapshot_every)],
                 stdout=subprocess.DEVNULL, stderr=errlog))
         errlog.close()
         deadline = time.time() + 10
         for i in (1, 2, 3):
             for port in (self.data_port(i), self.control_port(i)):
-                while True:
-                    if self.procs[i - 1].poll() is not None:
-                        raise BenchError(f"member {i} exited at start (see {self.work}/members.log)")
-                    try:
-                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                        break
-                    except OSError:
-                        if time.time() > deadline:
-                            raise BenchError(f"member {i} did not listen on port {port}")
-                        time.sleep(0.02)
+                wait_port(self.procs[i - 1], port, f"member {i} (see {self.work}/members.log)", deadline)
         self.path = path
         return path
 
@@ -193,6 +201,85 @@ class Bench:
         with open(out) as f:
             n = len(json.load(f)["benchmarks"])
         log(f"micro-benchmarks: {n} results")
+
+    def oneway(self):
+        """One-way bulk in each direction, alternated in one run: iperf3 (kernel TCP, the anchor),
+        M-TCP (mtcp-perf against the discard or source service), mtcp-perf --plain against the
+        same member (its plain-TCP path), and mtcp-perf --plain through mtcp-proxy; all count
+        bytes only (--verify none), as iperf3 does. The server-sends direction also runs M-TCP
+        with --verify compare, to state what checking every byte costs."""
+        iperf3 = shutil.which("iperf3")
+        if not iperf3:
+            log("one-way: iperf3 is not installed (Debian package iperf3, scripts/setup.sh): "
+                "measuring without the kernel-TCP anchor")
+        nbytes = 200 * MIB if self.a.short else 2000 * MIB
+        iperf_port = self.pool.base + 7
+        proxy_port = self.pool.base + 8
+        directions = []
+        for direction, service, app in (("client-sends", "discard", "discard"), ("server-sends", "source", "source")):
+            self.pool.start("lazy", service=service)
+            helpers = []
+            try:
+                errlog = open(os.path.join(self.work, "oneway.log"), "a")
+                proxy = subprocess.Popen([os.path.join(self.bin, "mtcp-proxy"), "--pool", self.pool.path,
+                                          "--listen", f"127.0.0.1:{proxy_port}", "--policy", "none"],
+                                         stdout=subprocess.DEVNULL, stderr=errlog)
+                helpers.append(proxy)
+                wait_port(proxy, proxy_port, "mtcp-proxy", time.time() + 10)
+                if iperf3:
+                    srv = subprocess.Popen([iperf3, "-s", "-B", "127.0.0.1", "-p", str(iperf_port)],
+                                           stdout=subprocess.DEVNULL, stderr=errlog)
+                    helpers.append(srv)
+                    wait_port(srv, iperf_port, "iperf3 -s", time.time() + 10)
+                errlog.close()
+                transports = (["iperf3"] if iperf3 else []) + ["mtcp", "plain", "proxy"]
+                if direction == "server-sends":
+                    transports.append("mtcp_compare")
+                r = {"direction": direction, "service": service, "mbit_s": {t: [] for t in transports}}
+                for rep in range(self.a.repeat):
+                    for t in transports:
+                        r["mbit_s"][t].append(self.oneway_run(t, app, nbytes, iperf3, iperf_port, proxy_port))
+                    log(f"one-way {direction} repeat {rep + 1}: " +
+                        ", ".join(f"{t} {r['mbit_s'][t][-1]:.0f}" for t in transports) + " Mbit/s")
+                directions.append(r)
+            finally:
+                for h in helpers:
+                    if h.poll() is None:
+                        h.terminate()
+                    try:
+                        h.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        h.kill()
+                        h.wait()
+        self.pool.stop()
+        version = subprocess.run([iperf3, "--version"], capture_output=True, text=True).stdout.splitlines()[0] \
+            if iperf3 else None
+        self.save("oneway.json", {"bytes": nbytes, "iperf3": version, "directions": directions})
+
+    def oneway_run(self, transport, app, nbytes, iperf3, iperf_port, proxy_port):
+        """One transfer; its end.sum_received.bits_per_second (the same field in both tools), in Mbit/s."""
+        what = f"one-way {app} {transport}"
+        if transport == "iperf3":
+            cmd = [iperf3, "-c", "127.0.0.1", "-p", str(iperf_port), "-n", str(nbytes), "-J"]
+            if app == "source":
+                cmd.append("-R")
+        else:
+            verify = "compare" if transport == "mtcp_compare" else "none"
+            extra = {"plain": ["--plain"], "proxy": ["--plain", "--connect", f"127.0.0.1:{proxy_port}"]}.get(transport, [])
+            cmd = self.perf("--app", app, "-n", str(nbytes), "--verify", verify, *extra)
+        for attempt in range(3):
+            j = self.run_json(cmd, what, ok_codes=(0, 1) if transport == "iperf3" else (0,))
+            if transport != "iperf3" or "error" not in j:
+                break
+            # iperf3 now and then fails a test at its start ("the server is busy", "unable to
+            # receive control message: Connection reset by peer"); such a test moved nothing
+            log(f"{what}: iperf3 said: {j['error']}; again in 0.5 s")
+            time.sleep(0.5)
+        else:
+            raise BenchError(f"{what}: iperf3 said: {j['error']}")
+        if transport != "iperf3" and j["end"]["verdict"] != "ok":
+            raise BenchError(f"{what}: {j['end']['error']}")
+        return j["end"]["sum_received"]["bits_per_second"] / 1e6
 
     def bulk(self):
         self.pool.start("lazy")
@@ -345,7 +432,7 @@ class Bench:
         mode = "short" if self.a.short else "full"
         os.makedirs(self.a.out, exist_ok=True)
         machine = self.machine(mode)
-        steps = [("micro", self.micro), ("bulk", self.bulk), ("latency", self.latency),
+        steps = [("micro", self.micro), ("oneway", self.oneway), ("bulk", self.bulk), ("latency", self.latency),
                  ("migration", self.migration), ("rate", self.rate), ("conns", self.conns)]
         try:
             for name, fn in steps:
@@ -368,7 +455,7 @@ def main():
     ap.add_argument("--out", help="results directory (default: bench/results/<UTC date-time>)")
     ap.add_argument("--short", action="store_true", help="the short form (under a minute): small sizes, one repeat")
     ap.add_argument("--repeat", type=int, help="alternated repeats of each M-TCP / plain pair (default 5, short 1)")
-    ap.add_argument("--only", nargs="*", choices=["micro", "bulk", "latency", "migration", "rate", "conns"],
+    ap.add_argument("--only", nargs="*", choices=["micro", "oneway", "bulk", "latency", "migration", "rate", "conns"],
                     help="run only these measurements")
     ap.add_argument("--idle-conns", type=int, default=10000, help="idle connections held on one member")
     ap.add_argument("--command", default="bash bench/run.sh", help=argparse.SUPPRESS)
@@ -383,7 +470,7 @@ def main():
     if not a.out:
         here = os.path.dirname(os.path.abspath(__file__))
         a.out = os.path.join(here, "results", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ"))
-    for tool in ("mtcpd", "mtcp-perf", "mtcp-loadgen", "mtcp-floor", "mtcp-bench-micro"):
+    for tool in ("mtcpd", "mtcp-perf", "mtcp-proxy", "mtcp-loadgen", "mtcp-floor", "mtcp-bench-micro"):
         if not os.access(os.path.join(a.build, "bin", tool), os.X_OK):
             print(f"bench: error: {a.build}/bin/{tool} is missing; build first (bash scripts/build.sh release)",
                   file=sys.stderr)

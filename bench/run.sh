@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmarks in one command: builds the release tree if needed, runs bench/run.py (micro-
-# benchmarks and end-to-end measurements against plain TCP on loopback, results as JSON in
+# benchmarks and end-to-end measurements against plain TCP and iperf3 on loopback, results as JSON in
 # bench/results/<UTC date-time>/) and writes docs/performance.md with plots in docs/perf/.
-#   bash bench/run.sh            the full run (about 6 minutes on 2 cores)
+#   bash bench/run.sh            the full run (about 8 minutes on 2 cores)
 #   bash bench/run.sh --short    the short form (under a minute; CI runs it)
 # Other options go to bench/run.py (--out DIR, --repeat N, --only STEP..., --idle-conns N);
 # --report FILE writes the report elsewhere (with its plots beside it), --no-build skips the build.

@@ -74,6 +74,15 @@ cat >"$res/bulk.json" <<'JSON'
           {"conns": 1, "bytes_per_conn": 1048576, "mtcp_mbit_s": [2900, 3000, 3100],
            "plain_mbit_s": [3000, 3100, 3200]}]}
 JSON
+cat >"$res/oneway.json" <<'JSON'
+{"bytes": 2097152000, "iperf3": "iperf 3.12 (synthetic)", "directions": [
+  {"direction": "client-sends", "service": "discard",
+   "mbit_s": {"iperf3": [30000, 31000, 32000], "mtcp": [25000, 26000, 27000], "plain": [28000, 29000, 30000],
+              "proxy": [14000, 15000, 16000]}},
+  {"direction": "server-sends", "service": "source",
+   "mbit_s": {"iperf3": [30000, 31000, 32000], "mtcp": [20000, 21000, 22000], "plain": [28000, 29000, 30000],
+              "proxy": [16000, 16500, 17000], "mtcp_compare": [15000, 15500, 16000]}}]}
+JSON
 cat >"$res/latency.json" <<'JSON'
 {"size": 64, "runs": [{"conns": 1,
   "mtcp": [{"p50_us": 30.0, "p99_us": 60.0, "mean_us": 32.0, "count": 1000},
@@ -126,7 +135,12 @@ if run 0 full "$res" --out "$md" --plots-dir "$plots"; then
   check "16 MiB floor target missed" has "$md" "**missed**: 2.22× floor vs ≤ 2.00× floor, 11% over"
   check "conns target missed" has "$md" "**missed**: 1,000 vs ≥ 10,000, 90% short"
   check "per-conn target" has "$md" "| Memory per idle M-TCP connection | < 16.0 KiB | 11.0 KiB | met |"
-  check "targets count" has "$md" "6 of 10 measured targets met."
+  check "targets count" has "$md" "8 of 14 measured targets met."
+  check "one-way target met" has "$md" "| One-way bulk, client sends: M-TCP / iperf3 | ≥ 0.80 | 0.84 | met |"
+  check "one-way proxy target missed" has "$md" "| One-way bulk, client sends: mtcp-proxy / iperf3 | ≥ 0.50 | 0.48 | **missed**: 0.48 vs ≥ 0.50, 3% short |"
+  check "one-way -R target missed" has "$md" "| One-way bulk, server sends (-R): M-TCP / iperf3 | ≥ 0.80 | 0.68 | **missed**"
+  check "one-way row" has "$md" "| server sends (-R) | M-TCP, --verify compare | 15,500 | 15,000–16,000 | 0.50 |"
+  check "one-way anchor named" has "$md" "iperf3 (iperf 3.12 (synthetic)) is the anchor"
   check "micro group" has "$md" "| \`BM_FrameDecode\` | 64 | 41.5 ns | 41.0 ns | 1.40 GiB/s | 24.0 M/s |"
   check "micro group row" has "$md" "|  | 16384 | 2.50 µs | 2.40 µs | 6.33 GiB/s |  |"
   check "micro median aggregate" has "$md" "| \`BM_LogAppend\` | 4096 | 1.00 µs | 940 ns | 3.91 MiB/s |  |"
@@ -140,7 +154,7 @@ if run 0 full "$res" --out "$md" --plots-dir "$plots"; then
   check "profile verbatim" has "$md" 'Top frame: `synthetic_function` (12%).'
   check "nothing unmeasured" lacks "$md" "not measured in this run"
   if "$PY" -c 'import matplotlib' 2>/dev/null; then
-    for p in bulk migration rate; do
+    for p in oneway bulk migration rate; do
       check "plot $p.png drawn" test -s "$plots/$p.png"
       check "plot $p.png linked" has "$md" "](perf/$p.png)"
     done
@@ -158,7 +172,7 @@ mkdir -p "$only"
 cp "$res/machine.json" "$only/"
 md2="$work/out2/performance.md"
 if run 0 minimal "$only" --out "$md2" --plots-dir "$work/out2/perf" --no-plots; then
-  for section in "Micro-benchmarks" "Bulk throughput" "Latency" "Migration time" "Migration rate" "Idle connections"; do
+  for section in "Micro-benchmarks" "One-way bulk against iperf3" "Bulk throughput" "Latency" "Migration time" "Migration rate" "Idle connections"; do
     check "$section not measured" grep -qzF -- $'## '"$section"$'\n\nNot measured in this run.' "$md2"
   done
   check "targets not measured" has "$md2" "| Bulk throughput: M-TCP / plain | ≥ 0.95 | — | not measured in this run |"
@@ -166,6 +180,24 @@ if run 0 minimal "$only" --out "$md2" --plots-dir "$work/out2/perf" --no-plots; 
   check "profiling link" has "$md2" "what was changed because of it: [profiling.md]("
   check "no plots dir" test ! -e "$work/out2/perf"
   check "no image links" lacks "$md2" "!["
+fi
+# --- one-way without iperf3: no anchor, no ratio, said so -------------------------------------------
+noanchor="$work/no-iperf3"
+mkdir -p "$noanchor"
+cp "$res/machine.json" "$noanchor/"
+"$PY" - "$res/oneway.json" "$noanchor/oneway.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc["iperf3"] = None
+for d in doc["directions"]:
+    del d["mbit_s"]["iperf3"]
+json.dump(doc, open(sys.argv[2], "w"))
+PY
+md4="$work/out4/performance.md"
+if run 0 no-iperf3 "$noanchor" --out "$md4" --no-plots; then
+  check "no anchor said" has "$md4" "**iperf3 was not installed for this run**"
+  check "no anchor: target not measured" has "$md4" "| One-way bulk, client sends: M-TCP / iperf3 | ≥ 0.80 | — | not measured in this run |"
+  check "no anchor: rates still shown" has "$md4" "| client sends | M-TCP | 26,000 | 25,000–27,000 | — |"
 fi
 run 0 noplots "$res" --out "$work/out3/p.md" --plots-dir "$work/out3/perf" --no-plots \
   && check "--no-plots draws nothing" test ! -e "$work/out3/perf"

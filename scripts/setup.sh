@@ -10,6 +10,7 @@ readonly PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libasio-dev
   git python3 python3-matplotlib
   socat netcat-openbsd iproute2 iptables iputils-ping
+  iperf3  # bench/ (docs/performance.md): kernel TCP on the same loopback, the anchor of the one-way benchmarks
   mininet bridge-utils  # testbed/ (docs/testbed.md): Mininet with Linux bridges
   postgresql-15 libpq-dev  # apps/dbfrontend (docs/dbfrontend.md): a throwaway PostgreSQL cluster and libpq
   # apps/streaming (docs/streaming.md): GStreamer 1.22 to build against and to play with;

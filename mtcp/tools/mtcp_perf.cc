@@ -2,9 +2,13 @@
 //   mtcp-perf -s --pool pool.json --id N [--app NAME] [service options]  run pool member N
 //   mtcp-perf -c --pool pool.json [--app ...] [-n BYTES | -d SECONDS] [--migrate-every MS] [-J]
 //   mtcp-perf -c --plain ...                                          the same over plain TCP
+//   mtcp-perf -c --app discard | -R [--verify none|compare|sha256]    one-way, like iperf3 [-R]
 // Every reply byte is checked against a model of the service (a lost, duplicated or altered
-// byte in either direction shows), both directions are hashed with SHA-256, migrations happen
-// on a schedule or when the server hints, and each one is reported with its downtime.
+// byte in either direction shows), both directions are hashed with SHA-256 (--verify sha256,
+// the default; `compare` checks without hashing, `none` only counts: the cost of each is in
+// --help and docs/performance.md), migrations happen on a schedule or when the server hints,
+// and each one is reported with its downtime. The result's end.sum_sent / end.sum_received
+// carry iperf3's field names (bytes, seconds, bits_per_second).
 // Exit status: 0 verified, 1 transfer failed or mismatched, 2 bad usage or configuration.
 #include <openssl/evp.h>
 
@@ -30,14 +34,27 @@ using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 using asio::ip::tcp;
 
-constexpr size_t kBlockBytes = 64u << 10;  // input generated and handed over per write
+constexpr size_t kBlockBytes = 64u << 10;  // ref input generated and handed over per write
+// echo and discard input is the source stream: slices of its precomputed pattern, up to
+// svc::kSourceWindowBytes (256 KiB, a receive block's size) per write.
 
 // The client's model of the service it checks (the server side runs the registered service).
-enum class Model { ref, echo, source };
+enum class Model { ref, echo, source, discard };
 bool parse_model(const std::string& name, Model& out) {
   if (name == "ref") out = Model::ref;
   else if (name == "echo") out = Model::echo;
   else if (name == "source") out = Model::source;
+  else if (name == "discard") out = Model::discard;
+  else return false;
+  return true;
+}
+
+// How much of the transfer is checked (the cost per byte is stated in --help).
+enum class Verify { none, compare, sha256 };
+bool parse_verify(const std::string& name, Verify& out) {
+  if (name == "none") out = Verify::none;
+  else if (name == "compare") out = Verify::compare;
+  else if (name == "sha256") out = Verify::sha256;
   else return false;
   return true;
 }
@@ -60,6 +77,9 @@ struct Options {
   double interval_s = 1;
   double time_limit_s = 120;
   bool plain = false;
+  std::string connect;  // --plain: this address instead of the member's data port (mtcp-proxy)
+  Verify verify = Verify::sha256;
+  std::string verify_name = "sha256";
   bool json = false;
   core::ServerId first = 0;
 };
@@ -100,56 +120,42 @@ class Checker {
   virtual std::optional<uint64_t> expected(uint64_t input_total) = 0;
 };
 
-// Compares against a generated stream, a block at a time; names the first differing byte.
-bool compare_stream(std::span<const uint8_t> got, uint64_t at, Bytes& scratch,
-                    const std::function<void(uint64_t, std::span<uint8_t>)>& fill, std::string& why) {
-  scratch.resize(got.size());
-  fill(at, scratch);
-  if (std::memcmp(scratch.data(), got.data(), got.size()) == 0) return true;
-  size_t i = 0;
-  while (scratch[i] == got[i]) ++i;
-  why = "reply byte " + std::to_string(at + i) + " differs";
-  return false;
-}
-
-class EchoChecker final : public Checker {
+// Replies that are the source stream (source; echo of the source stream we send): compared
+// with memcmp against the precomputed pattern, no byte generated. With --verify none, counted.
+class StreamChecker final : public Checker {
  public:
-  explicit EchoChecker(uint64_t seed) : seed_(seed) {}
+  StreamChecker(Model app, uint64_t seed, bool compare) : app_(app), pattern_(svc::source_pattern(seed)), compare_(compare) {}
   bool check(std::span<const uint8_t> got, uint64_t written, std::string& why) override {
-    if (received_ + got.size() > written) {
+    if (app_ == Model::echo && received_ + got.size() > written) {
       why = "echo: reply byte " + std::to_string(written) + " arrived before it was sent";
       return false;
     }
-    auto fill = [this](uint64_t at, std::span<uint8_t> dst) { svc::input_fill(seed_, at, dst); };
-    if (!compare_stream(got, received_, scratch_, fill, why)) return false;
+    if (app_ == Model::discard && !got.empty()) {
+      why = "discard: the server sent a reply byte";
+      return false;
+    }
+    if (compare_) {
+      size_t bad = svc::source_mismatch(pattern_, received_, got);
+      if (bad != got.size()) {
+        why = "reply byte " + std::to_string(received_ + bad) + " differs";
+        return false;
+      }
+    }
     received_ += got.size();
     return true;
   }
   uint64_t received() const override { return received_; }
-  std::optional<uint64_t> expected(uint64_t input_total) override { return input_total; }
-
- private:
-  uint64_t seed_;
-  uint64_t received_ = 0;
-  Bytes scratch_;
-};
-
-class SourceChecker final : public Checker {
- public:
-  explicit SourceChecker(uint64_t seed) : seed_(seed) {}
-  bool check(std::span<const uint8_t> got, uint64_t, std::string& why) override {
-    auto fill = [this](uint64_t at, std::span<uint8_t> dst) { svc::source_fill(seed_, at, dst); };
-    if (!compare_stream(got, received_, scratch_, fill, why)) return false;
-    received_ += got.size();
-    return true;
+  std::optional<uint64_t> expected(uint64_t input_total) override {
+    if (app_ == Model::echo) return input_total;
+    if (app_ == Model::discard) return 0;
+    return std::nullopt;
   }
-  uint64_t received() const override { return received_; }
-  std::optional<uint64_t> expected(uint64_t) override { return std::nullopt; }
 
  private:
-  uint64_t seed_;
+  Model app_;
+  BlockPtr pattern_;
+  bool compare_;
   uint64_t received_ = 0;
-  Bytes scratch_;
 };
 
 class RefChecker final : public Checker {
@@ -166,11 +172,7 @@ class RefChecker final : public Checker {
 };
 
 std::unique_ptr<Checker> make_checker(const Options& o) {
-  switch (o.app) {
-    case Model::echo: return std::make_unique<EchoChecker>(o.params.seed);
-    case Model::source: return std::make_unique<SourceChecker>(o.params.seed);
-    case Model::ref: break;
-  }
+  if (o.app != Model::ref) return std::make_unique<StreamChecker>(o.app, o.params.seed, o.verify != Verify::none);
   svc::RefParams a;  // the output depends on the seed and response_max only
   a.stream_seed = o.params.seed;
   a.response_max = o.params.response_max;
@@ -191,8 +193,8 @@ struct MigrationRecord {
 class Run {
  public:
   Run(asio::io_context& io, const Options& o)
-      : io_(io), o_(o), checker_(make_checker(o)), limit_timer_(io), interval_timer_(io), duration_timer_(io),
-        pace_timer_(io) {
+      : io_(io), o_(o), checker_(make_checker(o)), pattern_(svc::source_pattern(o.params.seed)), limit_timer_(io),
+        interval_timer_(io), duration_timer_(io), pace_timer_(io) {
     // Input to send: the service's input (ref, echo), or nothing (source).
     if (o.app == Model::source) input_total_ = 0;
     else input_total_ = o.duration_s > 0 ? UINT64_MAX : o.bytes;
@@ -245,14 +247,17 @@ class Run {
     }
     return 0;
   }
-  // The next block of input at written_ (hashed); the caller hands it over and calls sent().
-  Bytes next_input(size_t room) {
+  // The next block of input at written_ (empty: paced); the caller hands it over and calls
+  // sent(). ref: generated (the ref service checks it); echo, discard: a slice of the source
+  // pattern, no byte generated or copied.
+  Slice next_input(size_t room) {
+    if (o_.app != Model::ref) return svc::source_slice(pattern_, written_, static_cast<size_t>(std::min<uint64_t>(allowed(), room)));
     Bytes b(static_cast<size_t>(std::min<uint64_t>({allowed(), room, kBlockBytes})));
     svc::input_fill(o_.params.seed, written_, b);
-    return b;
+    return Slice(make_block(std::move(b)));
   }
   void sent(std::span<const uint8_t> b) {
-    sent_sha_.update(b);
+    if (o_.verify == Verify::sha256) sent_sha_.update(b);
     written_ += b.size();
     if (written_ == input_total_) input_ended_ = true;
   }
@@ -263,7 +268,7 @@ class Run {
       finish("mismatch", why);
       return false;
     }
-    recv_sha_.update(b);
+    if (o_.verify == Verify::sha256) recv_sha_.update(b);
     // source: the client decides when it has had enough.
     if (o_.app == Model::source && o_.duration_s == 0 && checker_->received() >= o_.bytes && !input_ended_) end_input();
     return true;
@@ -274,7 +279,7 @@ class Run {
     if (!input_ended_ || written_ != input_total_) return false;
     auto want = checker_->expected(written_);
     if (!want) return peer_closed;
-    if (o_.app == Model::echo && !peer_closed) return false;
+    if ((o_.app == Model::echo || o_.app == Model::discard) && !peer_closed) return false;
     return checker_->received() == *want;
   }
   double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
@@ -314,9 +319,21 @@ class Run {
     std::sort(downs.begin(), downs.end());
     auto pct = [&](double q) { return downs.empty() ? int64_t{0} : downs[static_cast<size_t>(q * static_cast<double>(downs.size() - 1))]; };
     uint64_t recvd = checker_->received();
+    // iperf3's names: what the receiver of the measured direction got. discard: the server
+    // read every byte we sent once it closed after our close (verdict ok); before that, what
+    // it acknowledged.
+    uint64_t one_way = o_.app == Model::discard ? (verdict_ == "ok" ? written_ : acked()) : recvd;
+    auto sum = [secs](uint64_t bytes) {
+      return Json{{"start", 0}, {"end", secs}, {"seconds", secs}, {"bytes", bytes},
+                  {"bits_per_second", secs > 0 ? static_cast<double>(bytes) * 8 / secs : 0}};
+    };
+    bool hashed = o_.verify == Verify::sha256;
     result_ = {{"start",
                 {{"transport", o_.plain ? "tcp" : "mtcp"},
                  {"app", o_.app_name},
+                 {"verify", o_.verify_name},
+                 {"test_start", {{"protocol", "TCP"}, {"num_streams", 1}, {"bytes", o_.bytes},
+                                 {"duration", o_.duration_s}, {"reverse", o_.app == Model::source ? 1 : 0}}},
                  {"bytes", o_.bytes},
                  {"duration_s", o_.duration_s},
                  {"migrate_every_ms", o_.migrate_every_ms},
@@ -328,8 +345,10 @@ class Run {
                  {"bytes_received", recvd},
                  {"sent_mbit_s", secs > 0 ? static_cast<double>(written_) * 8 / secs / 1e6 : 0},
                  {"received_mbit_s", secs > 0 ? static_cast<double>(recvd) * 8 / secs / 1e6 : 0},
-                 {"sha256_sent", sent_sha_.hex()},
-                 {"sha256_received", recv_sha_.hex()},
+                 {"sum_sent", sum(written_)},
+                 {"sum_received", sum(one_way)},
+                 {"sha256_sent", hashed ? sent_sha_.hex() : ""},
+                 {"sha256_received", hashed ? recv_sha_.hex() : ""},
                  {"migrations_done", done_m},
                  {"migrations_failed", failed_m},
                  {"downtime_us_median", pct(0.5)},
@@ -349,10 +368,12 @@ class Run {
   // Closes the transport, then calls `then`.
   virtual void stop_transport(std::function<void()> then) = 0;
   virtual uint64_t duplicates() const { return 0; }
+  virtual uint64_t acked() const { return 0; }  // input the server acknowledged (M-TCP)
 
   asio::io_context& io_;
   Options o_;
   std::unique_ptr<Checker> checker_;
+  BlockPtr pattern_;  // the source stream's pattern (echo and discard input)
   uint64_t input_total_ = 0;
   uint64_t written_ = 0;
   bool input_ended_ = false;
@@ -371,7 +392,9 @@ class Run {
       double span = t - last_t_;
       Json j = {{"start_s", last_t_}, {"end_s", t}, {"bytes_sent", up}, {"bytes_received", down},
                 {"sent_mbit_s", static_cast<double>(up) * 8 / span / 1e6},
-                {"received_mbit_s", static_cast<double>(down) * 8 / span / 1e6}, {"migrations", migs}};
+                {"received_mbit_s", static_cast<double>(down) * 8 / span / 1e6}, {"migrations", migs},
+                {"sum", {{"start", last_t_}, {"end", t}, {"seconds", span}, {"bytes", o_.app == Model::discard ? up : down},
+                         {"bits_per_second", static_cast<double>(o_.app == Model::discard ? up : down) * 8 / span}}}};
       if (!o_.json) {
         std::printf("[%6.2f-%6.2f s] sent %8.2f MB %8.1f Mbit/s   received %8.2f MB %8.1f Mbit/s   %zu migrations\n", last_t_, t,
                     static_cast<double>(up) / 1e6, j["sent_mbit_s"].get<double>(), static_cast<double>(down) / 1e6,
@@ -524,9 +547,8 @@ class MtcpRun final : public Run {
     auto& e = conn_.engine();
     // Input in blocks handed to the engine (no copy inside M-TCP).
     while (input_left() && e.write_space() > 0) {
-      Bytes b = next_input(e.write_space());
-      if (b.empty()) break;  // paced
-      Slice s(make_block(std::move(b)));
+      Slice s = next_input(e.write_space());
+      if (s.empty()) break;  // paced
       Slice keep = s;  // the engine shares the block; `keep` lets us hash what was accepted
       if (!e.write(std::move(s))) break;
       sent(keep.span());
@@ -543,6 +565,9 @@ class MtcpRun final : public Run {
       if (!reply(s.span())) return;
       policy_.on_bytes_received(s.len, rt::now_ms());
     }
+    // Let go of the receive blocks now: back on the runtime's spare list, the next socket read
+    // goes into one still in the cache instead of a cold one.
+    got_.clear();
     if (reply_complete(e.peer_closed()) && e.send_log().base() == written_) finish("ok", "");
   }
 
@@ -559,6 +584,7 @@ class MtcpRun final : public Run {
     conn_.flush_and_close(std::move(then));
   }
   uint64_t duplicates() const override { return conn_engine().counters().duplicate_bytes_dropped; }
+  uint64_t acked() const override { return conn_engine().send_log().base(); }
 
   rt::ClientConn conn_;
   asio::steady_timer migrate_timer_;
@@ -576,6 +602,7 @@ class MtcpRun final : public Run {
 // The baseline: the same service over a plain TCP connection to one member's data port.
 class PlainRun final : public Run {
  public:
+  // Reads of 256 KiB, as the M-TCP runtime's (rt::ReadBlock::kBytes).
   PlainRun(asio::io_context& io, const Options& o) : Run(io, o), sock_(io), rbuf_(256u << 10) {}
 
   bool start(const std::string& address, std::string& why) {
@@ -609,11 +636,11 @@ class PlainRun final : public Run {
       }
       return;
     }
-    wbuf_ = next_input(kBlockBytes * 4);
+    wbuf_ = next_input(svc::kSourceWindowBytes);  // 256 KiB writes, as an M-TCP receive block
     if (wbuf_.empty()) return;  // paced: kick() comes back
     writing_ = true;
-    sent(wbuf_);  // counted now: the echo of its first bytes can arrive before the write completes
-    asio::async_write(sock_, asio::buffer(wbuf_), [this](asio::error_code ec, size_t) {
+    sent(wbuf_.span());  // counted now: the echo of its first bytes can arrive before the write completes
+    asio::async_write(sock_, asio::buffer(wbuf_.data(), wbuf_.len), [this](asio::error_code ec, size_t) {
       writing_ = false;
       if (done_) return;
       if (ec) return finish("failed", "write: " + ec.message());
@@ -641,7 +668,8 @@ class PlainRun final : public Run {
   }
 
   tcp::socket sock_;
-  Bytes wbuf_, rbuf_;
+  Slice wbuf_;
+  Bytes rbuf_;
   bool writing_ = false;
   bool shut_ = false;
 };
@@ -655,8 +683,11 @@ void print_summary(const Json& r) {
               e["received_mbit_s"].get<double>(), e["migrations_done"].get<unsigned long long>(),
               e["downtime_us_median"].get<long long>(), e["downtime_us_p99"].get<long long>(),
               e["migrations_failed"].get<unsigned long long>());
-  std::printf("sha256 sent %s\nsha256 received %s\n", e["sha256_sent"].get<std::string>().c_str(),
-              e["sha256_received"].get<std::string>().c_str());
+  if (!e["sha256_sent"].get<std::string>().empty())
+    std::printf("sha256 sent %s\nsha256 received %s\n", e["sha256_sent"].get<std::string>().c_str(),
+                e["sha256_received"].get<std::string>().c_str());
+  else
+    std::printf("verify %s (no SHA-256)\n", r["start"]["verify"].get<std::string>().c_str());
   if (!e["error"].get<std::string>().empty()) std::printf("error: %s\n", e["error"].get<std::string>().c_str());
 }
 
@@ -710,13 +741,17 @@ int main(int argc, char** argv) {
     if (a == "-s" || a == "--server") return run_server(argc, argv);
   }
   CLI::App cli{"mtcp-perf: measure and verify M-TCP transfers across migrations (-s --help: the member's options)"};
-  bool client = false, no_hints = false;
+  bool client = false, no_hints = false, reverse = false;
   std::string policies = "hint,manual", stall_expect = "any";
   std::string pool_path;
   Options o;
   cli.add_flag("-c,--client", client, "Run a client (-s runs a pool member instead; see -s --app NAME --help)");
   cli.add_option("--pool", pool_path, "Pool configuration file (JSON)")->required();
-  cli.add_option("--app", o.app_name, "Service to check: ref (reference app), echo, or source (server-to-client stream)")->capture_default_str();
+  auto* app_opt = cli.add_option("--app", o.app_name,
+                                 "Service to check: ref (reference app), echo, source (one-way: the server sends), or "
+                                 "discard (one-way: the client sends, the server drops)")
+                      ->capture_default_str();
+  cli.add_flag("-R,--reverse", reverse, "One-way, the server sends (like iperf3 -R): --app source")->excludes(app_opt);
   cli.add_option("--server-id", o.first, "Member to connect to first (default: the first member)");
   cli.add_option("-n,--bytes", o.bytes, "Bytes to send (ref, echo) or to receive (source)")->capture_default_str();
   cli.add_option("-d,--duration", o.duration_s, "Run this many seconds instead of a byte count");
@@ -735,7 +770,15 @@ int main(int argc, char** argv) {
   cli.add_option("--every-ms", o.policy.every_ms, "schedule: migrate this long after the last migration")->capture_default_str();
   cli.add_option("-i,--interval", o.interval_s, "Seconds between interval lines (0: none)")->capture_default_str();
   cli.add_option("-t,--time-limit", o.time_limit_s, "Give up after this many seconds")->capture_default_str();
-  cli.add_flag("--plain", o.plain, "Plain TCP to the member's data port (the baseline; echo and source only)");
+  cli.add_flag("--plain", o.plain,
+               "Plain TCP to the member's data port (the kernel-TCP baseline with the same 256 KiB reads and writes; "
+               "not ref)");
+  cli.add_option("--connect", o.connect, "--plain: connect here instead of the member's data port (e.g. an mtcp-proxy)");
+  cli.add_option("--verify", o.verify_name,
+                 "none: count bytes only (a discard sink, as iperf3); compare: every reply byte compared with the "
+                 "service's model (memcmp against a precomputed pattern, about 10 GB/s per core); sha256: compare and "
+                 "SHA-256 of both directions (about 1.8 GB/s per core and direction here)")
+      ->capture_default_str();
   cli.add_option("--response-max", o.params.response_max, "ref: generated bytes per 64-byte record (hash mod this)");
   cli.add_option("--seed", o.params.seed, "Stream seed (must match between client and servers)");
   cli.add_flag("-J,--json", o.json, "Print the result as JSON");
@@ -758,8 +801,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mtcp-perf: give exactly one of -s or -c (see --help)\n");
     return 2;
   }
+  if (reverse) o.app_name = "source";
   if (!parse_model(o.app_name, o.app)) {
-    std::fprintf(stderr, "mtcp-perf: -c checks ref, echo or source, not '%s'\n", o.app_name.c_str());
+    std::fprintf(stderr, "mtcp-perf: -c checks ref, echo, source or discard, not '%s'\n", o.app_name.c_str());
+    return 2;
+  }
+  if (!parse_verify(o.verify_name, o.verify)) {
+    std::fprintf(stderr, "mtcp-perf: --verify is none, compare or sha256, not '%s'\n", o.verify_name.c_str());
+    return 2;
+  }
+  if (o.verify == Verify::none && o.app == Model::ref) {
+    std::fprintf(stderr, "mtcp-perf: --verify none needs --app echo, source or discard (ref is checked as it runs)\n");
+    return 2;
+  }
+  if (!o.connect.empty() && !o.plain) {
+    std::fprintf(stderr, "mtcp-perf: --connect goes with --plain\n");
     return 2;
   }
   rt::PoolConfig pool;
@@ -783,7 +839,7 @@ int main(int argc, char** argv) {
   bool ok = false;
   if (o.plain) {
     prun = std::make_unique<PlainRun>(io, o);
-    if (!prun->start(pool.find(o.first)->data, why)) {
+    if (!prun->start(o.connect.empty() ? pool.find(o.first)->data : o.connect, why)) {
       std::fprintf(stderr, "mtcp-perf: %s\n", why.c_str());
       return 2;
     }

@@ -59,22 +59,11 @@ class EchoApp final : public sdk::ConnApp {
   std::vector<Slice> got_;
 };
 
-class EchoService final : public sdk::ServiceDef {
- public:
-  EchoService() : ServiceDef("echo", "every input byte back, in order") {
-    opt("snapshot-every", &o_.snapshot_every, "Input bytes between snapshots");
-    opt("state-bytes", &o_.state_bytes, "Extra bytes of state in every snapshot", UINT32_MAX);
-  }
-  std::unique_ptr<sdk::AppFactory> start(const sdk::ServiceEnv&, std::string&) override {
-    return std::make_unique<sdk::OptionsFactory<EchoApp, EchoOptions>>(o_);
-  }
-
- private:
-  EchoOptions o_;
-};
-
 }  // namespace
 
-std::unique_ptr<sdk::ServiceDef> make_echo_service() { return std::make_unique<EchoService>(); }
+std::unique_ptr<sdk::ServiceDef> make_echo_service() {
+  return std::make_unique<PositionsService<EchoApp, EchoOptions>>("echo", "every input byte back, in order",
+                                                                  "Input bytes between snapshots");
+}
 
 }  // namespace mtcp::svc

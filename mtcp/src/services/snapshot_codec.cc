@@ -26,7 +26,7 @@ Bytes encode_positions(uint32_t magic, Positions pos, uint32_t state_bytes) {
   w.u64(pos.out);
   w.u32(state_bytes);
   b.resize(kHeader + state_bytes);
-  source_fill(state_seed(pos), 0, std::span<uint8_t>(b).subspan(kHeader));
+  seeded_fill(state_seed(pos), 0, std::span<uint8_t>(b).subspan(kHeader));
   return b;
 }
 
@@ -50,7 +50,7 @@ bool decode_positions(uint32_t magic, std::span<const uint8_t> b, uint32_t state
   std::array<uint8_t, 64u << 10> want;
   for (size_t at = 0; at < len; at += want.size()) {
     size_t n = std::min<size_t>(want.size(), len - at);
-    source_fill(state_seed(p), at, std::span<uint8_t>(want.data(), n));
+    seeded_fill(state_seed(p), at, std::span<uint8_t>(want.data(), n));
     const uint8_t* got = b.data() + kHeader + at;
     if (std::memcmp(got, want.data(), n) != 0) {
       size_t i = 0;

@@ -1,7 +1,12 @@
 // source: a generated stream, byte `o` = source_byte(seed, o), written as fast as the
 // connection takes it; `source-bytes` long (then the service closes), or endless until the
 // client closes its side. Input is read and discarded. The stream is a function of the offset,
-// so the snapshot only needs the positions.
+// so the snapshot only needs the positions. It is written as slices of the seed's precomputed
+// pattern block (builtin.h): no byte of it is generated or copied per connection.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
 #include "common/mix.h"
 #include "services/builtin.h"
 #include "services/pending_output.h"
@@ -11,7 +16,6 @@ namespace mtcp::svc {
 namespace {
 
 constexpr uint32_t kMagic = 0x53524345u;  // "SRCE"
-constexpr size_t kBlockBytes = 64u << 10;
 constexpr int kRounds = 64;
 
 uint64_t word_at(uint64_t seed, uint64_t index) {
@@ -28,7 +32,7 @@ struct SourceOptions {
 
 class SourceApp final : public sdk::ConnApp {
  public:
-  explicit SourceApp(const SourceOptions& o) : o_(o) {}
+  explicit SourceApp(const SourceOptions& o) : o_(o), pattern_(source_pattern(o.seed)) {}
 
   bool on_open(sdk::Conn&, const sdk::Import& imp, std::string& why) override {
     if (!import_positions(imp, kMagic, static_cast<uint32_t>(o_.state_bytes), pos_, why)) return false;
@@ -54,9 +58,7 @@ class SourceApp final : public sdk::ConnApp {
       }
       if (out_.empty()) {
         uint64_t left = o_.source_bytes ? o_.source_bytes - pos_.out : UINT64_MAX;
-        Bytes b(static_cast<size_t>(std::min<uint64_t>(kBlockBytes, left)));
-        source_fill(o_.seed, pos_.out, b);
-        out_.push(Slice(make_block(std::move(b))));
+        out_.push(source_slice(pattern_, pos_.out, static_cast<size_t>(std::min<uint64_t>(kSourceWindowBytes, left))));
       }
       uint64_t before = c.output_pos();
       bool all = out_.flush(c);
@@ -67,6 +69,7 @@ class SourceApp final : public sdk::ConnApp {
   }
 
   const SourceOptions o_;
+  const BlockPtr pattern_;
   Positions pos_;
   uint64_t last_snapshot_ = 0;
   bool closed_ = false;
@@ -92,17 +95,63 @@ class SourceService final : public sdk::ServiceDef {
 
 }  // namespace
 
-uint8_t source_byte(uint64_t seed, uint64_t offset) {
-  return static_cast<uint8_t>(word_at(seed, offset / 8) >> (8 * (offset % 8)));
-}
-
-void source_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst) {
+void seeded_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst) {
   size_t i = 0;
   while (i < dst.size()) {
     uint64_t at = offset + i;
     uint64_t w = word_at(seed, at / 8);
+    if (at % 8 == 0 && dst.size() - i >= 8) {
+      std::memcpy(dst.data() + i, &w, 8);  // little-endian: byte k of the word is w >> 8k
+      i += 8;
+      continue;
+    }
     for (unsigned k = static_cast<unsigned>(at % 8); k < 8 && i < dst.size(); ++k, ++i)
       dst[i] = static_cast<uint8_t>(w >> (8 * k));
+  }
+}
+
+BlockPtr source_pattern(uint64_t seed) {
+  static std::mutex mu;
+  static std::vector<std::pair<uint64_t, BlockPtr>> cache;  // newest last, kSourcePatternsCached
+  std::lock_guard lock(mu);
+  for (const auto& [s, b] : cache)
+    if (s == seed) return b;
+  Bytes b(kSourcePeriodBytes + kSourceWindowBytes);
+  seeded_fill(seed, 0, std::span<uint8_t>(b.data(), kSourcePeriodBytes));
+  std::memcpy(b.data() + kSourcePeriodBytes, b.data(), kSourceWindowBytes);
+  if (cache.size() >= kSourcePatternsCached) cache.erase(cache.begin());
+  cache.emplace_back(seed, make_block(std::move(b)));
+  return cache.back().second;
+}
+
+Slice source_slice(const BlockPtr& pattern, uint64_t offset, size_t n) {
+  return Slice(pattern, static_cast<size_t>(offset % kSourcePeriodBytes), std::min(n, kSourceWindowBytes));
+}
+
+size_t source_mismatch(const BlockPtr& pattern, uint64_t offset, std::span<const uint8_t> got) {
+  for (size_t i = 0; i < got.size();) {
+    size_t n = std::min(kSourceWindowBytes, got.size() - i);
+    const uint8_t* want = pattern->data() + (offset + i) % kSourcePeriodBytes;
+    if (std::memcmp(want, got.data() + i, n) != 0) {
+      while (want[0] == got[i]) ++want, ++i;
+      return i;
+    }
+    i += n;
+  }
+  return got.size();
+}
+
+uint8_t source_byte(uint64_t seed, uint64_t offset) {
+  uint64_t at = offset % kSourcePeriodBytes;  // the pattern's byte, without building the pattern
+  return static_cast<uint8_t>(word_at(seed, at / 8) >> (8 * (at % 8)));
+}
+
+void source_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst) {
+  BlockPtr p = source_pattern(seed);
+  for (size_t i = 0; i < dst.size();) {
+    size_t n = std::min(kSourceWindowBytes, dst.size() - i);
+    std::memcpy(dst.data() + i, p->data() + (offset + i) % kSourcePeriodBytes, n);
+    i += n;
   }
 }
 

@@ -6,7 +6,8 @@
 # ack-after-replication is survived; SIGKILL in lazy mode ends in an explicit failure naming
 # the cause; a plain TCP client is served (echo); a bad pool file and a port in use are
 # refused with exit status 2; 256 MiB both ways (echo service) with a migration every 100 ms,
-# lazy and eager, arrive with equal SHA-256; the plain TCP baseline of mtcp-perf verifies.
+# lazy and eager, arrive with equal SHA-256; the plain TCP baseline of mtcp-perf verifies;
+# one-way transfers in each direction (discard with --check, -R) verify across migrations.
 # Ends only the processes it started (by PID) and removes its temporary folder.
 set -uo pipefail
 PERF="$1"
@@ -40,7 +41,8 @@ write_pool "$work/eager.json" eager ', "ack_after_replication": true'
 start_members() {  # start_members POOL [APP] -> sets member_pids
   member_pids=()
   for i in 1 2 3; do
-    "$PERF" -s --pool "$1" --id "$i" --app "${2:-ref}" 2>"$work/member$i.log" &
+    # shellcheck disable=SC2086  # APP may carry the service's options ("discard --check")
+    "$PERF" -s --pool "$1" --id "$i" --app ${2:-ref} 2>"$work/member$i.log" &
     member_pids+=("$!")
     pids+=("$!")
   done
@@ -97,6 +99,41 @@ PY
   fi
   stop_members
 done
+
+# One-way, as iperf3 (and -R): the client sends to `discard` (which checks every byte against
+# the source stream, --check), then the member sends (`source`, -R) and the client compares
+# every byte; both with a migration every 50 ms, both with iperf3's end.sum_received fields.
+oneway() {  # oneway NAME APP-ARGS... : run, print the summary, exit 0 when good
+  "$PERF" -c --pool "$work/lazy.json" -n "$BULK" --migrate-every 50 -i 0 -J -t 400 "${@:2}" > "$work/$1.out"
+  local rc=$?
+  python3 - "$work/$1.out" "$BULK" "$rc" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))["end"]
+r = e["sum_received"]
+good = (sys.argv[3] == "0" and e["verdict"] == "ok" and r["bytes"] >= int(sys.argv[2]) and e["migrations_done"] >= 1
+        and abs(r["bits_per_second"] - r["bytes"] * 8 / r["seconds"]) < 1e-3 * r["bits_per_second"])
+print("good" if good else "bad", "%s, %d bytes one way in %.1f s (%.0f Mbit/s), %d migrations" % (
+    e["verdict"], r["bytes"], r["seconds"], r["bits_per_second"] / 1e6, e["migrations_done"]))
+sys.exit(0 if good else 1)
+PY
+}
+start_members "$work/lazy.json" "discard --check"
+summary=$(oneway discard --app discard --verify compare); ok=$?
+echo "  oneway-discard: $summary"
+assert_ok "one-way, the client sends (discard --check), a migration every 50 ms" $ok
+stop_members
+start_members "$work/lazy.json" source
+summary=$(oneway reverse -R --verify compare); ok=$?
+echo "  oneway-reverse: $summary"
+assert_ok "one-way -R (source), every byte compared, a migration every 50 ms" $ok
+"$PERF" -c --pool "$work/lazy.json" -R -n 20000000 --verify none --plain -i 0 > "$work/plain-r.out"
+rc=$?
+[[ $rc == 0 ]] && grep -q "^ok (tcp, source)" "$work/plain-r.out" && grep -q "^verify none" "$work/plain-r.out"
+assert_ok "mtcp-perf -R --plain --verify none counts the stream ($(head -c 60 "$work/plain-r.out"))" $?
+"$PERF" -c --pool "$work/lazy.json" -R --verify bogus > /dev/null 2>&1
+[[ $? == 2 ]]
+assert_ok "--verify with an unknown mode is a usage error (exit 2)" $?
+stop_members
 
 # SIGKILL of the serving member (member 1, where the client starts) mid-transfer.
 for mode in eager lazy; do
