@@ -26,6 +26,15 @@ void ServerEngine::replicate_soon(Conn& c, TimeMs now) {
   }
 }
 
+bool ServerEngine::state_in_flight(const Conn& c, const Peer& p, TimeMs now) const {
+  return p.sent_epoch == c.epoch && !p.unconfirmed.empty() && p.unconfirmed.back().epoch == c.epoch &&
+         now < state_wait_until(p);
+}
+
+TimeMs ServerEngine::state_wait_until(const Peer& p) const {
+  return p.last_state_ms + kStateWaitRetries * cfg_.limits.replication_retry_ms;
+}
+
 void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
   if (cfg_.limits.transfer_mode != TransferMode::eager || c.role != Role::owner) return;
   c.repl_due_ms = kNever;
@@ -40,10 +49,27 @@ void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
     bool keepalive = now >= p.last_send_ms + cfg_.limits.replica_timeout_ms / 2;
     bool retry = (stale_ack && now >= p.last_send_ms + cfg_.limits.replication_retry_ms) || keepalive;
     if (force_state || p.sent_epoch != c.epoch || p.sent_snap != c.snap_id) {
-      send_repl_state(c, mem.server_id, p, now);
-      continue;
+      // One state in flight per alternate: a newer snapshot waits for the confirmation of the
+      // last state sent (on_repl_ack sends it then, with only the output after that state),
+      // or for kStateWaitRetries x replication_retry_ms. Meanwhile new input still goes as REPL_LOG, if the
+      // alternate's log reaches the current snapshot (the owner no longer holds the input
+      // before it). Sending every snapshot at once made a slow alternate receive state after
+      // state, each with the whole unacknowledged output and input logs, fall further behind,
+      // and confirm none in time to shorten the next: under bulk echo about 30 to 58 bytes of
+      // replication per byte of input.
+      if (force_state || !state_in_flight(c, p, now)) {
+        send_repl_state(c, mem.server_id, p, now);
+        continue;
+      }
+      if (p.sent_in_end < c.snap_in_seq) continue;  // increments would leave a gap: wait
+      // The alternate's input log runs from the state in flight: at most input_log_bytes_max.
+      if (c.in_end() > p.unconfirmed.back().snap_in + cfg_.limits.input_log_bytes_max) continue;
     }
     uint64_t from = p.sent_in_end;
+    // A state in flight is not given up on after replication_retry_ms: a busy alternate that
+    // confirms late must not receive the whole state again and again (the control channel
+    // is a TCP connection; messages are lost only with it).
+    if (retry && state_in_flight(c, p, now)) retry = false;
     if (retry) {
       // Go back to what the alternate confirmed (messages may have been lost).
       if (p.acked.epoch != c.epoch || p.acked.snap_id != c.snap_id) {
@@ -102,9 +128,10 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   p.sent_snap = c.snap_id;
   p.sent_snap_out = c.snap_out_seq;
   if (p.unconfirmed.size() >= kUnconfirmedStatesMax) p.unconfirmed.pop_front();
-  p.unconfirmed.push_back({c.epoch, c.snap_id, c.snap_out_seq});
+  p.unconfirmed.push_back({c.epoch, c.snap_id, c.snap_out_seq, c.snap_in_seq});
   if (!keep_in) p.sent_in_end = c.in_end();  // else the increments already sent stand
   p.last_send_ms = now;
+  p.last_state_ms = now;
 }
 
 void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now) {
@@ -254,6 +281,8 @@ void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now
       p.out_have_epoch = c->epoch;
     }
   }
+  // A newer snapshot waited for this confirmation (one state in flight, replicate()).
+  if (p.unconfirmed.empty() && p.sent_snap != c->snap_id) replicate(*c, now, false);
 }
 
 }  // namespace mtcp::core

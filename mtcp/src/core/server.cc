@@ -197,8 +197,12 @@ TimeMs ServerEngine::conn_deadline(const Conn& c) const {
     else t = std::min(t, c.cert_issued_ms + cfg_.limits.cert_lifetime_ms / 2);
     if (cfg_.limits.transfer_mode == TransferMode::eager) {
       for (const auto& [pid, p] : c.peers) {
-        if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()})
-          t = std::min(t, p.last_send_ms + cfg_.limits.replication_retry_ms);
+        if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()}) {
+          // A state in flight suppresses the retry until it is given up on (replicate()).
+          bool waiting = p.sent_epoch == c.epoch && !p.unconfirmed.empty() && p.unconfirmed.back().epoch == c.epoch;
+          t = std::min(t, waiting ? std::max(state_wait_until(p), p.last_send_ms + cfg_.limits.replication_retry_ms)
+                                  : p.last_send_ms + cfg_.limits.replication_retry_ms);
+        }
         t = std::min(t, p.last_send_ms + cfg_.limits.replica_timeout_ms / 2);
       }
       t = std::min(t, c.repl_due_ms);

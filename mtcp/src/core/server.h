@@ -170,11 +170,15 @@ class ServerEngine {
     // next snapshot is often sent before the last one is confirmed; matching only the last
     // one made out_have stand still and every REPL_STATE carry the whole output log.
     struct Sent {
-      uint64_t epoch = 0, snap_id = 0, snap_out = 0;
+      uint64_t epoch = 0, snap_id = 0, snap_out = 0, snap_in = 0;
     };
     std::deque<Sent> unconfirmed;  // at most kUnconfirmedStatesMax
+    TimeMs last_state_ms = 0;      // the last REPL_STATE went then
   };
   static constexpr size_t kUnconfirmedStatesMax = 32;
+  // A REPL_STATE not confirmed is waited for this many replication_retry_ms before it is sent
+  // again (replication.cc, "one state in flight").
+  static constexpr uint64_t kStateWaitRetries = 10;
   // Output after a snapshot as a transferred state described it (docs/PROTOCOL.md §7): a
   // digest of [from, digest_end) and the bytes [tail_start, end()).
   struct OutRecord {
@@ -364,6 +368,8 @@ class ServerEngine {
   // New input or a new snapshot to push: now if batching is off or replication_batch_bytes of
   // input wait, else by now + replication_batch_ms (on_timer pushes it).
   void replicate_soon(Conn& c, TimeMs now);
+  bool state_in_flight(const Conn& c, const Peer& p, TimeMs now) const;
+  TimeMs state_wait_until(const Peer& p) const;
   void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
 
   ServerConfig cfg_;
