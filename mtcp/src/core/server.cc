@@ -181,6 +181,8 @@ void ServerEngine::on_timer(TimeMs now) {
   for (auto& [id, e] : expired) free_conn(id, e);
   std::erase_if(retired_, [&](const auto& kv) { return now >= kv.second.until_ms; });
   MTCP_ASSERT(retired_.size() <= cfg_.limits.connections_max, "server: retired table beyond connections_max");
+  std::erase_if(abandoned_, [&](const auto& kv) { return now >= kv.second.until_ms; });
+  MTCP_ASSERT(abandoned_.size() <= kAbandonedClaimsMax, "server: abandoned-claims table beyond kAbandonedClaimsMax");
   check_all();
 }
 

@@ -223,6 +223,10 @@ class ServerEngine {
     cert::Certificate client_cert;  // ... and it is this one (a RENEW wraps with its secret)
     ServerId handed_to = 0;  // frozen: who received the hand-off
     uint64_t handed_epoch = 0;
+    uint32_t handed_request = 0;  // lazy frozen: the claim (request id) our last GRANT answered
+    // Lazy owner: the highest counter of a claim whose claimer abandoned it (ABANDON): a claim
+    // with a counter not above it is stale, from an attempt the client has given up.
+    uint32_t abandoned_counter = 0;
     explicit Conn(size_t out_max) : out(out_max) {}
     uint64_t in_end() const { return snap_in_seq + in_log.size(); }
     wire::ReplicaPos pos() const { return {epoch, snap_id, in_end()}; }
@@ -330,8 +334,12 @@ class ServerEngine {
   void adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now);
   void on_deny(ServerId from, const wire::Deny& m, TimeMs now);
   void on_release(ServerId from, const wire::Release& m, TimeMs now);
+  void on_abandon(ServerId from, const wire::Abandon& m, TimeMs now);
+  void abandon_claim(uint32_t request_id, const PendingClaim& p, TimeMs now);
+  TimeMs lazy_claim_wait(ConnId id) const;
   void check_claim(uint32_t request_id, TimeMs now, bool deadline);
   void claim_won(uint32_t request_id, TimeMs now);
+  void take_over(PendingClaim p, TimeMs now);
   void claim_failed(uint32_t request_id, Error e, ServerId hint);
   void freeze(Conn& c, ServerId to, uint64_t epoch);
   OutRecord owner_record(const Conn& c) const;
@@ -364,6 +372,18 @@ class ServerEngine {
   };
   std::map<ConnId, Retired> retired_;
   std::map<uint32_t, PendingClaim> claims_;
+  // Lazy claims of ours that timed out and were abandoned (ABANDON sent): a late GRANT of one
+  // is answered with ABANDON again instead of being adopted. Kept orphan_timeout_ms, at most
+  // kAbandonedClaimsMax entries (when full a new one is not recorded: its late GRANT is then
+  // adopted as before, which is safe too, docs/PROTOCOL.md §5.2).
+  struct AbandonedClaim {
+    ConnId conn = 0;
+    ServerId asked = 0;
+    uint32_t counter = 0;
+    TimeMs until_ms = 0;
+  };
+  static constexpr size_t kAbandonedClaimsMax = 1024;
+  std::map<uint32_t, AbandonedClaim> abandoned_;
   size_t buffered_ = 0;
   TimeMs buffered_at_ = 0;
   bool buffered_counted_ = false;
