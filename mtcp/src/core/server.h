@@ -223,7 +223,11 @@ class ServerEngine {
     cert::Certificate client_cert;  // ... and it is this one (a RENEW wraps with its secret)
     ServerId handed_to = 0;  // frozen: who received the hand-off
     uint64_t handed_epoch = 0;
-    uint32_t handed_request = 0;  // lazy frozen: the claim (request id) our last GRANT answered
+    // Lazy frozen: the claims (request ids) of handed_to our GRANTs answered and that it has not
+    // abandoned yet. The owner serves again only once every one is abandoned (a GRANT still
+    // valid may be on its way). More than kHandedRequestsMax: never serves again by ABANDON.
+    std::vector<uint32_t> handed_requests;
+    bool handed_untracked = false;
     // Lazy owner: the highest counter of a claim whose claimer abandoned it (ABANDON): a claim
     // with a counter not above it is stale, from an attempt the client has given up.
     uint32_t abandoned_counter = 0;
@@ -383,6 +387,8 @@ class ServerEngine {
     TimeMs until_ms = 0;
   };
   static constexpr size_t kAbandonedClaimsMax = 1024;
+  static constexpr size_t kHandedRequestsMax = 8;
+  void note_handed_request(Conn& c, uint32_t request_id);
   std::map<uint32_t, AbandonedClaim> abandoned_;
   size_t buffered_ = 0;
   TimeMs buffered_at_ = 0;

@@ -210,6 +210,10 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
       return claim_failed(g.request_id, Error::stale_epoch, 0);
     }
     p.epoch = g.epoch;
+    // The owner's state, at the epoch it hands over: fresher than any copy of ours (a frozen
+    // member asking its successor holds an older epoch), so claim_won continues from it.
+    p.best_pos = {st->epoch, st->snap_id, st->in_end()};
+    p.best_from_owner = true;
     p.best = std::move(st.value());
     p.owner_answered = true;
     p.granted.insert(from);
@@ -433,7 +437,8 @@ void ServerEngine::take_over(PendingClaim p, TimeMs now) {
   Conn& c = *local;
   c.role = Role::owner;
   c.handed_to = 0;
-  c.handed_request = 0;
+  c.handed_requests.clear();
+  c.handed_untracked = false;
   c.peers.clear();
   Status ok = install_state(c, std::move(st), rcv);
   MTCP_ASSERT(ok.ok(), "claim_won: install_state failed after check_install passed");
@@ -498,7 +503,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
       // Repeated claim from the member we handed to (our GRANT was lost): grant again.
       if (c->handed_to == from) {
         ++counters_.claims_granted;
-        c->handed_request = m.request_id;  // an ABANDON of an earlier request no longer applies
+        note_handed_request(*c, m.request_id);  // one more GRANT that may be installed
         wire::ConnState st = export_state(*c, false);
         st.epoch = c->handed_epoch;
         auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
@@ -520,7 +525,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
     if (!bytes) return deny(bytes.error(), 0, 0);
     freeze(*c, from, next);
-    c->handed_request = m.request_id;
+    c->handed_requests.clear();
+    c->handed_untracked = false;
+    note_handed_request(*c, m.request_id);
     c->news_ms = now;
     ++counters_.claims_granted;
     return send_control(from, wire::Grant{c->id, next, m.request_id, true, c->pos(), std::move(bytes.value())});
@@ -747,16 +754,29 @@ void ServerEngine::on_release(ServerId from, const wire::Release& m, TimeMs now)
   free_conn(m.conn_id, Error::ok);
 }
 
+void ServerEngine::note_handed_request(Conn& c, uint32_t request_id) {
+  if (std::find(c.handed_requests.begin(), c.handed_requests.end(), request_id) != c.handed_requests.end()) return;
+  if (c.handed_requests.size() >= kHandedRequestsMax) c.handed_untracked = true;
+  else c.handed_requests.push_back(request_id);
+}
+
 // Lazy: the member we froze for says its claim timed out and it will never install our GRANT.
-// If that is the hand-off we are frozen on (same claimer, same request: a later request of the
-// same claimer, such as an adopt_only claim, replaces it), nobody serves the connection: serve
+// Once it has said so for every GRANT we sent it for this hand-off (the first, which froze us,
+// and any repeated one, such as for an adopt_only claim), nobody serves the connection: serve
 // it again ourselves, at a new epoch, from the frozen copy (a fresh application instance
 // imports the snapshot; docs/PROTOCOL.md §5.2 "Abandoned claims").
 void ServerEngine::on_abandon(ServerId from, const wire::Abandon& m, TimeMs now) {
   Conn* c = find(m.conn_id);
   if (!c || cfg_.limits.transfer_mode != TransferMode::lazy) return;
   c->abandoned_counter = std::max(c->abandoned_counter, m.counter);
-  if (c->role != Role::frozen || c->handed_to != from || c->handed_request != m.request_id) return;
+  if (c->role != Role::frozen || c->handed_to != from) return;
+  auto& reqs = c->handed_requests;
+  auto it = std::find(reqs.begin(), reqs.end(), m.request_id);
+  if (it == reqs.end()) return;
+  reqs.erase(it);
+  // Another GRANT of ours to that member may still be installed: stay frozen until all are
+  // abandoned (messages overtake one another; its CLAIMs can arrive in any order).
+  if (!reqs.empty() || c->handed_untracked) return;
   ++counters_.handoffs_cancelled;
   PendingClaim p;
   p.conn = c->id;
