@@ -25,6 +25,15 @@ size_t count_failures(const Harness& h, Error e) {
 
 // ---- lazy transfer ------------------------------------------------------------------------
 
+// Connects to S1 and exchanges 100 bytes both ways; returns the connection.
+ConnId connect_with_input(Harness& h) {
+  h.connect(1);
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 100u);
+  return h.conn();
+}
+
 TEST(LazyTransfer, MigrationMovesTheStateAndReplaysFromTheSnapshot) {
   Harness h(3);
   h.connect(1);
@@ -100,11 +109,7 @@ TEST(LazyTransfer, MigrationMovesTheStateAndReplaysFromTheSnapshot) {
 
 TEST(LazyTransfer, FencedOwnerCannotWriteWhileTheHandOffIsInFlight) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   h.hold_control(1, 2);  // the GRANT
   ASSERT_TRUE(h.migrate(2).ok());
   EXPECT_EQ(h.held_control(1, 2), 1u);
@@ -137,11 +142,7 @@ TEST(LazyTransfer, FencedOwnerCannotWriteWhileTheHandOffIsInFlight) {
 
 TEST(LazyTransfer, ReplayedOutputTheClientAlreadyHasIsDroppedAsDuplicate) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   SubflowId p1 = *h.client().primary();
   // S1 answers 100 more bytes, but they are still on the way when the client migrates.
   h.hold_pipe(p1, Harness::Dir::s2c);
@@ -176,11 +177,7 @@ TEST(LazyTransfer, ReplayedOutputTheClientAlreadyHasIsDroppedAsDuplicate) {
 
 TEST(LazyTransfer, CutPrimaryIsRecoveredThroughAnAlternate) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   h.cut(*h.client().primary());
   h.pump();
   EXPECT_EQ(h.client().server(), 2u);
@@ -222,11 +219,7 @@ TEST(LazyTransfer, OwnerCrashEndsInAnExplicitFailure) {
 // ABANDON; S2 never installs the late GRANT; the client carries on.
 TEST(LazyTransfer, AClaimThatTimedOutIsNeverHonouredAndTheSlowOwnerServesAgain) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   h.hold_control(2, 1);  // the owner is slow: S2's messages wait
   ASSERT_TRUE(h.migrate(2).ok());
   h.advance(h.limits().claim_timeout_ms + 1);
@@ -259,11 +252,7 @@ TEST(LazyTransfer, AClaimThatTimedOutIsNeverHonouredAndTheSlowOwnerServesAgain) 
 // (alive) instead of failing with no_alternate.
 TEST(LazyTransfer, AOneWayControlCutIsRoutedAroundToTheLiveOwner) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   h.hold_control(1, 2);
   h.hold_control(1, 3);
   ASSERT_TRUE(h.migrate(2).ok());
@@ -286,11 +275,7 @@ TEST(LazyTransfer, AOneWayControlCutIsRoutedAroundToTheLiveOwner) {
 // A claim whose counter an ABANDON already covered is refused before the owner freezes.
 TEST(LazyTransfer, AClaimAtOrBelowAnAbandonedCounterIsDeniedWithoutFreezing) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   // S3 abandons a claim of counter 5 it never got to send (as if its CLAIM were still on its way).
   h.inject_control(3, 1, wire::Abandon{id, 77, 5});
   h.pump();
@@ -313,11 +298,7 @@ TEST(LazyTransfer, AClaimAtOrBelowAnAbandonedCounterIsDeniedWithoutFreezing) {
 // secret) at once: both claim from the owner, exactly one gets the connection.
 TEST(LazyTransfer, TwoClaimsToTheOwnerExactlyOneWins) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   cert::Certificate c = h.client().certificate();
   h.hold_control(2, 1);
   h.hold_control(3, 1);
@@ -366,11 +347,7 @@ TEST(LazyTransfer, TwoClaimsToTheOwnerExactlyOneWins) {
 // the live connection.
 TEST(LazyTransfer, StaleCounterAtANonOwnerLeavesTheConnectionServed) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   ASSERT_TRUE(h.migrate(2).ok());  // counter 1 used
   ASSERT_EQ(h.client().server(), 2u);
   cert::Certificate c2 = h.client().certificate();

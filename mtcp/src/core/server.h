@@ -341,6 +341,7 @@ class ServerEngine {
   void on_abandon(ServerId from, const wire::Abandon& m, TimeMs now);
   void abandon_claim(uint32_t request_id, const PendingClaim& p, TimeMs now);
   TimeMs lazy_claim_wait(ConnId id) const;
+  TimeMs abandon_resend_deadline() const;
   void check_claim(uint32_t request_id, TimeMs now, bool deadline);
   void claim_won(uint32_t request_id, TimeMs now);
   void take_over(PendingClaim p, TimeMs now);
@@ -385,8 +386,14 @@ class ServerEngine {
     ServerId asked = 0;
     uint32_t counter = 0;
     TimeMs until_ms = 0;
+    // ABANDON is sent again (it may be lost, and an owner whose own messages are lost cannot
+    // send the late GRANT that would prompt a resend) kAbandonResends times, after
+    // claim_timeout_ms, doubling.
+    TimeMs resend_ms = 0;
+    uint32_t resends = 0;
   };
   static constexpr size_t kAbandonedClaimsMax = 1024;
+  static constexpr uint32_t kAbandonResends = 4;
   static constexpr size_t kHandedRequestsMax = 8;
   void note_handed_request(Conn& c, uint32_t request_id);
   std::map<uint32_t, AbandonedClaim> abandoned_;

@@ -349,7 +349,8 @@ void ServerEngine::check_claim(uint32_t request_id, TimeMs now, bool deadline) {
 void ServerEngine::abandon_claim(uint32_t request_id, const PendingClaim& p, TimeMs now) {
   ++counters_.claims_abandoned;
   if (abandoned_.size() < kAbandonedClaimsMax)
-    abandoned_[request_id] = {p.conn, p.asked, p.request.counter, now + cfg_.limits.orphan_timeout_ms};
+    abandoned_[request_id] = {p.conn, p.asked, p.request.counter, now + cfg_.limits.orphan_timeout_ms,
+                              now + cfg_.limits.claim_timeout_ms, 0};
   send_control(p.asked, wire::Abandon{p.conn, request_id, p.request.counter});
 }
 
@@ -502,6 +503,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     if (c->role == Role::frozen) {
       // Repeated claim from the member we handed to (our GRANT was lost): grant again.
       if (c->handed_to == from) {
+        // A claim its claimer already abandoned (the ABANDON overtook this copy): granting it
+        // again would keep us frozen for a request nobody will ever install.
+        if (m.counter != 0 && m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
         ++counters_.claims_granted;
         note_handed_request(*c, m.request_id);  // one more GRANT that may be installed
         wire::ConnState st = export_state(*c, false);
