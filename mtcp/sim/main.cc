@@ -48,6 +48,8 @@ nlohmann::json scenario_json(const mtcp::sim::Scenario& s) {
           {"cuts", s.cuts},
           {"partitions", s.partitions},
           {"control_spikes", s.ctl_spikes},
+          {"stalls", s.stalls},
+          {"oneway_cuts", s.oneway_cuts},
           {"crash", crash_name(s.crash)},
           {"forged", s.forged},
           {"migrate_timeout_ms", s.migrate_timeout_ms},
@@ -172,6 +174,16 @@ int main(int argc, char** argv) {
     faults["forged_migrations_refused"] += out.forged_refused;
     faults["competing_claims_refused"] += out.concurrent_claims;
     if (sc.app.pad_bytes >= 4096) ++faults["large_snapshot_seeds"];
+    // Liveness under a slow owner and one-way control cuts (issue 14): how many happened, and
+    // in how many of those seeds the connection completed.
+    faults["slow_owner_stalls"] += out.stalls_done;
+    faults["oneway_control_cuts"] += out.oneway_cuts_done;
+    if (out.stalls_done > 0) ++faults["stall_seeds"];
+    if (out.stalls_done > 0 && out.completed) ++faults["stall_seeds_completed"];
+    if (out.oneway_cuts_done > 0) ++faults["oneway_seeds"];
+    if (out.oneway_cuts_done > 0 && out.completed) ++faults["oneway_seeds_completed"];
+    // Lost although no member crashed (every owner alive): a violation too (world.cc finish).
+    if (out.failed_explicitly && !out.crashed) ++faults["lost_with_owner_alive"];
     if (!out.violations.empty()) {
       failing.push_back(s);
       violations.push_back({{"seed", s}, {"violations", out.violations}});

@@ -89,6 +89,9 @@ Scenario draw_scenario(Prng& r) {
     s.input_bytes = 0;
   }
   s.end_migration = r.chance(0.3);  // drawn last: the fields above stay what they were per seed
+  // Drawn after everything else, for the same reason.
+  s.stalls = r.chance(0.3) ? static_cast<uint32_t>(r.range(1, 2)) : 0;
+  s.oneway_cuts = r.chance(0.3) ? static_cast<uint32_t>(r.range(1, 2)) : 0;
   return s;
 }
 }  // namespace
@@ -133,7 +136,7 @@ struct Ev {
   Bytes msg;
 };
 
-enum class TrigKind { migrate, pingpong, cut_primary, cut_attempt, partition, spike, crash, forge };
+enum class TrigKind { migrate, pingpong, cut_primary, cut_attempt, partition, spike, crash, forge, stall, oneway };
 struct Trigger {
   uint64_t at_bytes = 0;
   TrigKind kind;
@@ -288,7 +291,7 @@ class World {
   void sim_send_control(ServerId from, ServerId to, Bytes bytes) {
     wire::ControlType t = ctl_type(bytes);
     if (t == wire::ControlType::deny) note_deny(bytes);
-    if (rng_.chance(sc_.ctl_loss) || partitioned(from, to)) return;
+    if (rng_.chance(sc_.ctl_loss) || partitioned(from, to) || now_ < muted_until(from)) return;
     TimeMs at = now_ + rng_.range(0, sc_.ctl_delay_max_ms);
     if (now_ < spike_until_) at += rng_.range(50, 1200);
     schedule(at, Ev{EvKind::control, 0, 0, from, to, std::move(bytes)});
@@ -361,7 +364,7 @@ class World {
       }
       if (client_->next_deadline() <= now_) client_->on_timer(now_);
       for (auto& [id, n] : servers_) {
-        if (n.engine && n.engine->next_deadline() <= now_) n.engine->on_timer(now_);
+        if (n.engine && !stalled(id) && n.engine->next_deadline() <= now_) n.engine->on_timer(now_);
       }
       for (auto& [id, n] : servers_) {
         if (n.engine) check_touched(n);
@@ -389,6 +392,8 @@ class World {
     for (uint32_t i = 0; i < sc_.ctl_spikes; ++i) triggers_.push_back({at(), TrigKind::spike});
     for (uint32_t i = 0; i < sc_.forged; ++i) triggers_.push_back({at(), TrigKind::forge});
     if (sc_.crash != Scenario::Crash::none) triggers_.push_back({at(), TrigKind::crash});
+    for (uint32_t i = 0; i < sc_.stalls; ++i) triggers_.push_back({at(), TrigKind::stall});
+    for (uint32_t i = 0; i < sc_.oneway_cuts; ++i) triggers_.push_back({at(), TrigKind::oneway});
     std::stable_sort(triggers_.begin(), triggers_.end(), [](auto& a, auto& b) { return a.at_bytes < b.at_bytes; });
   }
 
@@ -439,6 +444,28 @@ class World {
         case TrigKind::forge:
           forge();
           break;
+        case TrigKind::stall: {
+          // The owner answers (if at all) after the claim has timed out at the claimer.
+          ServerId s = client_->server();
+          TimeMs until = now_ + rng_.range(sc_.claim_timeout_ms + 1, sc_.mode == TransferMode::lazy ? 8000 : 3000);
+          stalled_[s] = std::max(stalled_[s], until);
+          ++out_.stalls_done;
+          say("S" + std::to_string(s) + " stalls (slow owner) until " + std::to_string(until) + "ms");
+          if (!client_->migrating()) start_migration(random_other(s));
+          break;
+        }
+        case TrigKind::oneway: {
+          ServerId s = client_->server();
+          // Up to 20 s for lazy transfer (longer than the client's attempts take to run out);
+          // up to 2 s for eager, which cannot take over from a muted owner with stale copies
+          // (docs/SIMULATOR.md §3).
+          TimeMs until = now_ + rng_.range(100, sc_.mode == TransferMode::lazy ? 20000 : 2000);
+          muted_[s] = std::max(muted_[s], until);
+          ++out_.oneway_cuts_done;
+          say("S" + std::to_string(s) + " cannot send control messages (one-way cut) until " + std::to_string(until) + "ms");
+          if (!client_->migrating()) start_migration(random_other(s));
+          break;
+        }
       }
     }
   }
@@ -461,7 +488,7 @@ class World {
     TimeMs t = events_.empty() ? core::kNever : events_.begin()->first.first;
     t = std::min(t, client_->next_deadline());
     for (const auto& [id, n] : servers_) {
-      if (n.engine) t = std::min(t, n.engine->next_deadline());
+      if (n.engine) t = std::min(t, std::max(n.engine->next_deadline(), stalled_until(id)));
     }
     return t;
   }
@@ -487,6 +514,7 @@ class World {
           close_client_side(l, now_ + rng_.range(1, 20));
           return;
         }
+        if (stalled(l.server)) return schedule(stalled_until(l.server), std::move(ev));  // in the backlog
         l.server_arrived = true;
         l.server_open = true;
         n.engine->on_subflow_open(l.id, now_);
@@ -503,6 +531,7 @@ class World {
       case EvKind::close_server: {
         auto it = links_.find(ev.link);
         if (it == links_.end() || !it->second.server_open) return;
+        if (stalled(it->second.server)) return schedule(stalled_until(it->second.server), std::move(ev));
         deliver_link(it->second);
         it->second.server_open = false;
         ServerNode& n = servers_.at(it->second.server);
@@ -512,6 +541,8 @@ class World {
       case EvKind::control: {
         ServerNode& n = servers_.at(ev.to);
         if (!n.engine || partitioned(ev.from, ev.to)) return;
+        // A stopped member reads its control connections only when it runs again, in order.
+        if (stalled(ev.to)) return schedule(stalled_until(ev.to), std::move(ev));
         if (crash_armed_ && sc_.crash == Scenario::Crash::on_claim && ctl_type(ev.msg) == wire::ControlType::claim &&
             ev.to == client_->server()) {
           say("S" + std::to_string(ev.to) + " crashes on receiving a CLAIM");
@@ -538,6 +569,7 @@ class World {
         [&](const auto& b) {
           using T = std::decay_t<decltype(b)>;
           if constexpr (std::is_same_v<T, wire::PeerHello>) return;  // transport only, never simulated
+          else if constexpr (std::is_same_v<T, wire::Abandon>) line += " request " + std::to_string(b.request_id) + " counter " + std::to_string(b.counter);
           else line += " epoch " + std::to_string(b.epoch);
           if constexpr (std::is_same_v<T, wire::Grant>) {
             line += b.from_owner ? " from-owner" : "";
@@ -558,6 +590,17 @@ class World {
   }
 
   static wire::ControlType ctl_type(const Bytes& m) { return static_cast<wire::ControlType>(m.size() > 5 ? m[5] : 0); }
+
+  // Slow owner and one-way cut (Scenario::stalls, oneway_cuts).
+  TimeMs stalled_until(ServerId s) const {
+    auto it = stalled_.find(s);
+    return it == stalled_.end() ? 0 : it->second;
+  }
+  bool stalled(ServerId s) const { return now_ < stalled_until(s); }
+  TimeMs muted_until(ServerId s) const {
+    auto it = muted_.find(s);
+    return it == muted_.end() ? 0 : it->second;
+  }
 
   bool partitioned(ServerId a, ServerId b) const {
     ServerId lo = std::min(a, b), hi = std::max(a, b);
@@ -801,7 +844,7 @@ class World {
   }
 
   bool service_server(ServerNode& n) {
-    if (!n.engine) return false;
+    if (!n.engine || stalled(n.id)) return false;
     bool moved = n.host->service(1);
     // An app's own check failed (a stream byte, a refused import or snapshot): a violation here.
     if (n.host && n.host->violations() > n.violations_seen) {
@@ -820,7 +863,7 @@ class World {
   bool deliver_link(Link& l) {
     bool moved = false;
     {
-      while (!l.c2s.ready.empty() && l.server_open) {
+      while (!l.c2s.ready.empty() && l.server_open && !stalled(l.server)) {
         ServerNode& n = servers_.at(l.server);
         if (!n.engine || !n.engine->wants_read(l.id)) break;
         Slice s = std::move(l.c2s.ready.front());
@@ -907,6 +950,8 @@ class World {
       // Failure is an allowed outcome only where the scenario makes survival impossible:
       // lazy transfer or eager without ack-after-replication, after a crash.
       bool excusable = out_.crashed && !(sc_.mode == TransferMode::eager && sc_.ack_after_replication);
+      // A crash and a muted member together can leave no reachable majority (eager + ack).
+      if (out_.crashed && out_.oneway_cuts_done > 0) excusable = true;
       // The non-deterministic app is stopped by replay verification: the connection fails
       // explicitly (replay_mismatch, or no alternate left after attempts that all mismatched);
       // what must never happen is an altered byte reaching the client (an I1 violation).
@@ -987,6 +1032,8 @@ class World {
   ServerId pp_a_ = 0, pp_b_ = 0;
   std::vector<Partition> partitions_;
   TimeMs spike_until_ = 0;
+  std::map<ServerId, TimeMs> stalled_;  // a stopped member runs again then
+  std::map<ServerId, TimeMs> muted_;    // a member's control messages are lost until then
   bool crash_armed_ = false;
   std::set<ServerId> crashed_;
   std::map<uint64_t, ServerId> owner_of_epoch_;

@@ -46,6 +46,12 @@ struct Scenario {
   // A migration requested once all output has arrived and the client has closed: it races the
   // member's final ACK and CLOSE (and, once both sides closed, the member freeing it).
   bool end_migration = false;
+  // Slow owner: the serving member stops (no input, no timers, no service, like SIGSTOP or a
+  // starved CPU) for longer than the claim timeout, while a migration away from it starts.
+  uint32_t stalls = 0;
+  // One-way control cut: the serving member's control messages are lost (it still receives),
+  // while a migration away from it starts.
+  uint32_t oneway_cuts = 0;
 };
 
 struct Outcome {
@@ -60,6 +66,8 @@ struct Outcome {
   uint64_t concurrent_claims = 0;  // claims refused because another member claimed first
   uint64_t forged_refused = 0;
   uint64_t cuts_done = 0;
+  uint64_t stalls_done = 0;
+  uint64_t oneway_cuts_done = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t sim_ms = 0;

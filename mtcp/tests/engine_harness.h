@@ -496,6 +496,16 @@ class Harness {
     }
   }
   void drop_held_control(ServerId from, ServerId to) { held_[{from, to}].clear(); }
+  // A control message as member `from` would send it (signed with the pool key), queued for
+  // `to` like any other (held if that pair is held).
+  void inject_control(ServerId from, ServerId to, wire::ControlBody body) {
+    auto bytes = wire::encode_control(key_, wire::ControlMessage{from, to, std::move(body)});
+    if (!bytes) {
+      violations.push_back("inject_control: message not encodable");
+      return;
+    }
+    send_control(from, to, std::move(bytes.value()));
+  }
   size_t held_control(ServerId from, ServerId to) const {
     auto it = held_.find({from, to});
     return it == held_.end() ? 0 : it->second.size();

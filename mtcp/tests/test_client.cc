@@ -10,6 +10,8 @@
 namespace mtcp::test {
 namespace {
 
+using core::MemberBackoff;
+
 constexpr ConnId kConn = 0x1122334455667788ull;
 constexpr SubflowId kPrimary = 1;
 
@@ -727,6 +729,83 @@ TEST_F(ClientTest, RecoveryFollowsTheHintOfARefusal) {
   ASSERT_FALSE(acts.empty());
   EXPECT_EQ(acts.back().kind, ClientAction::Kind::open_subflow);
   EXPECT_EQ(acts.back().server, 3u);
+}
+
+TEST_F(ClientTest, RecoverySkipsAMemberThatJustFailedEvenWhenAHintNamesIt) {
+  limits.migrate_timeout_ms = 100;  // a failed target is backed off 100 ms, then 200 ms
+  establish();
+  c->on_subflow_closed(kPrimary, 1000);
+  auto acts = c->take_actions();
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].server, 2u);
+  c->on_subflow_closed(acts[0].subflow, 1010);  // member 2 is down
+  EXPECT_TRUE(c->member_backoff().backed_off(2, 1010));
+  EXPECT_EQ(c->member_backoff().until(2), 1110u);
+  c->on_timer(c->next_deadline());
+  acts = c->take_actions();
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].server, 3u);
+  // Member 3 refuses and hints at 2, which just failed: the next attempt goes to 1 instead.
+  now = 1070;
+  feed(acts[0].subflow, wire::Refuse{Error::already_claimed, 2, ""});
+  EXPECT_FALSE(c->member_backoff().backed_off(3, now));  // a refusal about the claim, not 3
+  c->on_timer(c->next_deadline());
+  acts = c->take_actions();
+  ASSERT_FALSE(acts.empty());
+  EXPECT_EQ(acts.back().kind, ClientAction::Kind::open_subflow);
+  EXPECT_EQ(acts.back().server, 1u);
+}
+
+TEST_F(ClientTest, PickAlternateSkipsBackedOffMembersAndAnAcceptClearsThem) {
+  limits.migrate_timeout_ms = 100;
+  establish();
+  EXPECT_EQ(c->pick_alternate(now), 2u);
+  auto [sub, mig] = start_migration(2, cert::Challenge{});
+  (void)mig;
+  c->on_subflow_closed(sub, now);  // the attempt to 2 is lost: 2 is backed off
+  EXPECT_EQ(c->pick_alternate(now), 3u);
+  EXPECT_EQ(c->pick_alternate(now + 100), 2u);  // its back-off is over
+  (void)c->take_actions();
+  (void)c->take_events();
+  auto [sub3, mig3] = start_migration(3, cert::Challenge{});
+  (void)mig3;
+  now += 10;
+  c->on_timer(now + limits.migrate_timeout_ms);  // no answer: 3 times out
+  EXPECT_TRUE(c->member_backoff().backed_off(3, now + limits.migrate_timeout_ms));
+  (void)sub3;
+}
+
+TEST(MemberBackoff, DoublesPerFailureUpToTheCapAndSuccessClears) {
+  MemberBackoff b(100, 400);
+  b.failed(2, 1000);
+  EXPECT_TRUE(b.backed_off(2, 1099));
+  EXPECT_FALSE(b.backed_off(2, 1100));
+  b.failed(2, 1100);
+  EXPECT_EQ(b.until(2), 1300u);
+  b.failed(2, 1300);
+  EXPECT_EQ(b.until(2), 1700u);
+  b.failed(2, 1700);
+  EXPECT_EQ(b.until(2), 2100u);  // capped at 400
+  EXPECT_EQ(b.failures(2), 4u);
+  b.succeeded(2);
+  EXPECT_FALSE(b.backed_off(2, 1700));
+  EXPECT_EQ(b.failures(2), 0u);
+}
+
+TEST(MemberBackoff, NextSkipsBackedOffMembersOrTakesTheOneFreeSoonest) {
+  MemberBackoff b(100, 1000);
+  std::vector<ServerId> pool{1, 2, 3};
+  EXPECT_EQ(b.next(pool, 1, 1, 0), 2u);
+  b.failed(2, 0);
+  EXPECT_EQ(b.next(pool, 1, 1, 0), 3u);
+  EXPECT_EQ(b.next(pool, 1, 0, 0), 3u);
+  b.failed(3, 0);
+  b.failed(3, 100);  // 3 free at 300, 2 at 100
+  EXPECT_EQ(b.next(pool, 1, 1, 50), 2u);  // both backed off: 2 is free soonest
+  EXPECT_EQ(b.next(pool, 1, 0, 50), 1u);  // 1 itself is a candidate when not skipped
+  EXPECT_EQ(b.next(pool, 9, 0, 50), 1u);  // an unknown member: from the start
+  EXPECT_EQ(b.next({1}, 1, 1, 0), 1u);    // the skipped member when it is all there is
+  EXPECT_EQ(b.next({}, 1, 0, 0), 0u);
 }
 
 // ---- against real server engines ----------------------------------------------------------

@@ -117,6 +117,7 @@ std::vector<ControlMessage> samples() {
   v.push_back({17, 18, ReplAck{.conn_id = 22, .epoch = 23, .pos = {24, 25, 26}, .need_state = true}});
   v.push_back({19, 20, ReplAck{.conn_id = 22, .epoch = 23, .pos = {24, 25, 26}, .need_state = false}});
   v.push_back({0xFFFFFFFFU, 0, Release{.conn_id = 27, .epoch = 28}});
+  v.push_back({23, 24, Abandon{.conn_id = 29, .request_id = 0xFFFFFFFFU, .counter = 30}});
   PeerHello hello;
   for (size_t i = 0; i < hello.nonce.size(); ++i) hello.nonce[i] = static_cast<uint8_t>(0xA0 + i);
   v.push_back({21, 22, hello});
@@ -168,6 +169,11 @@ void expect_fields(const ReplAck& a, const ReplAck& b) {
 void expect_fields(const Release& a, const Release& b) {
   EXPECT_EQ(a.conn_id, b.conn_id);
   EXPECT_EQ(a.epoch, b.epoch);
+}
+void expect_fields(const Abandon& a, const Abandon& b) {
+  EXPECT_EQ(a.conn_id, b.conn_id);
+  EXPECT_EQ(a.request_id, b.request_id);
+  EXPECT_EQ(a.counter, b.counter);
 }
 void expect_fields(const PeerHello& a, const PeerHello& b) { EXPECT_EQ(a.nonce, b.nonce); }
 
@@ -325,7 +331,8 @@ TEST(ControlHeader, UnknownType) {
   for (int t = 0; t < 256; ++t) {
     bool known = false;
     for (ControlType k : {ControlType::claim, ControlType::grant, ControlType::deny, ControlType::repl_state,
-                          ControlType::repl_log, ControlType::repl_ack, ControlType::release, ControlType::peer_hello}) {
+                          ControlType::repl_log, ControlType::repl_ack, ControlType::release, ControlType::abandon,
+                          ControlType::peer_hello}) {
       known = known || static_cast<int>(k) == t;
     }
     if (known) continue;
@@ -335,7 +342,7 @@ TEST(ControlHeader, UnknownType) {
     EXPECT_EQ(decode_error(resign(b)), Error::unknown_type) << t;
     EXPECT_EQ(control_message_size(b).error(), Error::unknown_type) << t;
   }
-  EXPECT_EQ(unknown, 256 - 8);
+  EXPECT_EQ(unknown, 256 - 9);
 }
 
 TEST(ControlHeader, ReservedMustBeZero) {

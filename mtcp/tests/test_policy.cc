@@ -1,6 +1,7 @@
 // Migration policies (runtime/policy.h), driven with literal timestamps: no clock, no sockets.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/policy.h"
@@ -117,6 +118,55 @@ TEST(PolicyTarget, AfterAMigrationTheMemberJustLeftIsSkipped) {
   two.on_migrated(1, 2, 5);
   two.request_manual();
   EXPECT_EQ(two.poll(6)->target, 1u);
+}
+
+// Issue 14: with member 3 dead, the schedule policy chose it again after every successful
+// migration elsewhere (failed_ is cleared on success). The back-off outlives those successes.
+TEST(PolicyTarget, AMemberThatFailedStaysBackedOffAcrossSuccessfulMigrations) {
+  PolicyConfig c = only(kPolicySchedule);
+  c.every_ms = 100;
+  c.retry_ms = 500;  // back-off: 2000 ms, then 4000 ms
+  MigrationPolicy p(c);
+  p.on_connected(1, {1, 2, 3}, 1000);
+  ServerId current = 1;
+  TimeMs t = 1000;
+  std::vector<ServerId> chosen;
+  // Member 3 is dead: every attempt to it fails at once; the others work.
+  for (int i = 0; i < 2000 && t < 9000; ++i) {
+    t += 10;
+    auto d = p.poll(t);
+    if (!d) continue;
+    chosen.push_back(d->target);
+    p.on_migration_started(d->target, t);
+    if (d->target == 3) {
+      p.on_migration_failed(3, t + 5);
+    } else {
+      p.on_migrated(current, d->target, t + 5);
+      current = d->target;
+    }
+    t += 5;
+  }
+  // Tried at the start, then only after each back-off (2 s, 4 s): 3 times in 8 s, never twice
+  // in a row, while the schedule moved between 1 and 2 dozens of times.
+  size_t dead = static_cast<size_t>(std::count(chosen.begin(), chosen.end(), 3u));
+  EXPECT_EQ(dead, 3u);
+  EXPECT_GT(chosen.size(), 40u);
+  for (size_t i = 1; i < chosen.size(); ++i) EXPECT_FALSE(chosen[i] == 3u && chosen[i - 1] == 3u) << i;
+}
+
+TEST(PolicyTarget, AHintToAMemberThatJustFailedIsNotTaken) {
+  PolicyConfig c = only(kPolicyHint | kPolicyManual);
+  MigrationPolicy p(c);
+  p.on_connected(1, {1, 2, 3}, 0);
+  p.request_manual();
+  ASSERT_EQ(p.poll(10)->target, 2u);
+  p.on_migration_started(2, 10);
+  p.on_migration_failed(2, 20);
+  p.on_hint(2, 30);  // the server hints at the member that just failed
+  auto d = p.poll(40);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->trigger, Trigger::hint);
+  EXPECT_EQ(d->target, 3u);
 }
 
 // ---- throughput ---------------------------------------------------------------------------

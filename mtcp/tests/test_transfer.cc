@@ -28,6 +28,15 @@ size_t count_failures(const Harness& h, Error e) {
 
 // ---- lazy transfer ------------------------------------------------------------------------
 
+// Connects to S1 and exchanges 100 bytes both ways; returns the connection.
+ConnId connect_with_input(Harness& h) {
+  h.connect(1);
+  h.write_input(100);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 100u);
+  return h.conn();
+}
+
 TEST(LazyTransfer, MigrationMovesTheStateAndReplaysFromTheSnapshot) {
   Harness h(3);
   h.connect(1);
@@ -103,11 +112,7 @@ TEST(LazyTransfer, MigrationMovesTheStateAndReplaysFromTheSnapshot) {
 
 TEST(LazyTransfer, FencedOwnerCannotWriteWhileTheHandOffIsInFlight) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   h.hold_control(1, 2);  // the GRANT
   ASSERT_TRUE(h.migrate(2).ok());
   EXPECT_EQ(h.held_control(1, 2), 1u);
@@ -140,11 +145,7 @@ TEST(LazyTransfer, FencedOwnerCannotWriteWhileTheHandOffIsInFlight) {
 
 TEST(LazyTransfer, ReplayedOutputTheClientAlreadyHasIsDroppedAsDuplicate) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   SubflowId p1 = *h.client().primary();
   // S1 answers 100 more bytes, but they are still on the way when the client migrates.
   h.hold_pipe(p1, Harness::Dir::s2c);
@@ -179,11 +180,7 @@ TEST(LazyTransfer, ReplayedOutputTheClientAlreadyHasIsDroppedAsDuplicate) {
 
 TEST(LazyTransfer, CutPrimaryIsRecoveredThroughAnAlternate) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   h.cut(*h.client().primary());
   h.pump();
   EXPECT_EQ(h.client().server(), 2u);
@@ -220,15 +217,91 @@ TEST(LazyTransfer, OwnerCrashEndsInAnExplicitFailure) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
+// Issue 14, slow owner: S1 reads S2's CLAIM only after S2's claim has timed out. S2 abandoned
+// it (ABANDON, right behind the CLAIM): S1 freezes for the CLAIM, then serves again on the
+// ABANDON; S2 never installs the late GRANT; the client carries on.
+TEST(LazyTransfer, AClaimThatTimedOutIsNeverHonouredAndTheSlowOwnerServesAgain) {
+  Harness h(3);
+  ConnId id = connect_with_input(h);
+  h.hold_control(2, 1);  // the owner is slow: S2's messages wait
+  ASSERT_TRUE(h.migrate(2).ok());
+  h.advance(h.limits().claim_timeout_ms + 1);
+  EXPECT_EQ(count_failures(h, Error::owner_unreachable), 1u);
+  EXPECT_EQ(h.server(2).counters().claims_abandoned, 1u);
+  EXPECT_EQ(h.held_control(2, 1), 2u);  // the CLAIM and the ABANDON behind it
+  EXPECT_EQ(h.client().server(), 1u);   // the primary is still there
+  h.release_control(2, 1);              // the owner catches up
+  h.pump();
+  // It froze for the CLAIM and took the connection back on the ABANDON. (The freeze closed the
+  // client's subflow: the client's recovery may already have moved it on, which fences S1 again.)
+  EXPECT_GE(h.count(1, ServerEvent::Kind::fenced), 1u);
+  EXPECT_EQ(h.server(1).counters().handoffs_cancelled, 1u);
+  EXPECT_EQ(h.count(2, ServerEvent::Kind::imported), 0u);  // the late GRANT was not installed
+  EXPECT_EQ(h.count_control(2, wire::ControlType::abandon), 2u);  // again, answering that GRANT
+  EXPECT_EQ(h.owners(id).size(), 1u);
+  // The client recovered and the stream goes on.
+  h.advance(10000);
+  EXPECT_EQ(h.client().state(), ClientState::established);
+  h.write_input(100);
+  h.advance(1000);
+  EXPECT_EQ(h.read_all(), 100u);
+  EXPECT_EQ(h.received(), 200u);
+  EXPECT_EQ(h.owners(id).size(), 1u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// Issue 14, one-way control cut: S1 receives claims but nothing it sends arrives. Every claim
+// times out and is abandoned, S1 serves again each time, and the client ends up back on S1
+// (alive) instead of failing with no_alternate.
+TEST(LazyTransfer, AOneWayControlCutIsRoutedAroundToTheLiveOwner) {
+  Harness h(3);
+  ConnId id = connect_with_input(h);
+  h.hold_control(1, 2);
+  h.hold_control(1, 3);
+  ASSERT_TRUE(h.migrate(2).ok());
+  for (int i = 0; i < 40; ++i) {  // everything S1 sends is lost
+    h.advance(250);
+    h.drop_held_control(1, 2);
+    h.drop_held_control(1, 3);
+  }
+  EXPECT_EQ(h.client().state(), ClientState::established);
+  EXPECT_EQ(h.client().server(), 1u);
+  EXPECT_GE(h.server(1).counters().handoffs_cancelled, 1u);
+  EXPECT_EQ(h.owners(id), (std::vector<ServerId>{1}));
+  h.write_input(100);
+  h.advance(1000);
+  EXPECT_EQ(h.read_all(), 100u);
+  EXPECT_EQ(h.received(), 200u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// A claim whose counter an ABANDON already covered is refused before the owner freezes.
+TEST(LazyTransfer, AClaimAtOrBelowAnAbandonedCounterIsDeniedWithoutFreezing) {
+  Harness h(3);
+  ConnId id = connect_with_input(h);
+  // S3 abandons a claim of counter 5 it never got to send (as if its CLAIM were still on its way).
+  h.inject_control(3, 1, wire::Abandon{id, 77, 5});
+  h.pump();
+  EXPECT_EQ(h.server(1).counters().handoffs_cancelled, 0u);  // not frozen: nothing to take back
+  wire::Claim late;
+  late.conn_id = id;
+  late.request_id = 77;
+  late.mode = TransferMode::lazy;
+  late.counter = 5;
+  h.inject_control(3, 1, late);
+  h.pump();
+  EXPECT_EQ(h.count(1, ServerEvent::Kind::fenced), 0u);
+  EXPECT_EQ(h.server(1).counters().claims_denied, 1u);
+  EXPECT_EQ(h.owners(id), (std::vector<ServerId>{1}));
+  EXPECT_TRUE(h.info(1, id)->attached);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
 // I4, lazy: the same certificate presented to S2 (the client) and S3 (a second holder of the
 // secret) at once: both claim from the owner, exactly one gets the connection.
 TEST(LazyTransfer, TwoClaimsToTheOwnerExactlyOneWins) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   cert::Certificate c = h.client().certificate();
   h.hold_control(2, 1);
   h.hold_control(3, 1);
@@ -277,11 +350,7 @@ TEST(LazyTransfer, TwoClaimsToTheOwnerExactlyOneWins) {
 // the live connection.
 TEST(LazyTransfer, StaleCounterAtANonOwnerLeavesTheConnectionServed) {
   Harness h(3);
-  h.connect(1);
-  ConnId id = h.conn();
-  h.write_input(100);
-  h.pump();
-  EXPECT_EQ(h.read_all(), 100u);
+  ConnId id = connect_with_input(h);
   ASSERT_TRUE(h.migrate(2).ok());  // counter 1 used
   ASSERT_EQ(h.client().server(), 2u);
   cert::Certificate c2 = h.client().certificate();

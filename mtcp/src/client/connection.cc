@@ -338,11 +338,12 @@ bool Connection::can_migrate() const {
   return e.state() == core::ClientState::established && !e.migrating() && e.primary().has_value();
 }
 
-// 0 or the current member: the next member after the current one (pool order).
+// 0 or the current member: the next member after the current one (pool order) that has not
+// just failed.
 ServerId Connection::resolve(ServerId target) const {
   const auto& e = conn_->engine();
   if (target != 0 && target != e.server()) return target;
-  return rt::next_target(e.pool(), e.server(), {});
+  return e.pick_alternate(rt::now_ms());  // skips members that just failed (core::MemberBackoff)
 }
 
 Status Connection::start_migration(ServerId target, std::string reason, std::string detail) {

@@ -21,6 +21,8 @@ namespace mtcp {
   X(migrations_abandoned)      /* client: dropped because the connection ended meanwhile */ \
   X(claims_granted)            /* this server granted an ownership claim */                 \
   X(claims_denied)             /* this server denied an ownership claim */                  \
+  X(claims_abandoned)          /* lazy claims of this server that timed out (ABANDON sent) */ \
+  X(handoffs_cancelled)        /* frozen for a claim its claimer abandoned: owner again */  \
   X(stale_messages)            /* control messages for an old epoch, ignored */             \
   X(replication_msgs_sent)     /* eager pushes sent */                                      \
   X(replication_bytes_sent)    /* eager push bytes */                                       \

@@ -11,7 +11,11 @@ namespace mtcp::core {
 using wire::Frame;
 
 ClientEngine::ClientEngine(const Limits& limits, Random& rng)
-    : limits_(limits), rng_(rng), send_(limits.send_log_bytes_max) {}
+    : limits_(limits),
+      rng_(rng),
+      // A failed target is avoided for one migrate timeout, doubling up to eight.
+      backoff_(limits.migrate_timeout_ms, limits.migrate_timeout_ms * 8),
+      send_(limits.send_log_bytes_max) {}
 
 void ClientEngine::check() const {
   send_.check();
@@ -86,7 +90,12 @@ void ClientEngine::recover(ServerId preferred, TimeMs now) {
     fail(Error::no_alternate);
     return;
   }
-  ServerId target = preferred != 0 ? preferred : next_candidate(last_target_ ? last_target_ : server_);
+  // The refusal's hint first, unless that member itself just failed; then the next member
+  // that is not backed off (the current one included: a cut subflow may simply reopen).
+  ServerId target = preferred != 0 && !backoff_.backed_off(preferred, now)
+                        ? preferred
+                        : backoff_.next(pool_, last_target_ ? last_target_ : server_, 0, now);
+  if (target == 0) target = next_candidate(last_target_ ? last_target_ : server_);
   if (attempts_in_row_ == 0) {
     start_attempt(target, true, now);
     return;
@@ -100,6 +109,27 @@ void ClientEngine::recover(ServerId preferred, TimeMs now) {
   retry_at_ms_ = now + wait;
   retry_target_ = target;
 }
+
+// Errors that say the target member itself is down, unreachable or refusing work (not that the
+// owner it asked was, or that the attempt was stale).
+static bool target_at_fault(Error e) {
+  switch (e) {
+    case Error::subflow_lost:
+    case Error::migration_timeout:
+    case Error::bad_field:
+    case Error::protocol_violation:
+    case Error::member_full:
+    case Error::pending_table_full:
+    case Error::conn_table_full:
+    case Error::rate_limited:
+    case Error::draining:
+      return true;
+    default:
+      return false;
+  }
+}
+
+ServerId ClientEngine::pick_alternate(TimeMs now) const { return backoff_.next(pool_, server_, server_, now); }
 
 ServerId ClientEngine::next_candidate(ServerId after) const {
   auto it = std::find(pool_.begin(), pool_.end(), after);
@@ -424,6 +454,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   fin_sent_ = false;
   fin_acked_sent_ = false;
   attempts_in_row_ = 0;
+  backoff_.succeeded(server_);
   ++counters_.migrations_done;
   ClientEvent ev{};
   ev.kind = ClientEvent::Kind::migrated;
@@ -441,6 +472,7 @@ void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
   Attempt at = *attempt_;
   attempt_.reset();
   last_attempt_error_ = e;
+  if (target_at_fault(e)) backoff_.failed(at.target, now);
   close_subflow(at.subflow);
   if (held_ack_ > send_.base() && primary_) (void)send_.ack(held_ack_);
   held_ack_ = 0;

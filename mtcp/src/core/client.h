@@ -13,6 +13,7 @@
 #include "cert/cert.h"
 #include "common/counters.h"
 #include "common/limits.h"
+#include "core/backoff.h"
 #include "core/send_log.h"
 #include "core/types.h"
 #include "wire/frame.h"
@@ -94,6 +95,11 @@ class ClientEngine {
     return attempt_ ? std::optional<ServerId>(attempt_->target) : std::nullopt;
   }
   const std::vector<ServerId>& pool() const { return pool_; }
+  // Members that just failed as a migration target (down, unreachable, refusing work) are backed
+  // off: recovery skips them, and a policy can ask for the best alternate to the current member
+  // (the next one in pool order that is not backed off; if all are, the one free soonest).
+  const MemberBackoff& member_backoff() const { return backoff_; }
+  ServerId pick_alternate(TimeMs now) const;
   const Counters& counters() const { return counters_; }
   std::optional<SubflowId> primary() const { return primary_; }
   const cert::Certificate& certificate() const { return cert_; }
@@ -144,6 +150,7 @@ class ClientEngine {
 
   Limits limits_;
   Random& rng_;
+  MemberBackoff backoff_;
   TimeMs now_ms_ = 0;  // time of the input being handled
   Counters counters_;
   ClientState state_ = ClientState::idle;

@@ -181,6 +181,14 @@ void ServerEngine::on_timer(TimeMs now) {
   for (auto& [id, e] : expired) free_conn(id, e);
   std::erase_if(retired_, [&](const auto& kv) { return now >= kv.second.until_ms; });
   MTCP_ASSERT(retired_.size() <= cfg_.limits.connections_max, "server: retired table beyond connections_max");
+  std::erase_if(abandoned_, [&](const auto& kv) { return now >= kv.second.until_ms; });
+  for (auto& [rid, a] : abandoned_) {
+    if (a.resends >= kAbandonResends || now < a.resend_ms) continue;
+    ++a.resends;
+    a.resend_ms = now + (cfg_.limits.claim_timeout_ms << a.resends);
+    send_control(a.asked, wire::Abandon{a.conn, rid, a.counter});
+  }
+  MTCP_ASSERT(abandoned_.size() <= kAbandonedClaimsMax, "server: abandoned-claims table beyond kAbandonedClaimsMax");
   check_all();
 }
 
@@ -250,12 +258,21 @@ void ServerEngine::refresh_deadlines() const {
   dl_subs_.clear();
 }
 
+TimeMs ServerEngine::abandon_resend_deadline() const {
+  TimeMs t = kNever;
+  for (const auto& [rid, a] : abandoned_) {
+    if (a.resends < kAbandonResends) t = std::min(t, a.resend_ms);
+  }
+  return t;
+}
+
 TimeMs ServerEngine::next_deadline() const {
   refresh_deadlines();
   TimeMs t = kNever;
   if (!conn_dl_.empty()) t = std::min(t, conn_dl_.begin()->first);
   if (!sub_dl_.empty()) t = std::min(t, sub_dl_.begin()->first);
   for (const auto& [rid, p] : claims_) t = std::min(t, p.deadline_ms);  // at most pending_migrations_max
+  t = std::min(t, abandon_resend_deadline());  // at most kAbandonedClaimsMax
   return t;
 }
 
@@ -264,6 +281,7 @@ TimeMs ServerEngine::next_deadline_scan() const {
   for (const auto& [id, s] : subs_) t = std::min(t, sub_deadline(s));
   for (const auto& [rid, p] : claims_) t = std::min(t, p.deadline_ms);
   for (const auto& [id, c] : conns_) t = std::min(t, conn_deadline(c));
+  t = std::min(t, abandon_resend_deadline());
   return t;
 }
 

@@ -241,6 +241,14 @@ class ServerEngine {
     // input end at the last push (replication_batch_bytes counts from there).
     TimeMs repl_due_ms = kNever;
     uint64_t repl_base_in = 0;
+    // Lazy frozen: the claims (request ids) of handed_to our GRANTs answered and that it has not
+    // abandoned yet. The owner serves again only once every one is abandoned (a GRANT still
+    // valid may be on its way). More than kHandedRequestsMax: never serves again by ABANDON.
+    std::vector<uint32_t> handed_requests;
+    bool handed_untracked = false;
+    // Lazy owner: the highest counter of a claim whose claimer abandoned it (ABANDON): a claim
+    // with a counter not above it is stale, from an attempt the client has given up.
+    uint32_t abandoned_counter = 0;
     explicit Conn(size_t out_max) : out(out_max) {}
     uint64_t in_end() const { return snap_in_seq + in_log.size(); }
     wire::ReplicaPos pos() const { return {epoch, snap_id, in_end()}; }
@@ -348,8 +356,13 @@ class ServerEngine {
   void adopt_late_grant(ServerId from, wire::Grant&& g, TimeMs now);
   void on_deny(ServerId from, const wire::Deny& m, TimeMs now);
   void on_release(ServerId from, const wire::Release& m, TimeMs now);
+  void on_abandon(ServerId from, const wire::Abandon& m, TimeMs now);
+  void abandon_claim(uint32_t request_id, const PendingClaim& p, TimeMs now);
+  TimeMs lazy_claim_wait(ConnId id) const;
+  TimeMs abandon_resend_deadline() const;
   void check_claim(uint32_t request_id, TimeMs now, bool deadline);
   void claim_won(uint32_t request_id, TimeMs now);
+  void take_over(PendingClaim p, TimeMs now);
   void claim_failed(uint32_t request_id, Error e, ServerId hint);
   void freeze(Conn& c, ServerId to, uint64_t epoch);
   OutRecord owner_record(const Conn& c) const;
@@ -387,6 +400,26 @@ class ServerEngine {
   };
   std::map<ConnId, Retired> retired_;
   std::map<uint32_t, PendingClaim> claims_;
+  // Lazy claims of ours that timed out and were abandoned (ABANDON sent): a late GRANT of one
+  // is answered with ABANDON again instead of being adopted. Kept orphan_timeout_ms, at most
+  // kAbandonedClaimsMax entries (when full a new one is not recorded: its late GRANT is then
+  // adopted as before, which is safe too, docs/PROTOCOL.md §5.2).
+  struct AbandonedClaim {
+    ConnId conn = 0;
+    ServerId asked = 0;
+    uint32_t counter = 0;
+    TimeMs until_ms = 0;
+    // ABANDON is sent again (it may be lost, and an owner whose own messages are lost cannot
+    // send the late GRANT that would prompt a resend) kAbandonResends times, after
+    // claim_timeout_ms, doubling.
+    TimeMs resend_ms = 0;
+    uint32_t resends = 0;
+  };
+  static constexpr size_t kAbandonedClaimsMax = 1024;
+  static constexpr uint32_t kAbandonResends = 4;
+  static constexpr size_t kHandedRequestsMax = 8;
+  void note_handed_request(Conn& c, uint32_t request_id);
+  std::map<uint32_t, AbandonedClaim> abandoned_;
   size_t buffered_ = 0;
   TimeMs buffered_at_ = 0;
   bool buffered_counted_ = false;

@@ -57,6 +57,7 @@ void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, T
         else if constexpr (std::is_same_v<T, wire::ReplLog>) on_repl_log(from, std::move(body), now);
         else if constexpr (std::is_same_v<T, wire::ReplAck>) on_repl_ack(from, body, now);
         else if constexpr (std::is_same_v<T, wire::Release>) on_release(from, body, now);
+        else if constexpr (std::is_same_v<T, wire::Abandon>) on_abandon(from, body, now);
         else ++counters_.control_malformed;  // PEER_HELLO belongs to the transport (runtime), never the engine
       },
       std::move(m->body));
@@ -114,6 +115,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
         std::none_of(cfg_.pool.begin(), cfg_.pool.end(), [&](const auto& a) { return a.server_id == ask; }))
       return refuse(sub, Error::unknown_connection);
     p.asked = ask;
+    p.deadline_ms = now + lazy_claim_wait(id);
     subs_.at(sub).phase = Phase::claiming;
     auto [it, ok] = claims_.emplace(rid, std::move(p));
     MTCP_ASSERT(ok && claims_.size() <= cfg_.limits.pending_migrations_max, "claim: beyond pending_migrations_max");
@@ -150,6 +152,14 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
   check_claim(rid, now, false);
 }
 
+// Lazy: claim_timeout_ms, doubled for each claim of ours for this connection that timed out
+// recently (at most 8x): an owner that answered too late once is likely slow, not dead.
+TimeMs ServerEngine::lazy_claim_wait(ConnId id) const {
+  size_t timed_out = static_cast<size_t>(
+      std::count_if(abandoned_.begin(), abandoned_.end(), [&](const auto& kv) { return kv.second.conn == id; }));
+  return cfg_.limits.claim_timeout_ms << std::min<size_t>(timed_out, 3);
+}
+
 uint64_t ServerEngine::retired_epoch(ConnId id) const {
   auto r = retired_.find(id);
   return r == retired_.end() ? 0 : r->second.epoch;
@@ -176,7 +186,12 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
   auto it = claims_.find(g.request_id);
   if (it == claims_.end() || it->second.conn != g.conn_id) {
     ++counters_.stale_messages;
-    if (g.from_owner && cfg_.limits.transfer_mode == TransferMode::lazy) adopt_late_grant(from, std::move(g), now);
+    if (!g.from_owner || cfg_.limits.transfer_mode != TransferMode::lazy) return;
+    // The grant of a claim we abandoned: we never install it; tell the granter again (our
+    // first ABANDON may have been lost) so it serves the connection once more.
+    if (auto a = abandoned_.find(g.request_id); a != abandoned_.end() && a->second.conn == g.conn_id && a->second.asked == from)
+      return send_control(from, wire::Abandon{g.conn_id, g.request_id, a->second.counter});
+    adopt_late_grant(from, std::move(g), now);
     return;
   }
   PendingClaim& p = it->second;
@@ -195,6 +210,10 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
       return claim_failed(g.request_id, Error::stale_epoch, 0);
     }
     p.epoch = g.epoch;
+    // The owner's state, at the epoch it hands over: fresher than any copy of ours (a frozen
+    // member asking its successor holds an older epoch), so claim_won continues from it.
+    p.best_pos = {st->epoch, st->snap_id, st->in_end()};
+    p.best_from_owner = true;
     p.best = std::move(st.value());
     p.owner_answered = true;
     p.granted.insert(from);
@@ -309,8 +328,13 @@ void ServerEngine::check_claim(uint32_t request_id, TimeMs now, bool deadline) {
   if (it == claims_.end()) return;
   PendingClaim& p = it->second;
   if (p.mode == TransferMode::lazy) {
-    if (deadline) claim_failed(request_id, Error::owner_unreachable, 0);
-    return;
+    if (!deadline) return;
+    if (p.adopt_only) return claim_failed(request_id, Error::owner_unreachable, 0);
+    // The owner may be alive but slow, or its answers lost (a one-way cut): abandon the claim
+    // so that an owner which froze for it serves again, and send the client back to it.
+    ServerId asked = p.asked;
+    abandon_claim(request_id, p, now);
+    return claim_failed(request_id, Error::owner_unreachable, asked);
   }
   // Eager: the client that asked is gone, so nobody would use the new epoch; winning it could
   // only fence an owner that is merely cut off from the pool. Give up.
@@ -318,6 +342,16 @@ void ServerEngine::check_claim(uint32_t request_id, TimeMs now, bool deadline) {
   size_t votes = p.granted.size() + 1;
   if (votes >= majority() && (p.owner_answered || deadline)) return claim_won(request_id, now);
   if (deadline) claim_failed(request_id, p.granted.empty() ? Error::owner_unreachable : Error::claim_lost, p.deny_hint);
+}
+
+// A lazy claim timed out: from now on this member never installs its GRANT (the claim leaves
+// claims_, and a late GRANT of it is answered with ABANDON, never adopted while recorded).
+void ServerEngine::abandon_claim(uint32_t request_id, const PendingClaim& p, TimeMs now) {
+  ++counters_.claims_abandoned;
+  if (abandoned_.size() < kAbandonedClaimsMax)
+    abandoned_[request_id] = {p.conn, p.asked, p.request.counter, now + cfg_.limits.orphan_timeout_ms,
+                              now + cfg_.limits.claim_timeout_ms, 0};
+  send_control(p.asked, wire::Abandon{p.conn, request_id, p.request.counter});
 }
 
 void ServerEngine::claim_failed(uint32_t request_id, Error e, ServerId hint) {
@@ -337,6 +371,12 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   MTCP_ASSERT(it != claims_.end(), "claim_won: no such claim");
   PendingClaim p = std::move(it->second);
   claims_.erase(it);
+  take_over(std::move(p), now);
+}
+
+// claim_won's body, also used by a frozen owner that serves again after its claimer abandoned
+// the claim (on_abandon: no claim entry, nobody asked, p.asked 0).
+void ServerEngine::take_over(PendingClaim p, TimeMs now) {
   Conn* local = find(p.conn);
   auto give_up = [&](Error e) {
     ++counters_.migrations_failed;
@@ -398,13 +438,15 @@ void ServerEngine::claim_won(uint32_t request_id, TimeMs now) {
   Conn& c = *local;
   c.role = Role::owner;
   c.handed_to = 0;
+  c.handed_requests.clear();
+  c.handed_untracked = false;
   c.peers.clear();
   Status ok = install_state(c, std::move(st), rcv);
   MTCP_ASSERT(ok.ok(), "claim_won: install_state failed after check_install passed");
   MTCP_ASSERT(c.epoch == p.epoch, "claim_won: installed another epoch than the one won");
   MTCP_ASSERT(!p.sub || p.request.counter > c.counter, "claim_won: stale counter installed");
   // We own it now: the old owner's frozen copy can go, whatever happens to this client.
-  if (p.mode == TransferMode::lazy) send_control(p.asked, wire::Release{c.id, c.epoch});
+  if (p.mode == TransferMode::lazy && p.asked != 0) send_control(p.asked, wire::Release{c.id, c.epoch});
   c.counter = std::max(c.counter, p.request.counter);
   ++counters_.migrations_done;
   c.news_ms = now;
@@ -461,7 +503,11 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     if (c->role == Role::frozen) {
       // Repeated claim from the member we handed to (our GRANT was lost): grant again.
       if (c->handed_to == from) {
+        // A claim its claimer already abandoned (the ABANDON overtook this copy): granting it
+        // again would keep us frozen for a request nobody will ever install.
+        if (m.counter != 0 && m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
         ++counters_.claims_granted;
+        note_handed_request(*c, m.request_id);  // one more GRANT that may be installed
         wire::ConnState st = export_state(*c, false);
         st.epoch = c->handed_epoch;
         auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
@@ -474,6 +520,8 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     // A counter the connection has already seen: refuse before freezing anything (I3: a
     // rejected attempt never disturbs the live connection).
     if (m.counter <= c->counter) return deny(Error::stale_counter, 0, 0);
+    // An attempt whose claim was abandoned already (its ABANDON overtook it), or an older one.
+    if (m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
     // docs/PROTOCOL.md §5.2: the owner freezes, stops serving and hands the state over.
     uint64_t next = c->epoch + 1;
     wire::ConnState st = export_state(*c, false);
@@ -481,6 +529,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
     if (!bytes) return deny(bytes.error(), 0, 0);
     freeze(*c, from, next);
+    c->handed_requests.clear();
+    c->handed_untracked = false;
+    note_handed_request(*c, m.request_id);
     c->news_ms = now;
     ++counters_.claims_granted;
     return send_control(from, wire::Grant{c->id, next, m.request_id, true, c->pos(), std::move(bytes.value())});
@@ -705,6 +756,37 @@ void ServerEngine::on_release(ServerId from, const wire::Release& m, TimeMs now)
   if (c->role == Role::frozen && c->handed_to != from) return;
   if (c->role == Role::replica && m.epoch < c->epoch) return;
   free_conn(m.conn_id, Error::ok);
+}
+
+void ServerEngine::note_handed_request(Conn& c, uint32_t request_id) {
+  if (std::find(c.handed_requests.begin(), c.handed_requests.end(), request_id) != c.handed_requests.end()) return;
+  if (c.handed_requests.size() >= kHandedRequestsMax) c.handed_untracked = true;
+  else c.handed_requests.push_back(request_id);
+}
+
+// Lazy: the member we froze for says its claim timed out and it will never install our GRANT.
+// Once it has said so for every GRANT we sent it for this hand-off (the first, which froze us,
+// and any repeated one, such as for an adopt_only claim), nobody serves the connection: serve
+// it again ourselves, at a new epoch, from the frozen copy (a fresh application instance
+// imports the snapshot; docs/PROTOCOL.md §5.2 "Abandoned claims").
+void ServerEngine::on_abandon(ServerId from, const wire::Abandon& m, TimeMs now) {
+  Conn* c = find(m.conn_id);
+  if (!c || cfg_.limits.transfer_mode != TransferMode::lazy) return;
+  c->abandoned_counter = std::max(c->abandoned_counter, m.counter);
+  if (c->role != Role::frozen || c->handed_to != from) return;
+  auto& reqs = c->handed_requests;
+  auto it = std::find(reqs.begin(), reqs.end(), m.request_id);
+  if (it == reqs.end()) return;
+  reqs.erase(it);
+  // Another GRANT of ours to that member may still be installed: stay frozen until all are
+  // abandoned (messages overtake one another; its CLAIMs can arrive in any order).
+  if (!reqs.empty() || c->handed_untracked) return;
+  ++counters_.handoffs_cancelled;
+  PendingClaim p;
+  p.conn = c->id;
+  p.mode = TransferMode::lazy;
+  p.epoch = c->handed_epoch + 1;
+  take_over(std::move(p), now);
 }
 
 }  // namespace mtcp::core

@@ -1,5 +1,7 @@
 #include "host/engine_host.h"
 
+#include <algorithm>
+
 #include <cassert>
 
 namespace mtcp::host {
@@ -147,10 +149,21 @@ bool EngineHost::round() {
       case core::ServerAction::Kind::plain_tcp: transport_.plain_tcp(a.subflow, std::move(a.bytes)); break;
     }
   }
-  for (auto& e : engine_.take_events()) {
+  auto events = engine_.take_events();
+  for (size_t i = 0; i < events.size(); ++i) {
+    const ServerEvent& e = events[i];
     moved = true;
     transport_.saw_event(e);
-    on_event(e);
+    // An instance opened for an import that a later event of this batch already ended (the
+    // member took the connection back, handed it on and took it back again within one batch,
+    // docs/PROTOCOL.md §5.2 "Abandoned claims") would start from the engine's state as it is
+    // now, not as it was then, and read on from where it stands: open only the last one.
+    bool superseded = (e.kind == ServerEvent::Kind::opened || e.kind == ServerEvent::Kind::imported) &&
+                      std::any_of(events.begin() + static_cast<std::ptrdiff_t>(i) + 1, events.end(), [&](const ServerEvent& later) {
+                        return later.conn == e.conn &&
+                               (later.kind == ServerEvent::Kind::fenced || later.kind == ServerEvent::Kind::closed);
+                      });
+    if (!superseded) on_event(e);
   }
   for (ConnId id : wake_->take()) {
     if (auto it = conns_.find(id); it != conns_.end()) {

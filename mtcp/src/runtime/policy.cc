@@ -164,7 +164,7 @@ ServerId next_target(const std::vector<ServerId>& pool, ServerId current,
 
 // ---- the policy -----------------------------------------------------------------------------
 
-MigrationPolicy::MigrationPolicy(const PolicyConfig& cfg) : cfg_(cfg) {
+MigrationPolicy::MigrationPolicy(const PolicyConfig& cfg) : cfg_(cfg), backoff_(cfg.retry_ms * 4, cfg.retry_ms * 64) {
   assert(validate(cfg).empty());
 }
 
@@ -296,6 +296,7 @@ void MigrationPolicy::on_migrated(ServerId from, ServerId to, TimeMs now) {
   left_ = from;
   current_ = to;
   failed_.clear();
+  backoff_.succeeded(to);
   last_switch_ms_ = now;
   retry_after_ms_ = 0;
   quiet_floor_ms_ = std::max(quiet_floor_ms_, now);
@@ -305,7 +306,10 @@ void MigrationPolicy::on_migrated(ServerId from, ServerId to, TimeMs now) {
 
 void MigrationPolicy::on_migration_failed(ServerId target, TimeMs now) {
   migrating_ = false;
-  if (target != 0 && target != current_) failed_.insert(target);
+  if (target != 0 && target != current_) {
+    failed_.insert(target);
+    backoff_.failed(target, now);
+  }
   retry_after_ms_ = now + cfg_.retry_ms;
   // Data paused while the attempt ran: measure afresh, but keep the reference and the count
   // of bad windows (the condition that started the attempt still stands).
@@ -350,16 +354,20 @@ TimeMs MigrationPolicy::stall_deadline() const {
   return quiet_since() + (cfg_.stall_ms << stall_streak_);
 }
 
-ServerId MigrationPolicy::choose(ServerId preferred) const {
+ServerId MigrationPolicy::choose(ServerId preferred, TimeMs now) const {
   if (pool_.empty()) return preferred;
-  if (preferred != 0 && preferred != current_ &&
+  if (preferred != 0 && preferred != current_ && !backoff_.backed_off(preferred, now) &&
       std::find(pool_.begin(), pool_.end(), preferred) != pool_.end())
     return preferred;
-  std::set<ServerId> avoid = failed_;
+  std::set<ServerId> failing = failed_;
+  for (ServerId m : pool_) {
+    if (backoff_.backed_off(m, now)) failing.insert(m);
+  }
+  std::set<ServerId> avoid = failing;
   if (left_ != 0) avoid.insert(left_);
   ServerId t = next_target(pool_, current_, avoid);
   // Everything else is avoided: the member just left is better than one that just failed.
-  if (avoid.count(t) != 0) t = next_target(pool_, current_, failed_);
+  if (avoid.count(t) != 0) t = next_target(pool_, current_, failing);
   return t;
 }
 
@@ -369,22 +377,22 @@ std::optional<Decision> MigrationPolicy::poll(TimeMs now) {
   if (!connected_ || migrating_) return std::nullopt;
   std::optional<Decision> d;
   if (manual_) {
-    d = Decision{Decision::Trigger::manual, choose(0), "manual"};
+    d = Decision{Decision::Trigger::manual, choose(0, now), "manual"};
   } else if (hint_) {
     d = Decision{
-        Decision::Trigger::hint, choose(*hint_),
+        Decision::Trigger::hint, choose(*hint_, now),
         "hint from server " + std::to_string(current_) +
             (*hint_ != 0 ? " to " + std::to_string(*hint_) : std::string(" (no target named)"))};
   } else if (now >= retry_after_ms_) {
     TimeMs stall_at = stall_deadline();
     if (stall_at != core::kNever && now >= stall_at) {
-      d = Decision{Decision::Trigger::stall, choose(0),
+      d = Decision{Decision::Trigger::stall, choose(0, now),
                    "stall: nothing received for " + std::to_string(now - quiet_since()) +
                        " ms while data was expected (" + to_string(cfg_.stall_expect) + ")"};
     } else if (on(kPolicyThroughput) && bad_ >= cfg_.hysteresis) {
-      d = Decision{Decision::Trigger::throughput, choose(0), throughput_reason_};
+      d = Decision{Decision::Trigger::throughput, choose(0, now), throughput_reason_};
     } else if (on(kPolicySchedule) && now >= last_switch_ms_ + cfg_.every_ms) {
-      d = Decision{Decision::Trigger::schedule, choose(0),
+      d = Decision{Decision::Trigger::schedule, choose(0, now),
                    "schedule: every " + std::to_string(cfg_.every_ms) + " ms"};
     }
   }

@@ -44,8 +44,11 @@
 // before deciding again, and avoid the member that failed until a migration succeeds.
 //
 // Target choice (next_target): the next member after the current one in pool order
-// (WELCOME order), skipping the member just left and members that failed since the last
-// successful migration, unless nothing else is left.
+// (WELCOME order), skipping the member just left, members that failed since the last
+// successful migration, and members backed off (core::MemberBackoff: a member that failed
+// as a target is avoided for 4 x retry_ms, doubling with each failure in a row up to 64 x retry_ms, across
+// successful migrations elsewhere, until a migration to it succeeds), unless nothing else is
+// left. A server's hint names its target; a hinted member that is backed off is not taken.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -53,6 +56,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backoff.h"
 #include "core/types.h"
 
 namespace mtcp::rt {
@@ -173,7 +177,7 @@ class MigrationPolicy {
   bool data_expected() const;
   TimeMs quiet_since() const;
   TimeMs stall_deadline() const;
-  ServerId choose(ServerId preferred) const;
+  ServerId choose(ServerId preferred, TimeMs now) const;
 
   PolicyConfig cfg_;
   bool connected_ = false;
@@ -182,6 +186,7 @@ class MigrationPolicy {
   ServerId current_ = 0;
   ServerId left_ = 0;          // member just left
   std::set<ServerId> failed_;  // targets that failed since the last successful migration
+  core::MemberBackoff backoff_;  // targets that failed recently, whatever succeeded since
   TimeMs last_switch_ms_ = 0;  // connect or last migration
   TimeMs retry_after_ms_ = 0;  // automatic policies wait until then after a failure
 

@@ -79,6 +79,11 @@ struct BodyEncoder {
     w.u64(m.conn_id);
     w.u64(m.epoch);
   }
+  void operator()(const Abandon& m) {
+    w.u64(m.conn_id);
+    w.u32(m.request_id);
+    w.u32(m.counter);
+  }
   void operator()(const PeerHello& m) { w.bytes(m.nonce); }
 };
 
@@ -159,6 +164,14 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       if (!r.done()) return Error::bad_length;
       return ControlBody{m};
     }
+    case ControlType::abandon: {
+      Abandon m;
+      m.conn_id = r.u64();
+      m.request_id = r.u32();
+      m.counter = r.u32();
+      if (!r.done()) return Error::bad_length;
+      return ControlBody{m};
+    }
     case ControlType::peer_hello: {
       PeerHello m;
       for (auto& b : m.nonce) b = r.u8();
@@ -178,6 +191,7 @@ bool valid_type(uint8_t t) {
     case ControlType::repl_log:
     case ControlType::repl_ack:
     case ControlType::release:
+    case ControlType::abandon:
     case ControlType::peer_hello:
       return true;
   }
@@ -195,6 +209,7 @@ std::string_view to_string(ControlType t) {
     case ControlType::repl_log: return "REPL_LOG";
     case ControlType::repl_ack: return "REPL_ACK";
     case ControlType::release: return "RELEASE";
+    case ControlType::abandon: return "ABANDON";
     case ControlType::peer_hello: return "PEER_HELLO";
   }
   return "?";
@@ -204,7 +219,8 @@ ControlType type_of(const ControlBody& b) {
   static constexpr ControlType kTypes[] = {ControlType::claim,      ControlType::grant,
                                            ControlType::deny,       ControlType::repl_state,
                                            ControlType::repl_log,   ControlType::repl_ack,
-                                           ControlType::release,    ControlType::peer_hello};
+                                           ControlType::release,    ControlType::abandon,
+                                           ControlType::peer_hello};
   return kTypes[b.index()];
 }
 

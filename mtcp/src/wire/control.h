@@ -32,6 +32,7 @@ enum class ControlType : uint8_t {
   repl_log = 0x11,    // eager: input-log increment pushed to an alternate
   repl_ack = 0x12,    // eager: what the alternate now holds
   release = 0x13,     // connection closed or fenced: drop replicas
+  abandon = 0x14,     // lazy claimer: my claim timed out, I will never install its grant
   peer_hello = 0x20,  // first message on a control connection: answers the receiver's challenge
 };
 
@@ -102,11 +103,20 @@ struct Release {
   uint64_t epoch = 0;
 };
 
+// Sent by a lazy claimer whose claim timed out, to the member it asked (and again for every
+// late GRANT of that claim): the claimer promises never to install that claim's grant, so an
+// owner that froze for it may serve the connection again (docs/PROTOCOL.md §5.2).
+struct Abandon {
+  uint64_t conn_id = 0;
+  uint32_t request_id = 0;   // the CLAIM's
+  uint32_t counter = 0;      // the CLAIM's (the client's attempt that failed)
+};
+
 struct PeerHello {
   ChallengeNonce nonce{};    // the receiver's challenge, echoed
 };
 
-using ControlBody = std::variant<Claim, Grant, Deny, ReplState, ReplLog, ReplAck, Release, PeerHello>;
+using ControlBody = std::variant<Claim, Grant, Deny, ReplState, ReplLog, ReplAck, Release, Abandon, PeerHello>;
 
 struct ControlMessage {
   uint32_t from = 0;
