@@ -187,7 +187,10 @@ stop_members
 if ldd "$PROXY" 2>/dev/null | grep -q libasan; then stall_ms=3000; else stall_ms=1000; fi
 start_members c-source "$work/eager.json" --service source --source-bytes $src_bytes --seed 7
 start_proxy c-source "$work/eager.json" --listen "127.0.0.1:$pport" --policy stall,hint,manual --stall-ms $stall_ms
-timeout 60 nc -d 127.0.0.1 "$pport" > "$work/c1.out" &
+# The reader is paced so that the member is still sending when it is stopped: unpaced, an
+# eager member now streams the whole 30 MB into the proxy's buffers in well under a second
+# (before the bulk eager fix it took several).
+timeout 60 nc -d 127.0.0.1 "$pport" | python3 "$work/throttle.py" 5000000 > "$work/c1.out" &
 nc_pid=$!
 pids+=("$nc_pid")
 for _ in $(seq 1 1000); do [[ $(file_size "$work/c1.out") -ge 4000000 ]] && break; sleep 0.01; done
@@ -208,7 +211,8 @@ stop_members
 
 start_members c-echo "$work/eager.json" --service echo
 start_proxy c-echo "$work/eager.json" --listen "127.0.0.1:$pport" --policy stall --stall-ms $stall_ms
-timeout 60 socat -b 262144 -t 60 - "TCP:127.0.0.1:$pport" < "$work/echo.in" | python3 "$work/throttle.py" 10000000 > "$work/c2.out" &
+# Input paced, so that input is outstanding (output expected) when the member stops.
+python3 "$work/throttle.py" 10000000 < "$work/echo.in" | timeout 60 socat -b 262144 -t 60 - "TCP:127.0.0.1:$pport" > "$work/c2.out" &
 pipe_pid=$!
 pids+=("$pipe_pid")
 for _ in $(seq 1 1000); do [[ $(file_size "$work/c2.out") -ge 4000000 ]] && break; sleep 0.01; done
