@@ -310,7 +310,7 @@ class MtcpConn final : public Conn {
         if (auto m = std::exchange(mig_, nullptr)) m(false, why, std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - requested_).count(), false);
       } else if (ev.kind == K::failed) {
         std::string why = "connection failed: " + std::string(to_string(ev.error));
-        if (ev.last_attempt != Error::ok) why += " (last attempt: " + std::string(to_string(ev.last_attempt)) + ")";
+        why += core::describe_attempts(ev.last_attempt, ev.attempt_errors);
         if (ev.error == Error::closed && !closing_) why += " (the member closed it)";
         // The engine's connect deadline is migrate_timeout_ms, and it reports migration_timeout.
         if (!connected_) why = "cannot connect to member " + std::to_string(first_) + ": " + why;

@@ -715,6 +715,50 @@ TEST_F(ClientTest, LostPrimaryIsRecoveredWithBackoffUntilAttemptsMax) {
   ASSERT_FALSE(ev.empty());
   EXPECT_EQ(ev.back().kind, ClientEvent::Kind::failed);
   EXPECT_EQ(ev.back().error, Error::no_alternate);
+  // The failure names every reason, not only the last one: a refusal in the middle is kept.
+  EXPECT_EQ(ev.back().last_attempt, Error::subflow_lost);
+  using Counts = std::vector<std::pair<Error, uint32_t>>;
+  EXPECT_EQ(ev.back().attempt_errors, (Counts{{Error::subflow_lost, 2}, {Error::owner_unreachable, 1}}));
+  EXPECT_EQ(core::describe_attempts(ev.back().last_attempt, ev.back().attempt_errors),
+            " (last attempt: subflow lost; since the last success: subflow lost x2, owner unreachable x1)");
+}
+
+TEST(DescribeAttempts, NothingWhenNoAttemptFailedAndNoRepeatForASingleReason) {
+  EXPECT_EQ(core::describe_attempts(Error::ok, {}), "");
+  EXPECT_EQ(core::describe_attempts(Error::bad_proof, {{Error::bad_proof, 1}}), " (last attempt: bad proof)");
+  EXPECT_EQ(core::describe_attempts(Error::bad_proof, {{Error::bad_proof, 3}}),
+            " (last attempt: bad proof; since the last success: bad proof x3)");
+}
+
+TEST_F(ClientTest, ASuccessfulMigrationForgetsTheReasonsOfEarlierFailedAttempts) {
+  limits.migrate_attempts_max = 1;
+  establish();
+  auto [lost, mig] = start_migration(2, cert::Challenge{});
+  (void)mig;
+  c->on_subflow_closed(lost, now);  // failed attempt: subflow lost
+  (void)c->take_actions();
+  auto [sub, mig3] = start_migration(3, cert::Challenge{});
+  wire::Accept a;
+  a.epoch = 2;
+  a.server_rcv_nxt = 0;
+  a.cert = {kConn, 3, now, now + 600000};
+  a.secret = cert::wrap_next_secret(key_of(0x33), welcome_secret(), a.cert);
+  feed(sub, a);
+  ASSERT_EQ(c->server(), 3u);
+  (void)c->take_actions();
+  (void)c->take_events();
+  c->on_subflow_closed(sub, now + 1);  // the primary is lost; one recovery attempt
+  auto acts = c->take_actions();
+  ASSERT_EQ(acts.size(), 1u);
+  feed(acts[0].subflow, wire::Refuse{Error::owner_unreachable, 0, ""});
+  c->on_timer(c->next_deadline());
+  ASSERT_EQ(c->state(), ClientState::failed);
+  auto ev = c->take_events();
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back().kind, ClientEvent::Kind::failed);
+  EXPECT_EQ(ev.back().last_attempt, Error::owner_unreachable);
+  using Counts = std::vector<std::pair<Error, uint32_t>>;
+  EXPECT_EQ(ev.back().attempt_errors, (Counts{{Error::owner_unreachable, 1}}));
 }
 
 TEST_F(ClientTest, RecoveryFollowsTheHintOfARefusal) {

@@ -532,7 +532,7 @@ class MtcpRun final : public Run {
         record(std::move(r));
       } else if (ev.kind == K::failed) {
         std::string why = "connection failed: " + std::string(to_string(ev.error));
-        if (ev.last_attempt != Error::ok) why += " (last attempt: " + std::string(to_string(ev.last_attempt)) + ")";
+        why += core::describe_attempts(ev.last_attempt, ev.attempt_errors);
         return finish("failed", why);
       }
     }

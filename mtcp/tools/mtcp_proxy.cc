@@ -331,12 +331,14 @@ void Session::on_event(const client::Event& ev) {
       break;
     case client::EventKind::failed: {
       std::string why = std::string(to_string(ev.error));
-      if (ev.last_attempt != Error::ok)
-        why += " (last attempt: " + std::string(to_string(ev.last_attempt)) + ")";
+      why += client::describe_attempts(ev);
       // Reset the local connection: the program must see an error, never a clean end.
+      nlohmann::json counts = nlohmann::json::object();
+      for (const auto& [err, n] : ev.attempt_errors) counts[std::string(to_string(err))] = n;
       finish("failed", why, true,
              {{"error", std::string(to_string(ev.error))},
-              {"last_attempt", std::string(to_string(ev.last_attempt))}});
+              {"last_attempt", std::string(to_string(ev.last_attempt))},
+              {"attempt_errors", counts}});
       break;
     }
     case client::EventKind::closed:

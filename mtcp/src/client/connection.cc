@@ -247,6 +247,7 @@ void Connection::handle(const core::ClientEvent& ev, TimeMs now) {
       out.from = ev.from;
       out.error = ev.error;
       out.last_attempt = ev.last_attempt;
+      out.attempt_errors = ev.attempt_errors;
       terminate();
       emit(std::move(out));
       return;

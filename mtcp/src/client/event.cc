@@ -1,5 +1,7 @@
 #include "client/event.h"
 
+#include "core/client.h"
+
 namespace mtcp::client {
 
 const char* to_string(EventKind k) {
@@ -25,6 +27,8 @@ const char* to_string(wire::HintReason r) {
   return "unknown";
 }
 
+std::string describe_attempts(const Event& e) { return core::describe_attempts(e.last_attempt, e.attempt_errors); }
+
 std::string to_string(const Event& e) {
   auto id = [](core::ServerId s) { return std::to_string(s); };
   switch (e.kind) {
@@ -45,8 +49,7 @@ std::string to_string(const Event& e) {
       return "member " + id(e.from) + " closed its side";
     case EventKind::failed: {
       std::string s = "connection failed: " + std::string(to_string(e.error));
-      if (e.last_attempt != Error::ok) s += " (last attempt: " + std::string(to_string(e.last_attempt)) + ")";
-      return s;
+      return s + describe_attempts(e);
     }
     case EventKind::closed:
       return "closed: " + e.detail;

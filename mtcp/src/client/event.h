@@ -7,7 +7,7 @@
 //   migration_failed   from, to, reason, error              (still on `from`; data keeps moving)
 //   hint               from = the hinting member, to = the member it suggests (0: any), hint
 //   peer_closed        from = the member; no byte follows those already readable
-//   failed             error, last_attempt                  (terminal: the connection is gone)
+//   failed             error, last_attempt, attempt_errors                 (terminal: the connection is gone)
 //   closed             detail                               (terminal: after close(), see there)
 //
 // `reason` names who decided a migration: the policy trigger ("manual", "hint", "stall",
@@ -16,6 +16,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/errors.h"
 #include "core/types.h"
@@ -42,10 +44,15 @@ struct Event {
   uint64_t snd_at = 0;       // migrated: client->server bytes the new member held
   Error error = Error::ok;   // migration_failed, failed: to_string(error) names it
   Error last_attempt = Error::ok;  // failed: why the last migration attempt failed
+  // failed: each reason the attempts since the last success failed for, with its count, in the
+  // order first seen (core::describe_attempts formats it).
+  std::vector<std::pair<Error, uint32_t>> attempt_errors;
   wire::HintReason hint = wire::HintReason::overload;
 };
 
 const char* to_string(wire::HintReason r);
+// failed: " (last attempt: X; since the last success: Y xN, ...)", or "" when no attempt failed.
+std::string describe_attempts(const Event& e);
 // One line for logs, e.g. "migrated 1 -> 2 (manual) in 412 us".
 std::string to_string(const Event& e);
 

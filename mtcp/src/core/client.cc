@@ -144,6 +144,19 @@ std::string ClientEngine::address_of(ServerId s) const {
   return {};
 }
 
+std::string describe_attempts(Error last, const std::vector<std::pair<Error, uint32_t>>& errors) {
+  if (last == Error::ok) return {};
+  std::string s = " (last attempt: " + std::string(to_string(last));
+  // One reason only, seen once: the last attempt says it all.
+  if (!(errors.size() == 1 && errors.front().second == 1) && !errors.empty()) {
+    s += "; since the last success:";
+    for (size_t i = 0; i < errors.size(); ++i) {
+      s += (i ? ", " : " ") + std::string(to_string(errors[i].first)) + " x" + std::to_string(errors[i].second);
+    }
+  }
+  return s + ")";
+}
+
 void ClientEngine::fail(Error e) {
   if (state_ == ClientState::failed) return;
   state_ = ClientState::failed;
@@ -152,6 +165,7 @@ void ClientEngine::fail(Error e) {
   ev.kind = ClientEvent::Kind::failed;
   ev.error = e;
   ev.last_attempt = last_attempt_error_;
+  ev.attempt_errors = attempt_errors_;
   ev.from = server_;
   events_.push_back(ev);
   std::vector<SubflowId> subs;
@@ -454,6 +468,7 @@ void ClientEngine::on_accept(SubflowId sub, const wire::Accept& a, TimeMs now) {
   fin_sent_ = false;
   fin_acked_sent_ = false;
   attempts_in_row_ = 0;
+  attempt_errors_.clear();
   backoff_.succeeded(server_);
   ++counters_.migrations_done;
   ClientEvent ev{};
@@ -472,6 +487,12 @@ void ClientEngine::attempt_failed(Error e, ServerId hint, TimeMs now) {
   Attempt at = *attempt_;
   attempt_.reset();
   last_attempt_error_ = e;
+  auto seen = std::find_if(attempt_errors_.begin(), attempt_errors_.end(), [e](const auto& p) { return p.first == e; });
+  if (seen == attempt_errors_.end()) {
+    attempt_errors_.emplace_back(e, 1);
+  } else {
+    ++seen->second;
+  }
   if (target_at_fault(e)) backoff_.failed(at.target, now);
   close_subflow(at.subflow);
   if (held_ack_ > send_.base() && primary_) (void)send_.ack(held_ack_);

@@ -8,6 +8,8 @@
 #pragma once
 #include <map>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "cert/cert.h"
@@ -40,7 +42,14 @@ struct ClientEvent {
   TimeMs done_ms = 0;
   wire::HintReason hint = wire::HintReason::overload;
   Error last_attempt = Error::ok;  // failed: why the last migration attempt failed
+  // failed: every reason the attempts since the last success failed for, with counts, in the
+  // order each reason first occurred (at most one entry per Error value: bounded).
+  std::vector<std::pair<Error, uint32_t>> attempt_errors;
 };
+
+// " (last attempt: subflow lost; since the last success: owner unreachable x2, subflow lost x1)",
+// or "" when no attempt failed. Shared by every tool that reports a failed connection.
+std::string describe_attempts(Error last, const std::vector<std::pair<Error, uint32_t>>& errors);
 
 class ClientEngine {
  public:
@@ -162,6 +171,7 @@ class ClientEngine {
   std::optional<Attempt> attempt_;
   uint32_t attempts_in_row_ = 0;
   Error last_attempt_error_ = Error::ok;
+  std::vector<std::pair<Error, uint32_t>> attempt_errors_;  // since the last success
   ServerId last_target_ = 0;
   TimeMs retry_at_ms_ = kNever;  // a recovery attempt waits for its back-off
   ServerId retry_target_ = 0;
