@@ -622,6 +622,14 @@ def migration_time_target(mode: str, p50: float | None) -> Target:
                   MIGRATION_TIME_GOAL_US[mode], p50, fmt_ms)
 
 
+SMALL_FLOOR_FACTOR = 4.0  # an empty state: p50 within this many times the floor
+
+
+def migration_small_floor_target(mode: str, ratio: float | None) -> Target:
+    return Target(f"Migration time, {mode}, empty state: p50 / floor", "<=",
+                  SMALL_FLOOR_FACTOR, ratio, lambda v: f"{v:.2f}× floor")
+
+
 def migration_floor_target(mode: str, ratio: float | None) -> Target:
     return Target(f"Migration time, {mode}, 16 MiB state: p50 / floor", "<=",
                   FLOOR_FACTOR, ratio, lambda v: f"{v:.2f}× floor")
@@ -682,19 +690,82 @@ def build_migration(doc: Node, plotter: Plotter) -> Section:
             f"the median time to connect and move the same number of bytes over a fresh plain TCP "
             f"connection on the same loopback, the least any migration carrying that state could "
             f"take. Targets: lazy p50 < {fmt_ms(MIGRATION_TIME_GOAL_US['lazy'])} and eager p50 "
-            f"< {fmt_ms(MIGRATION_TIME_GOAL_US['eager'])} at 16 KiB; {fmt_size(FLOOR_SIZE)} "
-            f"within {FLOOR_FACTOR:g}× the floor.", ""]
+            f"< {fmt_ms(MIGRATION_TIME_GOAL_US['eager'])} at 16 KiB; an empty state within "
+            f"{SMALL_FLOOR_FACTOR:g}× the floor; {fmt_size(FLOOR_SIZE)} within {FLOOR_FACTOR:g}× "
+            f"the floor.", ""]
     body += md_table(["State", "Lazy p50 (µs)", "Lazy p99 (µs)", "Eager p50 (µs)",
                       "Eager p99 (µs)", "Floor (µs)", "Lazy p50 / floor", "Eager p50 / floor",
                       "Failed"], rows, "lrrrrrrrr")
     body += plotter.plot("migration", "Migration time against state size", draw)
     targets = [migration_time_target(m, stat(m, 16 * KIB, "p50_us")) for m in MODES]
+    targets += [migration_small_floor_target(m, ratio(m, 0) if 0 in floor else None) for m in MODES]
     # A service's snapshot carries a few bytes of its own besides the state, so the largest
     # state a run can measure is a little under the cap.
     largest = sizes[-1] if sizes and sizes[-1] >= FLOOR_SIZE - MIB else None
     targets += [migration_floor_target(m, ratio(m, largest) if largest is not None else None)
                 for m in MODES]
     return Section("Migration time", body, targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eager transfer under bulk traffic.
+
+EAGER_BULK_MODES = {"lazy": "lazy", "eager": "eager", "eager_ack": "eager, ack_after_replication"}
+EAGER_BULK_RATIO_GOAL = 0.8  # eager's median throughput / lazy's, in the same run
+EAGER_BULK_P50_GOAL_US = 5000.0
+
+
+def eager_bulk_targets(ratio: float | None, p50: float | None) -> list[Target]:
+    return [Target("Bulk echo throughput: eager / lazy", ">=", EAGER_BULK_RATIO_GOAL, ratio, fmt_ratio),
+            Target("Eager migration under bulk traffic: p50", "<", EAGER_BULK_P50_GOAL_US, p50, fmt_ms)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def build_eager_bulk(doc: Node, plotter: Plotter) -> Section:
+    modes = doc["modes"].items()
+    unique(modes, lambda m: m["mode"].text(tuple(EAGER_BULK_MODES)), lambda k: f"mode {k}")
+    by = {m["mode"].text(): m for m in modes}
+    nbytes = doc["bytes"].integer(1)
+    secs = doc["migrating_seconds"].num(0)
+    every = doc["migrate_every_ms"].integer(1)
+    lazy_med = statistics.median(by["lazy"]["mbit_s"].nums(0)) if "lazy" in by else None
+    rows = []
+    for name in EAGER_BULK_MODES:
+        m = by.get(name)
+        if m is None:
+            continue
+        rates = m["mbit_s"].nums(0)
+        downs = [d.num(0) for d in m["downtimes_us"].items(nonempty=False)]
+        med = statistics.median(rates)
+        rows.append([EAGER_BULK_MODES[name], fmt_mbit(med), fmt_range(rates, fmt_mbit),
+                     "—" if not lazy_med else fmt_ratio(med / lazy_med),
+                     f"{statistics.median(m['repl_per_byte'].nums(0)):.2f}",
+                     fmt_mbit(statistics.median(m["migrating_mbit_s"].nums(0))), fmt_count(len(downs)),
+                     "—" if not downs else fmt_us(percentile(downs, 0.5)),
+                     "—" if not downs else fmt_us(percentile(downs, 0.99)),
+                     fmt_count(m["failed"].integer(0))])
+    ratio = None
+    if lazy_med and "eager" in by:
+        ratio = statistics.median(by["eager"]["mbit_s"].nums(0)) / lazy_med
+    p50 = None
+    eager_downs = [d.num(0) for d in by["eager"]["downtimes_us"].items(nonempty=False)] if "eager" in by else []
+    if eager_downs:
+        p50 = percentile(eager_downs, 0.5)
+    body = [f"Bulk echo through `mtcp-perf` (unpaced, every reply byte compared), one connection, "
+            f"three members on loopback, the modes alternated in each repeat. Throughput: "
+            f"{fmt_size(nbytes)} each way without migrations, medians and min–max over the repeats; "
+            f"replication bytes are the members' `replication_bytes_sent` per byte of input. Then "
+            f"{secs:g} s with a migration every {every} ms: throughput, and p50 and p99 of every "
+            f"migration's time over all repeats. Targets: eager ≥ {EAGER_BULK_RATIO_GOAL:g} × "
+            f"lazy, eager migration p50 < {fmt_ms(EAGER_BULK_P50_GOAL_US)}.", ""]
+    body += md_table(["Mode", "Mbit/s", "Min–max", "/ lazy", "Replicated B per input B",
+                      "Mbit/s migrating", "Migrations", "p50 (µs)", "p99 (µs)", "Failed"], rows,
+                     "lrrrrrrrrr")
+    return Section("Eager transfer under bulk traffic", body, eager_bulk_targets(ratio, p50))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -806,7 +877,10 @@ MEASUREMENTS = [
     Measurement("latency.json", "Latency", build_latency, lambda: [latency_target(None, None)]),
     Measurement("migration.json", "Migration time", build_migration,
                 lambda: [migration_time_target(m, None) for m in MODES]
+                + [migration_small_floor_target(m, None) for m in MODES]
                 + [migration_floor_target(m, None) for m in MODES], "migration"),
+    Measurement("eager_bulk.json", "Eager transfer under bulk traffic", build_eager_bulk,
+                lambda: eager_bulk_targets(None, None)),
     Measurement("rate.json", "Migration rate", build_rate, lambda: [rate_target(None, None)],
                 "rate"),
     Measurement("conns.json", "Idle connections", build_conns, lambda: conns_targets(None, None)),

@@ -6,7 +6,8 @@ loopback, each against plain TCP in the same run: one-way bulk in each direction
 iperf3 (the kernel-TCP anchor; skipped with a message when iperf3 is not installed), M-TCP's
 plain-TCP path and mtcp-proxy, bulk echo throughput (one and several connections),
 request/response latency, migration time against state size (lazy, eager, and
-the physical floor: a fresh plain TCP connection moving the same bytes), migrations per
+the physical floor: a fresh plain TCP connection moving the same bytes), bulk echo in each
+transfer mode (eager against lazy, with and without migrations), migrations per
 second, and concurrent idle connections with the member's memory per connection.
 
 M-TCP and plain-TCP runs alternate and repeat; the report gives medians and ratios.
@@ -76,10 +77,15 @@ class Pool:
     def control_port(self, member):
         return self.base + 3 + member
 
-    def start(self, mode, state_bytes=0, snapshot_every=256 * KIB, limits=None, service="echo"):
+    def admin(self, member):
+        return os.path.join(self.work, f"admin{member}")
+
+    def start(self, mode, state_bytes=0, snapshot_every=256 * KIB, limits=None, service="echo",
+              extra=None, name=None):
         self.stop()
-        path = os.path.join(self.work, f"pool-{mode}.json")
+        path = os.path.join(self.work, f"pool-{name or mode}.json")
         cfg = {
+            **(extra or {}),
             "pool_key_file": "pool.key",
             "transfer": mode,
             "members": [
@@ -96,7 +102,8 @@ class Pool:
         for i in (1, 2, 3):
             self.procs.append(subprocess.Popen(
                 [os.path.join(self.bin, "mtcpd"), "--pool", path, "--id", str(i), "--service", service,
-                 "-q", "--state-bytes", str(state_bytes), "--snapshot-every", str(snapshot_every)],
+                 "-q", "--state-bytes", str(state_bytes), "--snapshot-every", str(snapshot_every),
+                 "--admin", self.admin(i)],
                 stdout=subprocess.DEVNULL, stderr=errlog))
         errlog.close()
         deadline = time.time() + 10
@@ -368,6 +375,63 @@ class Bench:
             pt["floor_us"] = floors[pt["state_bytes"]]
         self.save("migration.json", {"points": points})
 
+    EAGER_BULK_MODES = {"lazy": ("lazy", {}), "eager": ("eager", {}),
+                        "eager_ack": ("eager", {"ack_after_replication": True})}
+
+    def counter_sum(self, key):
+        """An engine counter summed over the three members (mtcpctl --json status)."""
+        total = 0
+        for i in (1, 2, 3):
+            j = self.run_json([os.path.join(self.bin, "mtcpctl"), "-s", self.pool.admin(i), "--json", "status"],
+                              f"mtcpctl status of member {i}")
+            stack = [j]
+            while stack:
+                d = stack.pop()
+                if isinstance(d, dict):
+                    for k, v in d.items():
+                        if k == key and isinstance(v, (int, float)):
+                            total += v
+                        else:
+                            stack.append(v)
+                elif isinstance(d, list):
+                    stack.extend(d)
+        return total
+
+    def eager_bulk(self):
+        """Bulk echo, unpaced, one connection, in each transfer mode (lazy, eager, eager with
+        ack_after_replication), alternated: first a fixed byte count without migrations (the
+        throughput, and the replication bytes the members sent per byte of input), then a fixed
+        time with a migration every 100 ms (the migration time under bulk traffic)."""
+        nbytes = 32 * MIB if self.a.short else 128 * MIB
+        secs = 1.5 if self.a.short else 3.0
+        every_ms = 100
+        runs = {m: {"mbit_s": [], "repl_per_byte": [], "migrating_mbit_s": [], "downtimes_us": [], "failed": 0}
+                for m in self.EAGER_BULK_MODES}
+        for rep in range(self.a.repeat):
+            for name, (mode, extra) in self.EAGER_BULK_MODES.items():
+                r = runs[name]
+                self.pool.start(mode, extra=extra, name=name)
+                before = self.counter_sum("replication_bytes_sent")
+                j = self.run_json(self.perf("--app", "echo", "-n", str(nbytes), "--verify", "compare"),
+                                  f"eager bulk {name}")
+                if j["end"]["verdict"] != "ok":
+                    raise BenchError(f"eager bulk {name}: {j['end']['error']}")
+                r["mbit_s"].append(j["end"]["received_mbit_s"])
+                r["repl_per_byte"].append((self.counter_sum("replication_bytes_sent") - before) / nbytes)
+                j = self.run_json(self.perf("--app", "echo", "-d", str(secs), "--verify", "compare",
+                                            "--migrate-every", str(every_ms)), f"eager bulk {name} migrating")
+                if j["end"]["verdict"] != "ok":
+                    raise BenchError(f"eager bulk {name} migrating: {j['end']['error']}")
+                r["migrating_mbit_s"].append(j["end"]["received_mbit_s"])
+                r["downtimes_us"] += [m["downtime_us"] for m in j["migrations"] if "error" not in m]
+                r["failed"] += sum(1 for m in j["migrations"] if "error" in m)
+                log(f"eager bulk {name} repeat {rep + 1}: {r['mbit_s'][-1]:.0f} Mbit/s, "
+                    f"{r['repl_per_byte'][-1]:.2f} B replicated per input B; migrating every {every_ms} ms: "
+                    f"{r['migrating_mbit_s'][-1]:.0f} Mbit/s")
+        self.pool.stop()
+        self.save("eager_bulk.json", {"bytes": nbytes, "migrating_seconds": secs, "migrate_every_ms": every_ms,
+                                      "modes": [{"mode": m, **r} for m, r in runs.items()]})
+
     def rate(self):
         points = []
         secs = 1.0 if self.a.short else 3.0
@@ -433,7 +497,8 @@ class Bench:
         os.makedirs(self.a.out, exist_ok=True)
         machine = self.machine(mode)
         steps = [("micro", self.micro), ("oneway", self.oneway), ("bulk", self.bulk), ("latency", self.latency),
-                 ("migration", self.migration), ("rate", self.rate), ("conns", self.conns)]
+                 ("migration", self.migration), ("eager_bulk", self.eager_bulk), ("rate", self.rate),
+                 ("conns", self.conns)]
         try:
             for name, fn in steps:
                 if self.a.only and name not in self.a.only:
@@ -455,7 +520,8 @@ def main():
     ap.add_argument("--out", help="results directory (default: bench/results/<UTC date-time>)")
     ap.add_argument("--short", action="store_true", help="the short form (under a minute): small sizes, one repeat")
     ap.add_argument("--repeat", type=int, help="alternated repeats of each M-TCP / plain pair (default 5, short 1)")
-    ap.add_argument("--only", nargs="*", choices=["micro", "oneway", "bulk", "latency", "migration", "rate", "conns"],
+    ap.add_argument("--only", nargs="*", choices=["micro", "oneway", "bulk", "latency", "migration", "eager_bulk", "rate",
+                                                "conns"],
                     help="run only these measurements")
     ap.add_argument("--idle-conns", type=int, default=10000, help="idle connections held on one member")
     ap.add_argument("--command", default="bash bench/run.sh", help=argparse.SUPPRESS)
@@ -470,7 +536,7 @@ def main():
     if not a.out:
         here = os.path.dirname(os.path.abspath(__file__))
         a.out = os.path.join(here, "results", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ"))
-    for tool in ("mtcpd", "mtcp-perf", "mtcp-proxy", "mtcp-loadgen", "mtcp-floor", "mtcp-bench-micro"):
+    for tool in ("mtcpd", "mtcp-perf", "mtcp-proxy", "mtcp-loadgen", "mtcp-floor", "mtcp-bench-micro", "mtcpctl"):
         if not os.access(os.path.join(a.build, "bin", tool), os.X_OK):
             print(f"bench: error: {a.build}/bin/{tool} is missing; build first (bash scripts/build.sh release)",
                   file=sys.stderr)
