@@ -496,6 +496,11 @@ class Harness {
     }
   }
   void drop_held_control(ServerId from, ServerId to) { held_[{from, to}].clear(); }
+  // Drops the held messages of the pair but the newest `keep`.
+  void drop_held_control_but_newest(ServerId from, ServerId to, size_t keep) {
+    auto& q = held_[{from, to}];
+    while (q.size() > keep) q.pop_front();
+  }
   // A control message as member `from` would send it (signed with the pool key), queued for
   // `to` like any other (held if that pair is held).
   void inject_control(ServerId from, ServerId to, wire::ControlBody body) {
@@ -590,6 +595,7 @@ class Harness {
     ServerId from = 0;
     ServerId to = 0;
     wire::ControlType type = wire::ControlType::claim;
+    size_t bytes = 0;  // the whole message as sent
   };
   struct PlainRecord {
     ServerId server = 0;
@@ -708,7 +714,7 @@ class Harness {
   }
 
   void send_control(ServerId s, ServerId to, Bytes bytes) {
-    ControlRecord r{s, to, wire::ControlType::claim};
+    ControlRecord r{s, to, wire::ControlType::claim, bytes.size()};
     if (auto m = wire::decode_control(key_, bytes)) r.type = wire::type_of(m->body);
     else violations.push_back("S" + std::to_string(s) + " sent an undecodable control message");
     control_log.push_back(r);

@@ -557,6 +557,84 @@ TEST(EagerTransfer, ReplicasFollowTheOwnerAndTakeOver) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
+// Under bulk traffic the owner's logs are megabytes the claimer already holds. The owner's
+// GRANT leaves out the output before the state the claimer confirmed and the input since the
+// snapshot (pushed as REPL_LOG just before the GRANT); the claimer puts its copies back, and
+// the stream continues exactly.
+TEST(EagerTransfer, TheOwnersGrantLeavesOutWhatTheClaimerHolds) {
+  Harness h(3, batched(100000, 1 << 20));  // input is pushed only by the claim (or a snapshot)
+  h.connect(1);
+  ConnId id = h.conn();
+  h.hold_pipe(*h.client().primary(), Harness::Dir::s2c);  // output stays unacknowledged
+  constexpr size_t kBefore = 20000, kAfter = 30000;
+  h.write_input(kBefore);
+  h.pump();
+  ASSERT_TRUE(h.app(1, id)->snapshot(h.server(1)).ok());
+  h.advance(h.limits().replication_batch_ms);  // the snapshot's state goes out and is confirmed
+  ASSERT_EQ(h.info(2, id)->snap_id, 1u);
+  ASSERT_EQ(h.info(2, id)->in_end, kBefore);
+  h.write_input(kAfter);  // consumed by the owner, waiting for the batch: not on member 2 yet
+  h.pump();
+  ASSERT_EQ(h.info(2, id)->in_end, kBefore);
+  size_t logs = h.count_control(1, wire::ControlType::repl_log);
+  ASSERT_TRUE(h.migrate(2).ok());
+  EXPECT_EQ(h.client().server(), 2u);
+  EXPECT_EQ(h.count_control(1, wire::ControlType::repl_log), logs + 1);  // the input, ahead of the GRANT
+  size_t grant = 0;
+  for (const auto& r : h.control_log)
+    if (r.from == 1 && r.to == 2 && r.type == wire::ControlType::grant) grant = r.bytes;
+  // The output after the snapshot (kAfter, unacknowledged) is still carried: it checks the
+  // replay. The output before it and the input (kBefore + kAfter more) are not.
+  EXPECT_GT(grant, kAfter);
+  EXPECT_LT(grant, kAfter + 1000);
+  EXPECT_EQ(h.server(2).counters().control_malformed, 0u);
+  EXPECT_EQ(h.server(2).counters().replayed_input_bytes, kAfter);
+  EXPECT_EQ(h.read_all(), kBefore + kAfter);
+  h.write_input(10);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// The claimer's copy lacks the part the GRANT left out (here: the input sent ahead of it): the claim
+// fails cleanly, and the retry gets the whole state from the former owner.
+TEST(EagerTransfer, AGrantTheClaimerCannotCompleteFailsTheClaimAndTheRetryMoves) {
+  Harness h(3, batched(100000, 1 << 20));
+  h.connect(1);
+  ConnId id = h.conn();
+  h.hold_pipe(*h.client().primary(), Harness::Dir::s2c);
+  h.write_input(5000);
+  h.pump();
+  ASSERT_TRUE(h.app(1, id)->snapshot(h.server(1)).ok());
+  h.advance(h.limits().replication_batch_ms);
+  h.write_input(3000);
+  h.pump();
+  // The REPL_LOG that precedes the GRANT is lost on the way: member 2's input stops short.
+  h.hold_control(1, 2);
+  ASSERT_TRUE(h.client().migrate(2, h.now()).ok());
+  h.pump();
+  ASSERT_EQ(h.held_control(1, 2), 2u);  // REPL_LOG, GRANT
+  h.drop_held_control_but_newest(1, 2, 1);  // keep only the GRANT
+  h.release_control(1, 2);
+  h.pump();
+  EXPECT_EQ(h.server(2).counters().control_malformed, 1u);
+  auto failed = h.last(ClientEvent::Kind::migration_failed);
+  ASSERT_TRUE(failed);
+  EXPECT_EQ(failed->error, Error::state_gap);
+  // The former owner froze for the claim and closed the client's subflow (held until now):
+  // the client recovers by itself, and the former owner, now a replica, grants whole states.
+  h.release_pipe(*h.client().primary(), Harness::Dir::s2c);
+  h.pump();
+  h.advance(h.limits().migrate_timeout_ms);
+  EXPECT_EQ(h.client().state(), ClientState::established);
+  EXPECT_EQ(h.read_all(), 8000u);
+  h.write_input(10);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10u);
+  EXPECT_EQ(h.owners(id).size(), 1u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
 TEST(EagerTransfer, AckAfterReplicationSurvivesAnOwnerCrash) {
   Harness h(3, eager(true));
   h.connect(1);

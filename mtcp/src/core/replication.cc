@@ -87,18 +87,24 @@ void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
       send_control(mem.server_id, wire::ReplLog{c.id, c.epoch, c.snap_id, end, c.out.base(), {}});
       continue;
     }
-    while (from < end) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(end - from, kReplLogChunkBytes));
-      wire::ReplLog m{c.id, c.epoch, c.snap_id, from, c.out.base(),
-                      c.in_log.flatten(static_cast<size_t>(from - c.snap_in_seq), n)};
-      counters_.replication_bytes_sent += n;
-      ++counters_.replication_msgs_sent;
-      send_control(mem.server_id, std::move(m));
-      from += n;
-    }
-    p.sent_in_end = end;
-    p.last_send_ms = now;
+    send_repl_input(c, mem.server_id, p, from, now);
   }
+}
+
+void ServerEngine::send_repl_input(Conn& c, ServerId to, Peer& p, uint64_t from, TimeMs now) {
+  MTCP_ASSERT(from >= c.snap_in_seq, "send_repl_input: input before the snapshot is not logged");
+  uint64_t end = c.in_end();
+  while (from < end) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(end - from, kReplLogChunkBytes));
+    wire::ReplLog m{c.id, c.epoch, c.snap_id, from, c.out.base(),
+                    c.in_log.flatten(static_cast<size_t>(from - c.snap_in_seq), n)};
+    counters_.replication_bytes_sent += n;
+    ++counters_.replication_msgs_sent;
+    send_control(to, std::move(m));
+    from += n;
+  }
+  p.sent_in_end = std::max(p.sent_in_end, end);
+  p.last_send_ms = now;
 }
 
 void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
@@ -132,6 +138,26 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   if (!keep_in) p.sent_in_end = c.in_end();  // else the increments already sent stand
   p.last_send_ms = now;
   p.last_state_ms = now;
+}
+
+bool ServerEngine::fill_out_prefix(const Conn& c, wire::ConnState& st) const {
+  MTCP_ASSERT(st.out_log_tail, "fill_out_prefix: the state holds its whole output log");
+  if (c.epoch != st.epoch || c.out.base() > st.out_log_start || c.out.end() < st.out_log_start) return false;
+  // The client holds everything below the owner's output end - send_log_bytes_max (the owner
+  // never has more than that unacknowledged): older bytes of our copy are not needed and must
+  // not make the log overflow. The end is the tail's, past the snapshot: bounding by the
+  // snapshot position alone kept up to a whole log before it, and the tail on top overflowed
+  // the copy, which was then dropped (a replica lost under bulk output, seen in the simulator
+  // with the owner crashing next).
+  uint64_t out_end = std::max<uint64_t>(st.snap_out_seq, st.tail_start + st.out_tail.size());
+  uint64_t floor = out_end > cfg_.limits.send_log_bytes_max ? out_end - cfg_.limits.send_log_bytes_max : 0;
+  uint64_t keep = std::min(std::max(c.out.base(), floor), st.out_log_start);
+  Bytes whole = c.out.copy(keep, st.out_log_start);
+  whole.insert(whole.end(), st.out_log.begin(), st.out_log.end());
+  st.out_log = std::move(whole);
+  st.out_log_start = keep;
+  st.out_log_tail = false;
+  return true;
 }
 
 void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now) {
@@ -180,29 +206,11 @@ void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now)
     st->in_log = c->in_log.flatten(at, c->in_log.size() - at);
     st->in_log_kept = false;
   }
-  if (st->out_log_tail) {
-    // Only the output after the state we confirmed: put our copy of the part before in front.
-    // Without that part (no copy of this epoch, or a gap), ask for the whole state.
-    bool have = c->role == Role::replica && c->epoch == st->epoch && c->out.base() <= st->out_log_start &&
-                c->out.end() >= st->out_log_start;
-    if (!have) {
-      send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
-      return;
-    }
-    // The client holds everything below the owner's output end - send_log_bytes_max (the owner
-    // never has more than that unacknowledged): older bytes of our copy are not needed and must
-    // not make the log overflow. The end is the tail's, past the snapshot: bounding by the
-    // snapshot position alone kept up to a whole log before it, and the tail on top overflowed
-    // the copy, which was then dropped (a replica lost under bulk output, seen in the simulator
-    // with the owner crashing next).
-    uint64_t out_end = std::max<uint64_t>(st->snap_out_seq, st->tail_start + st->out_tail.size());
-    uint64_t floor = out_end > cfg_.limits.send_log_bytes_max ? out_end - cfg_.limits.send_log_bytes_max : 0;
-    uint64_t keep = std::min(std::max(c->out.base(), floor), st->out_log_start);
-    Bytes whole = c->out.copy(keep, st->out_log_start);
-    whole.insert(whole.end(), st->out_log.begin(), st->out_log.end());
-    st->out_log = std::move(whole);
-    st->out_log_start = keep;
-    st->out_log_tail = false;
+  // Only the output after the state we confirmed: without our copy of the part before (no copy
+  // of this epoch, or a gap), ask for the whole state.
+  if (st->out_log_tail && (c->role != Role::replica || !fill_out_prefix(*c, *st))) {
+    send_control(from, wire::ReplAck{m.conn_id, m.epoch, {}, true});
+    return;
   }
   c->role = Role::replica;
   c->handed_to = from;

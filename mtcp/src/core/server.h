@@ -368,6 +368,11 @@ class ServerEngine {
   OutRecord owner_record(const Conn& c) const;
   // out_from > the log's start: only output from there (an out_log_tail state, for eager).
   wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0) const;
+  // A state whose out_log holds only the output after a position the receiver confirmed
+  // (out_log_tail): put the receiver's own copy of the part before in front. False when our
+  // copy cannot (another epoch, or a gap); st is then unchanged.
+  bool fill_out_prefix(const Conn& c, wire::ConnState& st) const;
+  bool complete_grant(const Conn& local, const wire::ReplicaPos& g_pos, wire::ConnState& st) const;
   Status check_install(const wire::ConnState& s, uint64_t client_rcv_nxt) const;
   Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
   Status resend_from(Conn& c, uint64_t client_rcv_nxt);
@@ -384,6 +389,8 @@ class ServerEngine {
   bool state_in_flight(const Conn& c, const Peer& p, TimeMs now) const;
   TimeMs state_wait_until(const Peer& p) const;
   void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
+  // REPL_LOG increments for all input the alternate was not sent yet (chunked).
+  void send_repl_input(Conn& c, ServerId to, Peer& p, uint64_t from, TimeMs now);
 
   ServerConfig cfg_;
   Random& rng_;

@@ -201,7 +201,8 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
       return;
     }
     auto st = wire::decode_state(g.state, cfg_.limits.snapshot_bytes_max);
-    if (!st || st->conn_id != p.conn || st->epoch != g.epoch) {
+    // A lazy GRANT carries the whole state: elided parts are an eager owner's (§5.3).
+    if (!st || st->conn_id != p.conn || st->epoch != g.epoch || st->in_log_kept || st->out_log_tail) {
       ++counters_.control_malformed;
       return claim_failed(g.request_id, st ? Error::bad_field : st.error(), 0);
     }
@@ -230,8 +231,17 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
     if (!st || st->conn_id != p.conn) {
       ++counters_.control_malformed;
     } else {
-      wire::ReplicaPos pos{st->epoch, st->snap_id, st->in_end()};
       const Conn* local = find(p.conn);
+      if ((st->in_log_kept || st->out_log_tail) && !(g.from_owner && local && complete_grant(*local, g.pos, *st))) {
+        // Input or output elided against a copy we no longer hold whole: this grant cannot be
+        // used. Continuing from an older copy after its owner froze would do no harm (the
+        // replay checks), but the owner's state is the one to continue from: let the client
+        // retry; the former owner (now a replica, without its per-alternate record) then
+        // sends the whole state.
+        ++counters_.control_malformed;
+        return claim_failed(g.request_id, Error::state_gap, 0);
+      }
+      wire::ReplicaPos pos{st->epoch, st->snap_id, st->in_end()};
       if (st->snapshot_elided && (!local || local->snap_id != st->snap_id || local->epoch != st->epoch)) {
         ++counters_.control_malformed;  // elided against a snapshot we do not hold
       } else if (!p.best || pos > p.best_pos || (pos == p.best_pos && g.from_owner)) {
@@ -246,6 +256,21 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
     }
   }
   check_claim(g.request_id, now, false);
+}
+
+// An eager owner's GRANT left out what we hold (§5.3): the input since its snapshot, which
+// it sent as REPL_LOG ahead of the GRANT (g_pos.in_end says where it ends), and the output
+// before the position we confirmed. Put our copies back; false if our copy lacks them.
+bool ServerEngine::complete_grant(const Conn& local, const wire::ReplicaPos& g_pos, wire::ConnState& st) const {
+  if (st.in_log_kept) {
+    bool have = !st.client_fin && local.epoch == st.epoch && g_pos.epoch == st.epoch && g_pos.snap_id == st.snap_id &&
+                g_pos.in_end >= st.snap_in_seq && local.snap_in_seq <= st.snap_in_seq && local.in_end() >= g_pos.in_end;
+    if (!have) return false;
+    size_t at = static_cast<size_t>(st.snap_in_seq - local.snap_in_seq);
+    st.in_log = local.in_log.flatten(at, static_cast<size_t>(g_pos.in_end - st.snap_in_seq));
+    st.in_log_kept = false;
+  }
+  return !st.out_log_tail || fill_out_prefix(local, st);
 }
 
 // Lazy: an owner answered a claim of ours after it had timed out. The owner may be frozen,
@@ -559,13 +584,38 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
   g.request_id = m.request_id;
   if (!c) return send_control(from, std::move(g));
   g.from_owner = c->role == Role::owner || (c->role == Role::replica && c->handed_to == from && c->handed_epoch == m.epoch);
-  if (c->role == Role::owner) freeze(*c, from, m.epoch);
+  // The output the claimer confirmed holding (a state of this epoch it installed, §5.3): the
+  // owner's GRANT carries only the output after it. Under bulk traffic the unacknowledged
+  // output log is megabytes the claimer already has, and sending it again made an eager
+  // migration tens of times slower than the state it had to move. Known only to the owner
+  // (its per-alternate record), and read before freezing clears it.
+  // Likewise the input since the snapshot: the claimer was sent the newest snapshot and the
+  // increments after it; the rest goes now as REPL_LOG, ahead of the GRANT on the same control
+  // connection, and the GRANT's state leaves the input log out (in_log_kept; g.pos says where
+  // it ends). Not once the client closed (as in send_repl_state).
+  uint64_t out_from = 0;
+  bool keep_in = false;
+  if (c->role == Role::owner) {
+    if (auto pit = c->peers.find(from); pit != c->peers.end() && m.have.epoch == c->epoch) {
+      Peer& pe = pit->second;
+      if (pe.out_have_epoch == c->epoch) out_from = pe.out_have;
+      keep_in = !c->client_fin && pe.sent_epoch == c->epoch && pe.sent_snap == c->snap_id &&
+                pe.sent_in_end >= c->snap_in_seq;
+      if (keep_in) send_repl_input(*c, from, pe, pe.sent_in_end, now);
+    }
+    freeze(*c, from, m.epoch);
+  }
   g.pos = c->pos();
   if (g.pos > m.have || g.from_owner) {
     // Elide the snapshot only when the claimer holds this very one: same snapshot id within
     // the same epoch (two owners of different epochs may both have made a snapshot N).
     bool elide = m.have.snap_id == c->snap_id && m.have.epoch == c->epoch && c->snap_id != 0;
-    auto bytes = wire::encode_state(export_state(*c, elide), cfg_.limits.snapshot_bytes_max);
+    wire::ConnState st = export_state(*c, elide, out_from);
+    if (keep_in) {
+      st.in_log_kept = true;
+      st.in_log.clear();
+    }
+    auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
     if (bytes) g.state = std::move(bytes.value());
   }
   send_control(from, std::move(g));
