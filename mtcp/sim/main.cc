@@ -50,6 +50,7 @@ nlohmann::json scenario_json(const mtcp::sim::Scenario& s) {
           {"control_spikes", s.ctl_spikes},
           {"stalls", s.stalls},
           {"oneway_cuts", s.oneway_cuts},
+          {"repl_window_bytes", s.repl_window_bytes},
           {"crash", crash_name(s.crash)},
           {"forged", s.forged},
           {"migrate_timeout_ms", s.migrate_timeout_ms},
@@ -182,6 +183,8 @@ int main(int argc, char** argv) {
     if (out.stalls_done > 0 && out.completed) ++faults["stall_seeds_completed"];
     if (out.oneway_cuts_done > 0) ++faults["oneway_seeds"];
     if (out.oneway_cuts_done > 0 && out.completed) ++faults["oneway_seeds_completed"];
+    if (out.window_waits > 0) ++faults["window_seeds"];
+    if (out.window_waits > 0 && out.completed) ++faults["window_seeds_completed"];
     // Lost although no member crashed (every owner alive): a violation too (world.cc finish).
     if (out.failed_explicitly && !out.crashed) ++faults["lost_with_owner_alive"];
     if (!out.violations.empty()) {

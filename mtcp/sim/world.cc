@@ -92,6 +92,7 @@ Scenario draw_scenario(Prng& r) {
   // Drawn after everything else, for the same reason.
   s.stalls = r.chance(0.3) ? static_cast<uint32_t>(r.range(1, 2)) : 0;
   s.oneway_cuts = r.chance(0.3) ? static_cast<uint32_t>(r.range(1, 2)) : 0;
+  s.repl_window_bytes = pick<uint64_t>(r, {0, 0, 256, 4096});
   return s;
 }
 }  // namespace
@@ -232,6 +233,7 @@ class World {
     limits_.migrate_timeout_ms = sc_.migrate_timeout_ms;
     limits_.transfer_mode = sc_.mode;
     limits_.ack_after_replication = sc_.ack_after_replication;
+    if (sc_.repl_window_bytes != 0) limits_.replication_window_bytes = sc_.repl_window_bytes;
     limits_.migrate_attempts_max = 12;
     std::vector<wire::Alternate> pool;
     for (ServerId i = 1; i <= sc_.servers; ++i) pool.push_back({i, "sim:" + std::to_string(i)});
@@ -942,6 +944,9 @@ class World {
       }
     }
     out_.sim_ms = now_;
+    for (auto& [id, n] : servers_) {
+      if (n.engine) out_.window_waits += n.engine->counters().replication_window_waits;
+    }
     out_.bytes_in = written_;
     out_.bytes_out = model_.received();
     if (client_->state() == core::ClientState::failed) {

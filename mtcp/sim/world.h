@@ -52,6 +52,9 @@ struct Scenario {
   // One-way control cut: the serving member's control messages are lost (it still receives),
   // while a migration away from it starts.
   uint32_t oneway_cuts = 0;
+  // Eager: replication_window_bytes (0: the default, which these small logs never fill), so
+  // that the owner holding input back for the alternates' acks is exercised.
+  uint64_t repl_window_bytes = 0;
 };
 
 struct Outcome {
@@ -68,6 +71,7 @@ struct Outcome {
   uint64_t cuts_done = 0;
   uint64_t stalls_done = 0;
   uint64_t oneway_cuts_done = 0;
+  uint64_t window_waits = 0;  // every member's replication_window_waits
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t sim_ms = 0;

@@ -561,6 +561,41 @@ TEST(EagerTransfer, ReplicasFollowTheOwnerAndTakeOver) {
 // GRANT leaves out the output before the state the claimer confirmed and the input since the
 // snapshot (pushed as REPL_LOG just before the GRANT); the claimer puts its copies back, and
 // the stream continues exactly.
+// replication_window_bytes: an alternate that does not confirm is sent no more than the window
+// of input beyond what it confirmed; its acknowledgements let the rest go, and a claim by it
+// still gets everything (docs/PROTOCOL.md §5.3 "Window").
+TEST(EagerTransfer, AnAlternateIsSentNoMoreThanTheWindowBeyondWhatItConfirmed) {
+  Limits l = batched(0, 1);
+  l.replication_window_bytes = 4096;
+  Harness h(3, l);
+  h.connect(1);
+  ConnId id = h.conn();
+  h.hold_control(2, 1);  // member 2's REPL_ACKs do not reach the owner
+  for (int i = 0; i < 10; ++i) {
+    h.write_input(2000);
+    h.pump();
+  }
+  EXPECT_EQ(h.read_all(), 20000u);
+  EXPECT_EQ(h.info(3, id)->in_end, 20000u);  // member 3 confirms: it is sent everything
+  EXPECT_LE(h.info(2, id)->in_end, 4096u);
+  EXPECT_GT(h.info(2, id)->in_end, 0u);
+  EXPECT_GE(h.server(1).counters().replication_window_waits, 1u);
+  h.release_control(2, 1);
+  h.pump();
+  EXPECT_EQ(h.info(2, id)->in_end, 20000u);  // each confirmation let the next window go
+  h.hold_control(2, 1);
+  h.write_input(10000);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10000u);
+  h.release_control(2, 1);
+  ASSERT_TRUE(h.migrate(2).ok());
+  EXPECT_EQ(h.client().server(), 2u);
+  h.write_input(10);
+  h.pump();
+  EXPECT_EQ(h.read_all(), 10u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
 TEST(EagerTransfer, TheOwnersGrantLeavesOutWhatTheClaimerHolds) {
   Harness h(3, batched(100000, 1 << 20));  // input is pushed only by the claim (or a snapshot)
   h.connect(1);

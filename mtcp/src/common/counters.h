@@ -26,6 +26,7 @@ namespace mtcp {
   X(stale_messages)            /* control messages for an old epoch, ignored */             \
   X(replication_msgs_sent)     /* eager pushes sent */                                      \
   X(replication_bytes_sent)    /* eager push bytes */                                       \
+  X(replication_window_waits)  /* eager: input held back, the alternate's window was full */ \
   X(limit_refusals)            /* operations refused because a cap would be exceeded */     \
   X(connections_opened)        /* new connections accepted (WELCOME sent) */                \
   X(connections_freed)         /* connections removed from the table */                    \

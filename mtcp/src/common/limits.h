@@ -46,6 +46,11 @@ struct Limits {
   // of one push each (docs/PROTOCOL.md §5.3 "Batching").
   uint64_t replication_batch_ms = 2;
   size_t replication_batch_bytes = 256u << 10;
+  // Eager: input sent to an alternate and not confirmed by it at most this much; beyond it the
+  // owner waits for the alternate's REPL_ACK (docs/PROTOCOL.md §5.3 "Window"). Unbounded, a
+  // slower alternate's backlog on the control connection grew to tens of megabytes, and a
+  // claim's GRANT queued behind it.
+  size_t replication_window_bytes = 4u << 20;
   uint64_t orphan_timeout_ms = 30000;    // owned connection without a subflow is freed after this
   uint64_t replica_timeout_ms = 600000;  // replica without news is freed after this
   uint32_t migrate_requests_per_s_max = 2000;  // token bucket on MIGRATE per server

@@ -87,13 +87,35 @@ void ServerEngine::replicate(Conn& c, TimeMs now, bool force_state) {
       send_control(mem.server_id, wire::ReplLog{c.id, c.epoch, c.snap_id, end, c.out.base(), {}});
       continue;
     }
-    send_repl_input(c, mem.server_id, p, from, now);
+    // The window: no more than replication_window_bytes of input the alternate has not
+    // confirmed. The rest waits for its REPL_ACK (on_repl_ack resumes) or for the retry.
+    uint64_t window_end = repl_window_end(c, p);
+    bool full = end > window_end;
+    if (full && !p.window_full) ++counters_.replication_window_waits;
+    p.window_full = full;
+    if (from >= window_end) continue;
+    send_repl_input(c, mem.server_id, p, from, std::min(end, window_end), now);
   }
 }
 
-void ServerEngine::send_repl_input(Conn& c, ServerId to, Peer& p, uint64_t from, TimeMs now) {
+uint64_t ServerEngine::repl_window_end(const Conn& c, const Peer& p) const {
+  uint64_t have = c.snap_in_seq;
+  if (p.acked.epoch == c.epoch) {
+    have = p.acked.in_end;
+  } else {
+    for (const auto& s : p.unconfirmed) {
+      if (s.epoch == c.epoch) {
+        have = s.snap_in;
+        break;
+      }
+    }
+  }
+  return have + cfg_.limits.replication_window_bytes;
+}
+
+void ServerEngine::send_repl_input(Conn& c, ServerId to, Peer& p, uint64_t from, uint64_t end, TimeMs now) {
   MTCP_ASSERT(from >= c.snap_in_seq, "send_repl_input: input before the snapshot is not logged");
-  uint64_t end = c.in_end();
+  MTCP_ASSERT(end <= c.in_end(), "send_repl_input: beyond the input received");
   while (from < end) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(end - from, kReplLogChunkBytes));
     wire::ReplLog m{c.id, c.epoch, c.snap_id, from, c.out.base(),
@@ -289,8 +311,10 @@ void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now
       p.out_have_epoch = c->epoch;
     }
   }
-  // A newer snapshot waited for this confirmation (one state in flight, replicate()).
-  if (p.unconfirmed.empty() && p.sent_snap != c->snap_id) replicate(*c, now, false);
+  // A newer snapshot waited for this confirmation (one state in flight, replicate()), or input
+  // for room in the window.
+  if ((p.unconfirmed.empty() && p.sent_snap != c->snap_id) || (p.window_full && repl_window_end(*c, p) > p.sent_in_end))
+    replicate(*c, now, false);
 }
 
 }  // namespace mtcp::core

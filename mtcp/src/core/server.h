@@ -174,6 +174,7 @@ class ServerEngine {
     };
     std::deque<Sent> unconfirmed;  // at most kUnconfirmedStatesMax
     TimeMs last_state_ms = 0;      // the last REPL_STATE went then
+    bool window_full = false;      // input held back for replication_window_bytes: an ack resumes
   };
   static constexpr size_t kUnconfirmedStatesMax = 32;
   // A REPL_STATE not confirmed is waited for this many replication_retry_ms before it is sent
@@ -389,8 +390,11 @@ class ServerEngine {
   bool state_in_flight(const Conn& c, const Peer& p, TimeMs now) const;
   TimeMs state_wait_until(const Peer& p) const;
   void send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now);
-  // REPL_LOG increments for all input the alternate was not sent yet (chunked).
-  void send_repl_input(Conn& c, ServerId to, Peer& p, uint64_t from, TimeMs now);
+  // REPL_LOG increments for the input [from, end) (chunked).
+  void send_repl_input(Conn& c, ServerId to, Peer& p, uint64_t from, uint64_t end, TimeMs now);
+  // Where the input the alternate may be sent now ends: what it confirmed holding in this
+  // epoch (else the oldest state of this epoch sent to it) plus replication_window_bytes.
+  uint64_t repl_window_end(const Conn& c, const Peer& p) const;
 
   ServerConfig cfg_;
   Random& rng_;

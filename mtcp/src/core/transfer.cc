@@ -601,7 +601,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
       if (pe.out_have_epoch == c->epoch) out_from = pe.out_have;
       keep_in = !c->client_fin && pe.sent_epoch == c->epoch && pe.sent_snap == c->snap_id &&
                 pe.sent_in_end >= c->snap_in_seq;
-      if (keep_in) send_repl_input(*c, from, pe, pe.sent_in_end, now);
+      if (keep_in) send_repl_input(*c, from, pe, pe.sent_in_end, c->in_end(), now);
     }
     freeze(*c, from, m.epoch);
   }
