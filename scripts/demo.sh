@@ -2,7 +2,7 @@
 # Main demo (docs/DEMO.md): installs dependencies, builds the release tree, then runs real
 # processes on loopback: three mtcpd pool members (echo service, eager transfer) and an
 # mtcp-perf client that streams 100 Mbit/s each way and checks every byte. After 4 s the member
-# serving the connection is degraded (its CPU limited to 5% of a core with a cgroup v1 CPU
+# serving the connection is degraded (its CPU limited to 1% of a core with a cgroup v1 CPU
 # quota; without cgroup v1 or root: SIGSTOP). The client's migration policies notice the drop
 # and move the connection to another member; the stream goes on, verified (SHA-256 of both
 # directions). Exit 0 only if the stream was verified and the connection left the degraded
@@ -13,7 +13,7 @@
 #   bash scripts/demo.sh --sim        setup, build, the simulator demo (one narrated seed, 500 seeds)
 #   bash scripts/demo.sh --no-build   skip setup and build (use build/bin as it is)
 #
-# Tunables (environment): MTCP_DEMO_RATE (Mbit/s, 100), MTCP_DEMO_CPU_PCT (5),
+# Tunables (environment): MTCP_DEMO_RATE (Mbit/s, 100), MTCP_DEMO_CPU_PCT (1),
 # MTCP_DEMO_DEGRADE_AT (s, 4), MTCP_DEMO_DURATION (s, 16), MTCP_DEMO_SEED (simulator, 418).
 # Ends only the processes it started (by PID), removes its cgroup and its temporary folder,
 # also on Ctrl-C.
@@ -77,7 +77,7 @@ fi
 
 # ---- the real demo ---------------------------------------------------------------------------
 readonly RATE="${MTCP_DEMO_RATE:-100}"
-readonly CPU_PCT="${MTCP_DEMO_CPU_PCT:-5}"
+readonly CPU_PCT="${MTCP_DEMO_CPU_PCT:-1}"
 readonly DEGRADE_AT="${MTCP_DEMO_DEGRADE_AT:-4}"
 readonly DURATION="${MTCP_DEMO_DURATION:-16}"
 for v in RATE CPU_PCT DEGRADE_AT DURATION; do
