@@ -3,18 +3,25 @@
 reach the control network; a rate change applied in place shows in `tc class show`; the delay
 action adds 20 ms to a ping and goes away when removed; a
 partition cuts the control path and heal restores it; a bad timeline is refused; a short
-source transfer through a member is verified.
+source transfer through a member is verified; then one small experiment runs through
+`testbed/run` (migration, one point) and must write its report with at least one timed
+migration; after each network, no link it made and no member it started is left.
 
 Usage: testbed/selftest.py [BINDIR]   (default build/bin; needs mtcpd and mtcp-perf)
 Exit: 0 all checks passed, 1 a check failed, 77 skipped (not root, or Mininet missing).
 The network is torn down in every case (net.stop() in finally).
 """
 
+import glob
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 from testbed import caps as C  # noqa: E402
 from testbed import harness as H  # noqa: E402
@@ -30,6 +37,80 @@ def check(ok, what):
         passed += 1
     else:
         failed += 1
+
+
+def link_names():
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def alive(pid):
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is gone for our purposes
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def running_from(binary):
+    """PIDs of processes running this executable (read from /proc; nothing is signalled)."""
+    real = os.path.realpath(binary)
+    found = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.path.realpath("/proc/%s/exe" % d) == real:
+                    found.add(int(d))
+            except OSError:
+                pass
+    return found
+
+
+def check_clean(links_before, pids, what):
+    left = sorted(link_names() - links_before)
+    running = [p for p in pids if alive(p)]
+    check(not left and not running, "%s cleaned up: links left %s, members running %s"
+          % (what, left or "none", running or "none"))
+
+
+def experiment(bindir, work):
+    """One point of the migration experiment through the command users run: it must exit 0,
+    write report.md and runs.ndjson, time at least one migration and leave nothing behind."""
+    links_before = link_names()
+    mtcpd = H.find_binary(bindir, "mtcpd")
+    procs_before = running_from(mtcpd)
+    out = os.path.join(work, "results")
+    cmd = [sys.executable, os.path.join(REPO, "testbed", "run"), "migration", "--modes", "lazy",
+           "--sizes", "0", "--rtts", "0", "--repeats", "1", "--duration-s", "2", "--bin", bindir,
+           "--out", out]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+        rc, err = r.returncode, r.stderr
+    except subprocess.TimeoutExpired:
+        rc, err = None, "timed out after 90 s"
+    dirs = sorted(glob.glob(os.path.join(out, "*")))
+    report = os.path.join(dirs[-1], "report.md") if dirs else ""
+    timed = 0
+    members = sorted(running_from(mtcpd) - procs_before)
+    if dirs and os.path.exists(os.path.join(dirs[-1], "runs.ndjson")):
+        with open(os.path.join(dirs[-1], "runs.ndjson")) as f:
+            for line in f:
+                run = json.loads(line)
+                timed += len(run.get("downtimes_us", []))
+    check(rc == 0 and os.path.isfile(report) and timed >= 1,
+          "testbed/run migration (one point): exit %s, report %s, %d migrations timed%s"
+          % (rc, "written" if os.path.isfile(report) else "MISSING", timed,
+             "" if rc == 0 else ": " + err.strip()[-300:]))
+    check_clean(links_before, members, "the experiment's network")
 
 
 def main():
@@ -55,6 +136,7 @@ def main():
 
     netem, detail = C.netem_available()
     print("info  %s" % detail)
+    links_before = link_names()
     net, _ = T.build_net(T.PoolTopo(servers=2, clients=1, server_mbit=50))
     members = None
     work = tempfile.mkdtemp(prefix="tb-selftest-")
@@ -118,6 +200,10 @@ def main():
         if members is not None:
             members.stop()
         net.stop()
+    pids = [members.pid(T.server_name(i)) for i in (1, 2)] if members is not None else []
+    check_clean(links_before, pids, "the selftest's network")
+    experiment(bindir, work)
+    shutil.rmtree(work, ignore_errors=True)
     print("testbed selftest: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
 
