@@ -45,6 +45,11 @@ BEGIN
     SELECT coalesce(sum(balance), 0), count(*) INTO ba, n FROM bank_account;
     RETURN 'OK ' || ba || ' ' || n;
   END IF;
+  IF p_op = 'TRANSFER' THEN
+    -- Both rows locked in id order: two opposite transfers then queue instead of deadlocking
+    -- (a deadlock costs a whole deadlock_timeout before PostgreSQL breaks it).
+    PERFORM 1 FROM bank_account WHERE id IN (p_a, p_b) ORDER BY id FOR UPDATE;
+  END IF;
   SELECT balance INTO ba FROM bank_account WHERE id = p_a FOR UPDATE;
   IF NOT FOUND THEN RETURN 'ERR unknown account ' || p_a; END IF;
   IF p_op = 'BALANCE' THEN
@@ -148,8 +153,13 @@ BEGIN
   END IF;
   killed := false;
   IF v_pid IS NOT NULL AND v_pid <> pg_backend_pid() THEN
+    -- Only inside a transaction or a statement: an idle backend holds no lock, and a statement
+    -- it runs later fences first, so it is left alone (its front-end may be handing it to
+    -- another connection as a spare); and only if the row still names it (a fresh look: a
+    -- former owner's session clears the row before it becomes a spare; docs/dbfrontend.md).
     SELECT pg_terminate_backend(a.pid) INTO killed FROM pg_stat_activity a
-      WHERE a.pid = v_pid AND a.backend_start = v_start;
+      WHERE a.pid = v_pid AND a.backend_start = v_start AND a.state IS DISTINCT FROM 'idle'
+        AND EXISTS (SELECT 1 FROM bank_session s WHERE s.conn = p_conn AND s.pid = v_pid);
   END IF;
   SELECT backend_start INTO me_start FROM pg_stat_activity WHERE pid = pg_backend_pid();
   INSERT INTO bank_session VALUES (p_conn, p_epoch, pg_backend_pid(), me_start)

@@ -58,7 +58,7 @@ port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 server_opts() {
   local dir="$1" port="$2" listen="127.0.0.1"
   [[ -f "${dir}/listen" ]] && listen="127.0.0.1,$(cat "${dir}/listen")"
-  echo "-p ${port} -k ${dir}/sock -c listen_addresses=${listen} -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  echo "-p ${port} -k ${dir}/sock -c listen_addresses=${listen} -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c deadlock_timeout=50ms"
 }
 
 start() {
