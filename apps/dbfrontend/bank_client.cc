@@ -453,7 +453,7 @@ int do_run(const Workload& w) {
         send_next(y);
       }
       if (e.kind == mtcp::client::EventKind::failed) {
-        if (!w.json_out) std::fprintf(stderr, "session %zu: %s\n", i, mtcp::client::to_string(e).c_str());
+        std::fprintf(stderr, "mtcp-bank-client: session %zu failed: %s\n", i, mtcp::client::to_string(e).c_str());  // --json too: stdout stays JSON
         session_over(y, true);
       }
       if (e.kind == mtcp::client::EventKind::migrated) s.migration_us.push_back(static_cast<double>(e.downtime_us));

@@ -153,13 +153,8 @@ BEGIN
   END IF;
   killed := false;
   IF v_pid IS NOT NULL AND v_pid <> pg_backend_pid() THEN
-    -- Only inside a transaction or a statement: an idle backend holds no lock, and a statement
-    -- it runs later fences first, so it is left alone (its front-end may be handing it to
-    -- another connection as a spare); and only if the row still names it (a fresh look: a
-    -- former owner's session clears the row before it becomes a spare; docs/dbfrontend.md).
     SELECT pg_terminate_backend(a.pid) INTO killed FROM pg_stat_activity a
-      WHERE a.pid = v_pid AND a.backend_start = v_start AND a.state IS DISTINCT FROM 'idle'
-        AND EXISTS (SELECT 1 FROM bank_session s WHERE s.conn = p_conn AND s.pid = v_pid);
+      WHERE a.pid = v_pid AND a.backend_start = v_start;
   END IF;
   SELECT backend_start INTO me_start FROM pg_stat_activity WHERE pid = pg_backend_pid();
   INSERT INTO bank_session VALUES (p_conn, p_epoch, pg_backend_pid(), me_start)

@@ -157,23 +157,7 @@ class BankApp final : public sdk::ConnApp {
     // start fewer per migration of a connection that used transactions).
     if (pj_ && !jwait_ && o_.spares) o_.spares->give_back(std::move(pj_));
     pj_.reset();
-    // The main session too, when no statement is in flight: it first rolls back an open
-    // transaction (this owner never commits it now), clears its bank_session row (only if
-    // that still names this backend, so the connection's next owner has no backend to end)
-    // and its isolation default; then it serves another connection warm (docs/dbfrontend.md
-    // "Spare sessions"). Starting a backend costs the database more than a whole request
-    // does, and a migration would otherwise start one.
-    if (pg_ && o_.spares && pg_->idle_connected()) {
-      if (claimed_) {
-        std::string release = std::string(pg_->idle_outside_tx() ? "" : "ROLLBACK; ") +
-                              "RESET default_transaction_isolation; UPDATE bank_session SET pid = NULL, backend_start = NULL WHERE conn = " +
-                              std::to_string(conn_) + " AND pid = pg_backend_pid()";
-        o_.spares->give_back_after(std::move(pg_), release);
-      } else if (pg_->idle_outside_tx()) {
-        o_.spares->give_back(std::move(pg_));  // never claimed: no row names it
-      }
-    }
-    pg_.reset();  // else the backend ends; an open transaction there is rolled back
+    pg_.reset();  // the backend ends; an open transaction there is rolled back
   }
 
   // ---- requests -------------------------------------------------------------------------
@@ -698,7 +682,6 @@ class BankService final : public sdk::ServiceDef {
     opt("retries", &o_.retries, "serialization failures and deadlocks retried per request", 0, 1000);
     opt("reconnects", &o_.reconnects, "database reconnects per request before an error reply", 0, 100);
     opt("spare-sessions", &o_.spare_sessions, "database sessions each member keeps connected ahead of need (0: none)", 0, 16);
-    opt("kept-sessions", &o_.kept_sessions, "idle database sessions each member keeps at most, handed back ones included (at least --spare-sessions)", 0, 64);
     opt("test-reply-delay-ms", &o_.test_reply_delay_ms, "tests only: wait this long after an interactive COMMIT before the reply", 0, 60000);
     opt("test-commit-delay-ms", &o_.test_commit_delay_ms, "tests only: wait this long before an interactive COMMIT", 0, 60000);
   }
@@ -711,7 +694,7 @@ class BankService final : public sdk::ServiceDef {
     o.io = env.io;
     o.log = env.log;
     if (o.spare_sessions > 0) {
-      o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, std::max(o.kept_sessions, o.spare_sessions), kWarmSql);
+      o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, kWarmSql);
       o.spares->refill();
     }
     env.log("bank: database " + redact_conninfo(o.conninfo));  // never a password in the log

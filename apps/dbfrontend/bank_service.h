@@ -23,9 +23,6 @@ struct BankOptions {
   // For the tests only: wait this long after an interactive COMMIT succeeded before replying.
   uint64_t test_reply_delay_ms = 0;
   uint64_t spare_sessions = 2;           // database sessions each member keeps connected ahead
-  // Idle sessions a member keeps at most, counting those its apps handed back (after a
-  // migration away) as well as the spares above; more are closed.
-  uint64_t kept_sessions = 16;
   asio::io_context* io = nullptr;
   std::shared_ptr<PgSpares> spares;      // the member's spare sessions (null: none)
   std::function<void(const std::string&)> log;

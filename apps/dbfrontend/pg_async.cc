@@ -171,8 +171,6 @@ bool PgAsync::idle_outside_tx() const {
   return st_ == State::idle && pg_ && PQstatus(pg_) == CONNECTION_OK && PQtransactionStatus(pg_) == PQTRANS_IDLE;
 }
 
-bool PgAsync::idle_connected() const { return st_ == State::idle && pg_ && PQstatus(pg_) == CONNECTION_OK; }
-
 bool PgAsync::alive() {
   if (st_ != State::idle) return false;
   if (!PQconsumeInput(pg_) || PQstatus(pg_) != CONNECTION_OK) {
@@ -198,18 +196,15 @@ std::unique_ptr<PgAsync> PgSpares::take(PgAsync::Notify notify) {
   return got;
 }
 
-void PgSpares::give_back(std::unique_ptr<PgAsync> s) { give_back_after(std::move(s), ""); }
-
-void PgSpares::give_back_after(std::unique_ptr<PgAsync> s, const std::string& release_sql) {
-  if (!s || !(release_sql.empty() ? s->idle_outside_tx() : s->idle_connected()) || s_.size() >= kept_) return;  // closed here
+void PgSpares::give_back(std::unique_ptr<PgAsync> s) {
+  if (!s || !s->idle_outside_tx() || s_.size() >= 2 * max_) return;  // closed here
   std::weak_ptr<PgSpares> me = weak_from_this();
   s->rebind(PgAsync::Notify([me, &io = io_] {
     asio::post(io, [me] {
       if (auto p = me.lock()) p->pump();
     });
   }));
-  if (!release_sql.empty() && !s->send_simple(release_sql)) return;  // closed here
-  s_.push_back(std::move(s));  // with a release: busy until it is done; pump() drops it if it fails
+  s_.push_back(std::move(s));
 }
 
 void PgSpares::refill() {
@@ -231,8 +226,7 @@ void PgSpares::pump() {
     PgAsync::State was = s_[i]->state();
     if (was == PgAsync::State::connecting || was == PgAsync::State::busy) {
       std::optional<PgResult> r = s_[i]->poll();
-      // Could not connect, or the warm-up or a release failed or left a transaction open.
-      bool drop = r && (!r->ok() || (was == PgAsync::State::busy && !s_[i]->idle_outside_tx()));
+      bool drop = r && !r->ok();  // could not connect, or the warm-up failed
       if (r && r->ok() && was == PgAsync::State::connecting && !warm_sql_.empty()) drop = !s_[i]->send_simple(warm_sql_);
       if (drop) {
         s_.erase(s_.begin() + static_cast<std::ptrdiff_t>(i));

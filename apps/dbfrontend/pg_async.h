@@ -8,7 +8,6 @@
 #pragma once
 #include <libpq-fe.h>
 
-#include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <functional>
@@ -57,8 +56,6 @@ class PgAsync {
   void rebind(Notify notify);
   // Idle, connected, and outside any transaction (libpq's PQTRANS_IDLE).
   bool idle_outside_tx() const;
-  // Idle and connected, inside a transaction or not.
-  bool idle_connected() const;
   // Idle and still connected (reads what the server sent; a closed session shows here).
   bool alive();
 
@@ -92,20 +89,15 @@ class PgAsync {
 // attempts per take().
 class PgSpares : public std::enable_shared_from_this<PgSpares> {
  public:
-  // `max` connected ahead of need; at most `kept` (>= max) idle ones, handed back ones included.
-  PgSpares(asio::io_context& io, std::string conninfo, size_t max, size_t kept, std::string warm_sql)
-      : io_(io), conninfo_(std::move(conninfo)), max_(max), kept_(std::max(kept, max)), warm_sql_(std::move(warm_sql)) {}
+  PgSpares(asio::io_context& io, std::string conninfo, size_t max, std::string warm_sql)
+      : io_(io), conninfo_(std::move(conninfo)), max_(max), warm_sql_(std::move(warm_sql)) {}
   // A connected idle session, telling `notify` from now on; null if none is ready. Refills.
   std::unique_ptr<PgAsync> take(PgAsync::Notify notify);
-  // An app's session it no longer needs, kept as a spare (up to `kept` in all) if it is idle outside any transaction, else closed. Only for a session whose backend no
+  // An app's session it no longer needs, kept as a spare (up to twice the configured number)
+  // if it is idle outside any transaction, else closed. Only for a session whose backend no
   // bank_session row records (the reply journal's): a claimed one could be terminated by the
   // connection's next owner while it serves another (docs/dbfrontend.md "Spare sessions").
   void give_back(std::unique_ptr<PgAsync> s);
-  // A claimed session an app no longer needs, idle (a transaction may be open: then
-  // `release_sql` must begin with its ROLLBACK): `release_sql` (which must leave it outside any
-  // transaction and clear its bank_session row, so that no later claim ends this backend) runs
-  // first, and the session becomes a spare only if that succeeds; else it is closed.
-  void give_back_after(std::unique_ptr<PgAsync> s, const std::string& release_sql);
   void refill();
 
  private:
@@ -113,7 +105,6 @@ class PgSpares : public std::enable_shared_from_this<PgSpares> {
   asio::io_context& io_;
   const std::string conninfo_;
   const size_t max_;
-  const size_t kept_;
   const std::string warm_sql_;
   std::vector<std::unique_ptr<PgAsync>> s_;  // connecting or idle
 };
