@@ -44,11 +44,21 @@ BEGIN
   ELSIF p_op = 'AUDIT' THEN
     SELECT coalesce(sum(balance), 0), count(*) INTO ba, n FROM bank_account;
     RETURN 'OK ' || ba || ' ' || n;
-  END IF;
-  IF p_op = 'TRANSFER' THEN
-    -- Both rows locked in id order: two opposite transfers then queue instead of deadlocking
-    -- (a deadlock costs a whole deadlock_timeout before PostgreSQL breaks it).
-    PERFORM 1 FROM bank_account WHERE id IN (p_a, p_b) ORDER BY id FOR UPDATE;
+  ELSIF p_op = 'TRANSFER' THEN
+    -- Both rows read and locked by one statement, in id order (the lock follows the sort):
+    -- two opposite transfers queue instead of deadlocking, where each deadlock would cost a
+    -- deadlock_timeout before PostgreSQL breaks it.
+    SELECT max(t.balance) FILTER (WHERE t.id = p_a), max(t.balance) FILTER (WHERE t.id = p_b) INTO ba, bb
+      FROM (SELECT id, balance FROM bank_account WHERE id IN (p_a, p_b) ORDER BY id FOR UPDATE) t;
+    IF ba IS NULL THEN RETURN 'ERR unknown account ' || p_a; END IF;
+    IF bb IS NULL THEN RETURN 'ERR unknown account ' || p_b; END IF;
+    IF ba < p_amount THEN RETURN 'ERR insufficient funds'; END IF;
+    IF bb > lim - p_amount THEN RETURN 'ERR balance would exceed ' || lim; END IF;
+    UPDATE bank_account SET balance = balance + CASE WHEN id = p_a THEN -p_amount ELSE p_amount END
+      WHERE id IN (p_a, p_b);
+    INSERT INTO bank_ledger (conn, seq, account, delta)
+      VALUES (p_conn, p_seq, p_a, -p_amount), (p_conn, p_seq, p_b, p_amount);
+    RETURN 'OK ' || (ba - p_amount) || ' ' || (bb + p_amount);
   END IF;
   SELECT balance INTO ba FROM bank_account WHERE id = p_a FOR UPDATE;
   IF NOT FOUND THEN RETURN 'ERR unknown account ' || p_a; END IF;
@@ -64,16 +74,6 @@ BEGIN
     UPDATE bank_account SET balance = balance - p_amount WHERE id = p_a;
     INSERT INTO bank_ledger (conn, seq, account, delta) VALUES (p_conn, p_seq, p_a, -p_amount);
     RETURN 'OK ' || (ba - p_amount);
-  ELSIF p_op = 'TRANSFER' THEN
-    SELECT balance INTO bb FROM bank_account WHERE id = p_b FOR UPDATE;
-    IF NOT FOUND THEN RETURN 'ERR unknown account ' || p_b; END IF;
-    IF ba < p_amount THEN RETURN 'ERR insufficient funds'; END IF;
-    IF bb > lim - p_amount THEN RETURN 'ERR balance would exceed ' || lim; END IF;
-    UPDATE bank_account SET balance = balance - p_amount WHERE id = p_a;
-    UPDATE bank_account SET balance = balance + p_amount WHERE id = p_b;
-    INSERT INTO bank_ledger (conn, seq, account, delta)
-      VALUES (p_conn, p_seq, p_a, -p_amount), (p_conn, p_seq, p_b, p_amount);
-    RETURN 'OK ' || (ba - p_amount) || ' ' || (bb + p_amount);
   END IF;
   RETURN 'ERR unknown operation';
 END $$;
