@@ -185,12 +185,19 @@ stop_members
 # 1 s under AddressSanitizer were measured without any fault. The stall threshold must sit
 # well above them, or healthy members get "stalls" (and each needless move costs a claim).
 if ldd "$PROXY" 2>/dev/null | grep -q libasan; then stall_ms=3000; else stall_ms=1000; fi
-start_members c-source "$work/eager.json" --service source --source-bytes $src_bytes --seed 7
+# A longer stream than in (b): the sockets on the way (member -> proxy -> nc, each with
+# loopback autotuned buffers of several MB) and the proxy's own buffer hold about 20 MB between
+# them. With 30 MB, a member that had already written the rest into those buffers when it was
+# stopped left the proxy nothing to wait for, so no stall and no migration (a CI run failed
+# that way). With 120 MB, about 90 MB are still in the stopped member.
+c_bytes=120000000
+start_members c-source "$work/eager.json" --service source --source-bytes $c_bytes --seed 7
+timeout 60 nc -d 127.0.0.1 $((base + 2)) > "$work/direct-c.bin"
 start_proxy c-source "$work/eager.json" --listen "127.0.0.1:$pport" --policy stall,hint,manual --stall-ms $stall_ms
 # The reader is paced so that the member is still sending when it is stopped: unpaced, an
-# eager member now streams the whole 30 MB into the proxy's buffers in well under a second
+# eager member now streams the whole stream into the proxy's buffers in well under a second
 # (before the bulk eager fix it took several).
-timeout 60 nc -d 127.0.0.1 "$pport" | python3 "$work/throttle.py" 5000000 > "$work/c1.out" &
+timeout 60 nc -d 127.0.0.1 "$pport" | python3 "$work/throttle.py" 20000000 > "$work/c1.out" &
 nc_pid=$!
 pids+=("$nc_pid")
 for _ in $(seq 1 1000); do [[ $(file_size "$work/c1.out") -ge 4000000 ]] && break; sleep 0.01; done
@@ -199,9 +206,9 @@ kill -STOP "${member_pids[0]}"
 wait "$nc_pid"
 kill -CONT "${member_pids[0]}"
 stop_proxy
-cmp -s "$work/direct.bin" "$work/c1.out"
+cmp -s "$work/direct-c.bin" "$work/c1.out" && [[ $(file_size "$work/c1.out") == "$c_bytes" ]]
 same=$?
-echo "  c-source: $(python3 "$work/summary.py" "$work/c-source.log" $src_bytes "$stop_ts" | tr '\n' ' ')"
+echo "  c-source: $(python3 "$work/summary.py" "$work/c-source.log" $c_bytes "$stop_ts" | tr '\n' ' ')"
 grep -q '"from":1,.*"reason":"stall' "$work/c-source.log"
 stalled=$?
 [[ $same == 0 && $stalled == 0 ]]
