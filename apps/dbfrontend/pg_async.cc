@@ -37,9 +37,9 @@ bool PgAsync::connect(const std::string& conninfo, std::string& why) {
   return true;
 }
 
-void PgAsync::adopt_socket() {
+void PgAsync::adopt_socket(bool fresh) {
   int fd = PQsocket(pg_);
-  if (fd == sd_fd_ && sd_) return;
+  if (fd == sd_fd_ && sd_ && !fresh) return;
   if (sd_) {
     sd_->cancel();
     (void)sd_->release();  // libpq owns the descriptor
@@ -72,20 +72,30 @@ bool PgAsync::send(const std::string& sql, const std::vector<std::string>& param
   v.reserve(params.size());
   for (const auto& p : params) v.push_back(p.c_str());
   if (!PQsendQueryParams(pg_, sql.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0)) return false;
+  sent();
+  return true;
+}
+
+// The query went to libpq, which has written what the socket took. The answer cannot be there
+// yet, so nothing is read now: the read wait tells when it comes. (Reading at once, as poll()
+// did, cost a failed recvfrom per statement, and a second one when the app's next wake-up,
+// for anything else, polled again: docs/dbfrontend.md "Where the time goes".)
+void PgAsync::sent() {
   st_ = State::busy;
   acc_ = PgResult{};
-  flushing_ = true;
-  notify_();  // poll() flushes and arms the waits
-  return true;
+  int f = PQflush(pg_);
+  flushing_ = f != 0;
+  if (f < 0) {
+    notify_();  // poll() finds the connection lost
+    return;
+  }
+  watch(true, flushing_);
 }
 
 bool PgAsync::send_simple(const std::string& sql) {
   if (st_ != State::idle) return false;
   if (!PQsendQuery(pg_, sql.c_str())) return false;
-  st_ = State::busy;
-  acc_ = PgResult{};
-  flushing_ = true;
-  notify_();
+  sent();
   return true;
 }
 
@@ -111,10 +121,17 @@ std::optional<PgResult> PgAsync::poll() {
       return std::nullopt;
     }
     if (PQsetnonblocking(pg_, 1) != 0) return lost("cannot make the connection non-blocking");
+    // A new descriptor object: Asio keeps EPOLLOUT in the registration once a write wait
+    // added it (the connect's), and every later read wait's re-arm then reported the always
+    // writable socket as an event, a wake-up of the loop for nothing.
+    adopt_socket(true);
     st_ = State::idle;
     return PgResult{};
   }
   if (st_ != State::busy) return std::nullopt;
+  // Woken for something else while the read wait is still armed: the socket has not become
+  // readable since the last read, so there is nothing new to consume.
+  if (waits_->read && !flushing_) return std::nullopt;
   if (flushing_) {
     int f = PQflush(pg_);
     if (f < 0) return lost("lost the database connection");

@@ -61,7 +61,8 @@ class PgAsync {
 
  private:
   void watch(bool read, bool write);
-  void adopt_socket();
+  void adopt_socket(bool fresh = false);  // fresh: a new descriptor object even for the same fd
+  void sent();                            // after PQsendQuery*: busy, flush, wait for the answer
   PgResult lost(const char* what);
 
   asio::io_context& io_;
