@@ -68,6 +68,7 @@ struct ServerNode::Peer {
   bool connected = false;    // PEER_HELLO sent: messages may follow
   bool connecting = false;   // connecting, or waiting for the receiver's challenge
   bool writing = false;
+  bool flush_due = false;  // listed in peers_to_flush_
   std::deque<Bytes> queue;
   size_t queued = 0;
   std::array<uint8_t, wire::kChallengeBytes> challenge{};
@@ -308,8 +309,24 @@ void ServerNode::send_control(core::ServerId to, Bytes msg) {
   if (p.queued + msg.size() > kPeerQueueBytesMax) return;
   p.queued += msg.size();
   p.queue.push_back(std::move(msg));
-  if (p.connected) write_peer(to);
-  else connect_peer(to);
+  if (!p.connected) return connect_peer(to);
+  if (!in_service_) return write_peer(to);
+  // Written at the end of the service pass (flush_peers), all of a pass's messages to this
+  // peer in one writev: under load a pass sends one member several connections' replication
+  // and acknowledgements, and a write each woke the receiver once per message.
+  if (!p.flush_due) {
+    p.flush_due = true;
+    peers_to_flush_.push_back(to);
+  }
+}
+
+void ServerNode::flush_peers() {
+  for (core::ServerId to : std::exchange(peers_to_flush_, {})) {
+    auto it = peers_.find(to);
+    if (it == peers_.end()) continue;
+    it->second->flush_due = false;
+    write_peer(to);
+  }
 }
 
 void ServerNode::peer_failed(Peer& p) {
@@ -725,7 +742,12 @@ void ServerNode::post_service() {
 }
 
 void ServerNode::service() {
+  bool outer = !std::exchange(in_service_, true);
   bool busy = host_->service(kRoundsPerPass);
+  if (outer) {
+    in_service_ = false;
+    flush_peers();
+  }
   if (busy && !service_posted_) {
     service_posted_ = true;
     asio::post(io_, [this, alive = alive_] {

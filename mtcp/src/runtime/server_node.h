@@ -54,6 +54,7 @@ class ServerNode final : private host::Transport {
   bool on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<const uint8_t> msg);
   void peer_handshake(core::ServerId to);
   void drop_peer(core::ServerId to);
+  void flush_peers();  // writes what send_control queued for connected peers
   void peer_failed(Peer& p);  // a connection attempt failed or broke quickly: back off
   void housekeeping();
   void trim_heap(core::TimeMs now);
@@ -104,6 +105,8 @@ class ServerNode final : private host::Transport {
   // shared_ptr: pending reads and writes hold their subflow (subflow_socket.h).
   std::map<core::SubflowId, std::shared_ptr<SubflowSocket>> subs_;
   std::map<core::ServerId, std::unique_ptr<Peer>> peers_;
+  std::vector<core::ServerId> peers_to_flush_;
+  bool in_service_ = false;  // inside service(): control messages wait for its end  // peers with messages queued by this service pass
   core::SubflowId next_sub_ = 1;
   bool service_posted_ = false;  // a yielded service pass is queued on the io_context
   // Shared with handlers posted from other threads (an app's Waker): false once this is gone.
