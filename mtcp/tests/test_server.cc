@@ -87,6 +87,70 @@ TEST(Server, DataBothWaysAndAcks) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
+// Delayed acknowledgements (docs/PROTOCOL.md §4, ACK frame, "Delayed"): an ACK with no output to ride with waits
+// up to ack_delay_ms; it goes at once with output, with ack_delay_bytes of input, or when
+// delaying is off.
+TEST(Server, AnAckWithNoOutputWaitsForAckDelayMs) {
+  Harness h(3);
+  SubflowId raw = h.open_raw(1);
+  auto w = h.raw_hello_fresh(raw);
+  ASSERT_TRUE(w);
+  h.pump();
+  ASSERT_NE(h.app(1, w->conn_id), nullptr);
+  h.app(1, w->conn_id)->paused = true;  // reads nothing, answers nothing
+  h.raw_send(raw, make_data(0, input_bytes(0, 10)));
+  h.pump();
+  EXPECT_TRUE(h.raw_take(raw).empty());  // held back
+  h.advance(Limits{}.ack_delay_ms);
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, 10u);
+  // The app answers later: the output goes alone (the input was acknowledged already).
+  h.app(1, w->conn_id)->paused = false;
+  h.app(1, w->conn_id)->step();
+  h.pump();
+  f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Data>(f[0]).dsn, 0u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+TEST(Server, AnAckGoesAtOnceWithAckDelayBytesOfInput) {
+  Harness h(3);
+  SubflowId raw = h.open_raw(1);
+  auto w = h.raw_hello_fresh(raw);
+  ASSERT_TRUE(w);
+  h.pump();
+  h.app(1, w->conn_id)->paused = true;
+  const size_t n = Limits{}.ack_delay_bytes;
+  h.raw_send(raw, make_data(0, input_bytes(0, n - 1)));
+  h.pump();
+  EXPECT_TRUE(h.raw_take(raw).empty());
+  h.raw_send(raw, make_data(n - 1, input_bytes(n - 1, 1)));
+  h.pump();
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, n);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+TEST(Server, AckDelayZeroAcknowledgesAtOnce) {
+  Limits l;
+  l.ack_delay_ms = 0;
+  Harness h(3, l);
+  SubflowId raw = h.open_raw(1);
+  auto w = h.raw_hello_fresh(raw);
+  ASSERT_TRUE(w);
+  h.pump();
+  h.app(1, w->conn_id)->paused = true;
+  h.raw_send(raw, make_data(0, input_bytes(0, 10)));
+  h.pump();
+  auto f = h.raw_take(raw);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, 10u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
 TEST(Server, DuplicateDataIsDroppedAndCounted) {
   Harness h(3);
   SubflowId raw = h.open_raw(1);

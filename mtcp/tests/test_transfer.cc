@@ -396,6 +396,13 @@ TEST(LazyTransfer, PingPongKeepsTheStreamIntact) {
 
 // ---- eager batching (replication_batch_ms / replication_batch_bytes) ----------------------
 
+// These tests read the client's send log right after the replicas confirm: the ACK must not
+// wait for output to ride with (ack_delay_ms, tested in test_server.cc).
+Limits no_ack_delay(Limits l) {
+  l.ack_delay_ms = 0;
+  return l;
+}
+
 Limits batched(uint64_t ms, size_t bytes, bool ack_after_replication = false) {
   Limits l = eager(ack_after_replication);
   l.replication_batch_ms = ms;
@@ -445,7 +452,7 @@ TEST(EagerBatching, EnoughWaitingInputIsPushedAtOnce) {
 }
 
 TEST(EagerBatching, AckAfterReplicationWaitsForTheBatchAndSurvivesACrash) {
-  Harness h(3, batched(5, 1 << 20, true));
+  Harness h(3, no_ack_delay(batched(5, 1 << 20, true)));
   h.connect(1);
   ConnId id = h.conn();
   h.write_input(100);
@@ -671,7 +678,7 @@ TEST(EagerTransfer, AGrantTheClaimerCannotCompleteFailsTheClaimAndTheRetryMoves)
 }
 
 TEST(EagerTransfer, AckAfterReplicationSurvivesAnOwnerCrash) {
-  Harness h(3, eager(true));
+  Harness h(3, no_ack_delay(eager(true)));
   h.connect(1);
   ConnId id = h.conn();
   h.write_input(100);

@@ -51,6 +51,10 @@ struct Limits {
   // slower alternate's backlog on the control connection grew to tens of megabytes, and a
   // claim's GRANT queued behind it.
   size_t replication_window_bytes = 4u << 20;
+  // An ACK with no output to ride with waits at most this long for some (0: at once), unless
+  // this much input waits unacknowledged (docs/PROTOCOL.md §4, ACK frame, "Delayed").
+  uint64_t ack_delay_ms = 2;
+  size_t ack_delay_bytes = 16u << 10;
   uint64_t orphan_timeout_ms = 30000;    // owned connection without a subflow is freed after this
   uint64_t replica_timeout_ms = 600000;  // replica without news is freed after this
   uint32_t migrate_requests_per_s_max = 2000;  // token bucket on MIGRATE per server

@@ -315,6 +315,7 @@ void ServerEngine::on_repl_ack(ServerId from, const wire::ReplAck& m, TimeMs now
   // for room in the window.
   if ((p.unconfirmed.empty() && p.sent_snap != c->snap_id) || (p.window_full && repl_window_end(*c, p) > p.sent_in_end))
     replicate(*c, now, false);
+  note_ack_owed(*c);  // with ack_after_replication the acknowledgeable input may have grown
 }
 
 }  // namespace mtcp::core

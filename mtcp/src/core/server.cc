@@ -203,6 +203,10 @@ TimeMs ServerEngine::conn_deadline(const Conn& c) const {
   if (c.role == Role::owner) {
     if (!c.subflow) t = std::min(t, c.news_ms + cfg_.limits.orphan_timeout_ms);
     else t = std::min(t, c.cert_issued_ms + cfg_.limits.cert_lifetime_ms / 2);
+    // A held-back ACK falls due (ack_wanted). Only until then: once due it waits for the
+    // subflow (gone, or not writable), and a deadline in the past would fire without end.
+    if (c.ack_owed_ms != kNever && now_ms_ < c.ack_owed_ms + cfg_.limits.ack_delay_ms)
+      t = std::min(t, c.ack_owed_ms + cfg_.limits.ack_delay_ms);
     if (cfg_.limits.transfer_mode == TransferMode::eager) {
       for (const auto& [pid, p] : c.peers) {
         if (p.acked < wire::ReplicaPos{c.epoch, c.snap_id, c.in_end()}) {

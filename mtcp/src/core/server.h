@@ -230,6 +230,9 @@ class ServerEngine {
     uint64_t chk_pos = 0;
     bool chk_ok = false;
     uint64_t acked_in = 0;  // last cumulative ack sent to the client
+    // Since when an ACK is owed and held back for output to ride with (ack_delay_ms); kNever:
+    // none held (an owed ACK nobody noted goes at once).
+    TimeMs ack_owed_ms = kNever;
     bool app_closed = false;
     bool fin_sent = false;
     bool fin_acked = false;  // the client acknowledged our CLOSE (ACK at its position + 1)
@@ -334,6 +337,10 @@ class ServerEngine {
   void send_accept(Conn& c, SubflowId sub, const cert::Certificate& presented, TimeMs now);
   void renew_cert(Conn& c, TimeMs now);
   uint64_t ack_target(const Conn& c) const;
+  // Delayed ACK (docs/PROTOCOL.md §4, ACK frame, "Delayed"): note_ack_owed starts the
+  // wait when input becomes acknowledgeable; ack_wanted says whether an ACK goes now.
+  void note_ack_owed(Conn& c);
+  bool ack_wanted(const Conn& c) const;
   bool take_token(TimeMs now);
   // server.cc: freeing; lookups.
   void maybe_free(Conn& c);

@@ -173,8 +173,9 @@ size_t ServerEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Sli
   if (s.phase != Phase::attached) return used;
   Conn* c = find(s.conn);
   if (!c || c->role != Role::owner || c->subflow != sub) return used;
-  uint64_t ack = ack_target(*c);
-  if (ack > c->acked_in) {
+  if (ack_wanted(*c)) {
+    uint64_t ack = ack_target(*c);
+    c->ack_owed_ms = kNever;
     Bytes b;
     wire::encode(wire::Ack{ack}, b);
     used += b.size();
@@ -210,7 +211,7 @@ bool ServerEngine::wants_transmit(SubflowId sub) const {
   if (s.phase != Phase::attached) return false;
   const Conn* c = find(s.conn);
   if (!c || c->role != Role::owner || c->subflow != sub) return false;
-  return ack_target(*c) > c->acked_in || c->out.has_unsent() || (c->app_closed && !c->fin_sent);
+  return ack_wanted(*c) || c->out.has_unsent() || (c->app_closed && !c->fin_sent);
 }
 
 // ---- frames -------------------------------------------------------------------------------
@@ -402,6 +403,7 @@ void ServerEngine::accept_data(Conn& c, const wire::Data& d) {
               "input: input log beyond input_log_bytes_max");
   check_conn(c);
   if (c.in_end() == end) return;
+  note_ack_owed(c);
   if (pump_depth_ > 0) repl_dirty_.insert(c.id);
   else replicate_soon(c, now_ms_);
 }
@@ -446,6 +448,26 @@ uint64_t ServerEngine::ack_target(const Conn& c) const {
   return std::min(std::max(q, c.acked_in), end);
 }
 
+// An ACK alone costs the client a wake-up and us a write. For request/response traffic the
+// reply follows the request within a millisecond or two, so the ACK waits for it (up to
+// ack_delay_ms) and rides in the same write. It goes at once when ack_delay_bytes of input
+// wait unacknowledged (bulk input: the client's send log must drain), when output or our CLOSE
+// goes anyway, and after the client's CLOSE (the end of the connection waits for that ACK).
+void ServerEngine::note_ack_owed(Conn& c) {
+  if (cfg_.limits.ack_delay_ms == 0 || c.ack_owed_ms != kNever || ack_target(c) <= c.acked_in) return;
+  c.ack_owed_ms = now_ms_;
+  touch_conn(c.id);  // the deadline index learns the ACK's time
+}
+
+bool ServerEngine::ack_wanted(const Conn& c) const {
+  uint64_t target = ack_target(c);
+  if (target <= c.acked_in) return false;
+  if (cfg_.limits.ack_delay_ms == 0 || c.ack_owed_ms == kNever) return true;
+  if (target - c.acked_in >= cfg_.limits.ack_delay_bytes) return true;
+  if (c.client_fin || c.out.has_unsent() || c.app_closed) return true;
+  return now_ms_ >= c.ack_owed_ms + cfg_.limits.ack_delay_ms;
+}
+
 // ---- attach / detach ----------------------------------------------------------------------
 
 void ServerEngine::detach(Conn& c) {
@@ -486,6 +508,7 @@ void ServerEngine::send_accept(Conn& c, SubflowId sub, const cert::Certificate& 
   // ACCEPT is not an acknowledgement: ACK frames follow, from ack_target (which waits for
   // the replicas with ack-after-replication).
   c.acked_in = 0;
+  c.ack_owed_ms = kNever;
 }
 
 // A certificate at half its life is replaced, so a client that stays put for hours can

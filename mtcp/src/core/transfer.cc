@@ -86,6 +86,7 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
     local->counter = m.counter;
     ++local->epoch;
     local->acked_in = 0;
+    local->ack_owed_ms = kNever;
     local->fin_sent = false;
     local->fin_acked = false;
     attach(*local, sub, now);
@@ -625,6 +626,7 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
 void ServerEngine::freeze(Conn& c, ServerId to, uint64_t epoch) {
   bool was_owner = c.role == Role::owner;
   detach(c);
+  c.ack_owed_ms = kNever;
   c.handed_to = to;
   c.handed_epoch = epoch;
   c.role = cfg_.limits.transfer_mode == TransferMode::eager ? Role::replica : Role::frozen;
@@ -791,6 +793,7 @@ Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client
   c.app_out = c.snap_out_seq;
   if (c.verify) restart_digest(c);
   c.acked_in = 0;
+  c.ack_owed_ms = kNever;
   c.app_closed = false;
   c.fin_sent = false;
   c.fin_acked = false;

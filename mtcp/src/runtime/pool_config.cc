@@ -90,6 +90,8 @@ const LimitField kLimitFields[] = {
     MTCP_LIMIT(replication_batch_ms, 0, 1000),
     MTCP_LIMIT(replication_batch_bytes, 1, 1ull << 30),
     MTCP_LIMIT(replication_window_bytes, 64ull << 10, 1ull << 34),
+    MTCP_LIMIT(ack_delay_ms, 0, 1000),
+    MTCP_LIMIT(ack_delay_bytes, 1, 1ull << 30),
     MTCP_LIMIT(orphan_timeout_ms, 1, 30 * kDayMs),
     MTCP_LIMIT(replica_timeout_ms, 1, 30 * kDayMs),
     MTCP_LIMIT(migrate_requests_per_s_max, 1, 10000000),
