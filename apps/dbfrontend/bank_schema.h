@@ -146,7 +146,10 @@ CREATE OR REPLACE FUNCTION bank_claim(p_conn bigint, p_epoch bigint) RETURNS tex
     LANGUAGE plpgsql AS $$
 DECLARE v_epoch bigint; v_pid int; v_start timestamptz; me_start timestamptz; killed boolean;
 BEGIN
-  SELECT epoch, pid, backend_start INTO v_epoch, v_pid, v_start FROM bank_session WHERE conn = p_conn;
+  -- Locked: a former owner's release of its backend (pid set to NULL, then the backend
+  -- serves others) either committed before (no pid: nothing is ended) or waits for this
+  -- claim, and the backend ends while it waits, before it could serve anyone else.
+  SELECT epoch, pid, backend_start INTO v_epoch, v_pid, v_start FROM bank_session WHERE conn = p_conn FOR UPDATE;
   IF FOUND AND v_epoch > p_epoch THEN
     RAISE EXCEPTION 'fenced: connection % has an owner with a newer epoch than %', p_conn, p_epoch
       USING ERRCODE = 'MT001';

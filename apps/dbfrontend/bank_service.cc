@@ -157,6 +157,16 @@ class BankApp final : public sdk::ConnApp {
     // start fewer per migration of a connection that used transactions).
     if (pj_ && !jwait_ && o_.spares) o_.spares->give_back(std::move(pj_));
     pj_.reset();
+    // The main session too, once released: it ends any transaction of ours, takes back the
+    // isolation level the claim set, and takes its pid out of the session row if the row
+    // still names it. Only then is it a spare. The next owner's bank_claim locks that row
+    // before it ends the backend the row names, so it either sees the pid gone (and ends
+    // nothing) or ends this backend while its release waits for the lock, before it can
+    // serve anyone else (docs/dbfrontend.md "Spare sessions"). A session in the middle of a
+    // statement is closed as before.
+    if (pg_ && claimed_ && o_.spares && pg_->state() == PgAsync::State::idle && conn_ > 0)
+      o_.spares->release(std::move(pg_), "ROLLBACK; RESET default_transaction_isolation; UPDATE bank_session SET pid = NULL, "
+                                         "backend_start = NULL WHERE conn = " + std::to_string(conn_) + " AND pid = pg_backend_pid()");
     pg_.reset();  // the backend ends; an open transaction there is rolled back
   }
 

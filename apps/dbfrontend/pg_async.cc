@@ -213,25 +213,32 @@ std::unique_ptr<PgAsync> PgSpares::take(PgAsync::Notify notify) {
   return got;
 }
 
-void PgSpares::give_back(std::unique_ptr<PgAsync> s) {
-  if (!s || !s->idle_outside_tx() || s_.size() >= 2 * max_) return;  // closed here
+// What a spare tells when it may have progress: pump(), later, if the spares still exist.
+PgAsync::Notify PgSpares::pump_notify() {
   std::weak_ptr<PgSpares> me = weak_from_this();
-  s->rebind(PgAsync::Notify([me, &io = io_] {
+  return [me, &io = io_] {
     asio::post(io, [me] {
       if (auto p = me.lock()) p->pump();
     });
-  }));
+  };
+}
+
+void PgSpares::give_back(std::unique_ptr<PgAsync> s) {
+  if (!s || !s->idle_outside_tx() || s_.size() >= kept_max()) return;  // closed here
+  s->rebind(pump_notify());
   s_.push_back(std::move(s));
 }
 
+void PgSpares::release(std::unique_ptr<PgAsync> s, const std::string& release_sql) {
+  if (!s || s->state() != PgAsync::State::idle || s_.size() >= kept_max()) return;  // closed here
+  s->rebind(pump_notify());
+  if (!s->send_simple(release_sql)) return;
+  s_.push_back(std::move(s));  // busy until the release ends: pump() keeps it or drops it
+}
+
 void PgSpares::refill() {
-  std::weak_ptr<PgSpares> me = weak_from_this();
   while (s_.size() < max_) {
-    auto s = std::make_unique<PgAsync>(io_, PgAsync::Notify([me, &io = io_] {
-      asio::post(io, [me] {
-        if (auto p = me.lock()) p->pump();
-      });
-    }));
+    auto s = std::make_unique<PgAsync>(io_, pump_notify());
     std::string why;
     if (!s->connect(conninfo_, why)) return;  // tried again at the next take()
     s_.push_back(std::move(s));

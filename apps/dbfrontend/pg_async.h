@@ -94,15 +94,26 @@ class PgSpares : public std::enable_shared_from_this<PgSpares> {
       : io_(io), conninfo_(std::move(conninfo)), max_(max), warm_sql_(std::move(warm_sql)) {}
   // A connected idle session, telling `notify` from now on; null if none is ready. Refills.
   std::unique_ptr<PgAsync> take(PgAsync::Notify notify);
-  // An app's session it no longer needs, kept as a spare (up to twice the configured number)
-  // if it is idle outside any transaction, else closed. Only for a session whose backend no
+  // An app's session it no longer needs, kept as a spare (up to kept_max()) if it is idle
+  // outside any transaction, else closed. Only for a session whose backend no
   // bank_session row records (the reply journal's): a claimed one could be terminated by the
   // connection's next owner while it serves another (docs/dbfrontend.md "Spare sessions").
   void give_back(std::unique_ptr<PgAsync> s);
+  // An app's claimed session it no longer needs: `release_sql` runs first (it must leave the
+  // session outside any transaction, as a fresh one, and recorded in no bank_session row); the
+  // session is a spare once that succeeded, and closed if it failed. Kept up to kept_max(),
+  // like give_back.
+  void release(std::unique_ptr<PgAsync> s, const std::string& release_sql);
   void refill();
 
  private:
+  // Sessions handed back are kept up to 8 times the configured number: a member that hands
+  // back more than it takes for a while (connections migrate away from it) would otherwise
+  // close them, while another member starts new backends. At 2x, a third of the releases of
+  // a migration workload were closed.
+  size_t kept_max() const { return 8 * max_; }
   void pump();
+  PgAsync::Notify pump_notify();
   asio::io_context& io_;
   const std::string conninfo_;
   const size_t max_;
