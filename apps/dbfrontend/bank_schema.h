@@ -146,6 +146,18 @@ CREATE OR REPLACE FUNCTION bank_claim(p_conn bigint, p_epoch bigint) RETURNS tex
     LANGUAGE plpgsql AS $$
 DECLARE v_epoch bigint; v_pid int; v_start timestamptz; me_start timestamptz; killed boolean;
 BEGIN
+  -- A former owner that is alive releases its backend as it hands the connection over (pid
+  -- set to NULL, docs/dbfrontend.md "Spare sessions"), within a millisecond or two. Give it
+  -- up to about 25 ms before ending that backend in the middle of its release: a backend
+  -- ended there is one more backend to start. A stopped or cut-off owner never releases
+  -- (its backend, maybe holding row locks, is ended below); a dead one's backend is gone.
+  -- (Each statement here sees what was committed before it: the claim runs READ COMMITTED.)
+  FOR i IN 1..25 LOOP
+    SELECT pid, backend_start INTO v_pid, v_start FROM bank_session WHERE conn = p_conn;
+    EXIT WHEN v_pid IS NULL OR v_pid = pg_backend_pid() OR NOT EXISTS (
+      SELECT 1 FROM pg_stat_activity a WHERE a.pid = v_pid AND a.backend_start = v_start);
+    PERFORM pg_sleep(0.001);
+  END LOOP;
   -- Locked: a former owner's release of its backend (pid set to NULL, then the backend
   -- serves others) either committed before (no pid: nothing is ended) or waits for this
   -- claim, and the backend ends while it waits, before it could serve anyone else.

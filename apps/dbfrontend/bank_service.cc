@@ -164,7 +164,7 @@ class BankApp final : public sdk::ConnApp {
     // nothing) or ends this backend while its release waits for the lock, before it can
     // serve anyone else (docs/dbfrontend.md "Spare sessions"). A session in the middle of a
     // statement is closed as before.
-    if (pg_ && claimed_ && o_.spares && pg_->state() == PgAsync::State::idle && conn_ > 0)
+    if (pg_ && claimed_ && o_.spares && pg_->state() == PgAsync::State::idle)
       o_.spares->release(std::move(pg_), "ROLLBACK; RESET default_transaction_isolation; UPDATE bank_session SET pid = NULL, "
                                          "backend_start = NULL WHERE conn = " + std::to_string(conn_) + " AND pid = pg_backend_pid()");
     pg_.reset();  // the backend ends; an open transaction there is rolled back

@@ -87,29 +87,50 @@ TEST(Server, DataBothWaysAndAcks) {
   EXPECT_NO_VIOLATIONS(h);
 }
 
-// Delayed acknowledgements (docs/PROTOCOL.md §4, ACK frame, "Delayed"): an ACK with no output to ride with waits
-// up to ack_delay_ms; it goes at once with output, with ack_delay_bytes of input, or when
-// delaying is off.
-TEST(Server, AnAckWithNoOutputWaitsForAckDelayMs) {
-  Harness h(3);
-  SubflowId raw = h.open_raw(1);
-  auto w = h.raw_hello_fresh(raw);
-  ASSERT_TRUE(w);
+// Delayed acknowledgements (docs/PROTOCOL.md §4, ACK frame, "Delayed"): an ACK with no
+// output to ride with waits up to ack_delay_ms; it goes at once with output, with
+// ack_delay_bytes of input, or when delaying is off.
+
+// A fresh connection on member 1 of h whose app reads and answers nothing.
+struct SilentConn {
+  SubflowId raw = 0;
+  ConnId id = 0;
+};
+SilentConn silent_conn(Harness& h) {
+  SilentConn c;
+  c.raw = h.open_raw(1);
+  auto w = h.raw_hello_fresh(c.raw);
+  EXPECT_TRUE(w);
+  if (!w) return c;
+  c.id = w->conn_id;
   h.pump();
-  ASSERT_NE(h.app(1, w->conn_id), nullptr);
-  h.app(1, w->conn_id)->paused = true;  // reads nothing, answers nothing
-  h.raw_send(raw, make_data(0, input_bytes(0, 10)));
-  h.pump();
-  EXPECT_TRUE(h.raw_take(raw).empty());  // held back
-  h.advance(Limits{}.ack_delay_ms);
+  EXPECT_NE(h.app(1, c.id), nullptr);
+  if (h.app(1, c.id) != nullptr) h.app(1, c.id)->paused = true;
+  return c;
+}
+
+// The frames member 1 sent on `raw` are exactly one ACK of `dsn`.
+void expect_only_ack(Harness& h, SubflowId raw, uint64_t dsn) {
   auto f = h.raw_take(raw);
   ASSERT_EQ(f.size(), 1u);
-  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, 10u);
-  // The app answers later: the output goes alone (the input was acknowledged already).
-  h.app(1, w->conn_id)->paused = false;
-  h.app(1, w->conn_id)->step();
+  ASSERT_TRUE(std::holds_alternative<wire::Ack>(f[0]));
+  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, dsn);
+}
+
+TEST(Server, AnAckWithNoOutputWaitsForAckDelayMs) {
+  Harness h(3);
+  SilentConn c = silent_conn(h);
+  ASSERT_NE(c.id, 0u);
+  h.raw_send(c.raw, make_data(0, input_bytes(0, 10)));
   h.pump();
-  f = h.raw_take(raw);
+  EXPECT_TRUE(h.raw_take(c.raw).empty());  // held back
+  h.advance(Limits{}.ack_delay_ms);
+  expect_only_ack(h, c.raw, 10);
+  // The app answers later: the output goes alone (the input was acknowledged already).
+  h.app(1, c.id)->paused = false;
+  h.app(1, c.id)->step();
+  h.pump();
+  auto f = h.raw_take(c.raw);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(std::get<wire::Data>(f[0]).dsn, 0u);
   EXPECT_NO_VIOLATIONS(h);
@@ -117,20 +138,15 @@ TEST(Server, AnAckWithNoOutputWaitsForAckDelayMs) {
 
 TEST(Server, AnAckGoesAtOnceWithAckDelayBytesOfInput) {
   Harness h(3);
-  SubflowId raw = h.open_raw(1);
-  auto w = h.raw_hello_fresh(raw);
-  ASSERT_TRUE(w);
-  h.pump();
-  h.app(1, w->conn_id)->paused = true;
+  SilentConn c = silent_conn(h);
+  ASSERT_NE(c.id, 0u);
   const size_t n = Limits{}.ack_delay_bytes;
-  h.raw_send(raw, make_data(0, input_bytes(0, n - 1)));
+  h.raw_send(c.raw, make_data(0, input_bytes(0, n - 1)));
   h.pump();
-  EXPECT_TRUE(h.raw_take(raw).empty());
-  h.raw_send(raw, make_data(n - 1, input_bytes(n - 1, 1)));
+  EXPECT_TRUE(h.raw_take(c.raw).empty());
+  h.raw_send(c.raw, make_data(n - 1, input_bytes(n - 1, 1)));
   h.pump();
-  auto f = h.raw_take(raw);
-  ASSERT_EQ(f.size(), 1u);
-  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, n);
+  expect_only_ack(h, c.raw, n);
   EXPECT_NO_VIOLATIONS(h);
 }
 
@@ -138,16 +154,11 @@ TEST(Server, AckDelayZeroAcknowledgesAtOnce) {
   Limits l;
   l.ack_delay_ms = 0;
   Harness h(3, l);
-  SubflowId raw = h.open_raw(1);
-  auto w = h.raw_hello_fresh(raw);
-  ASSERT_TRUE(w);
+  SilentConn c = silent_conn(h);
+  ASSERT_NE(c.id, 0u);
+  h.raw_send(c.raw, make_data(0, input_bytes(0, 10)));
   h.pump();
-  h.app(1, w->conn_id)->paused = true;
-  h.raw_send(raw, make_data(0, input_bytes(0, 10)));
-  h.pump();
-  auto f = h.raw_take(raw);
-  ASSERT_EQ(f.size(), 1u);
-  EXPECT_EQ(std::get<wire::Ack>(f[0]).dsn, 10u);
+  expect_only_ack(h, c.raw, 10);
   EXPECT_NO_VIOLATIONS(h);
 }
 

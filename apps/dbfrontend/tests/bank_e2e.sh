@@ -7,7 +7,8 @@
 #     overflow, a balance that would overflow, a sequence number that does not grow, a line too
 #     long, COMMIT outside a transaction
 #   2 migrations between the statements of an open transaction (twice), then COMMIT: applied once;
-#     a transaction beyond its 32 operations (refused), migrated, committed
+#     a transaction beyond its 32 operations (refused), migrated, committed; 2c ten migrations of
+#     one connection start at most 4 database backends (former owners keep their sessions)
 #   3 a read inside the transaction that another client changes before the migration: the new
 #     owner's re-execution differs, the client gets "aborted by migration, retry", nothing applied;
 #     3c an update queued on the transaction's row lock across the migration: either valid order;
@@ -144,6 +145,33 @@ expect between "1 OK begun" "2 OK 900 1100" "3 OK 900" "4 OK 1050 1050" "5 OK co
 [[ "$(grep -c '^migrated$' "$work/between.out")" == 2 ]] || fail "between: two migrations expected"
 [[ "$(ledger_rows between 2 '1,2')" == 2 && "$(ledger_rows between 4 '2,3')" == 2 ]] || fail "between: not applied exactly once"
 echo "ok: an open transaction moved twice between its statements and committed once"
+
+# 2c sessions recycled: a connection moved back and forth ten times between members 1 and 2
+# outside any transaction. Each former owner releases its database session and keeps it as a
+# spare (docs/dbfrontend.md "Spare sessions"), so the database starts a backend for the first
+# moves at most; before, every migration ended one backend and started another. Counted in
+# the server log with log_connections (new backends only).
+psql_q "ALTER SYSTEM SET log_connections = on; " > /dev/null
+psql_q "SELECT pg_reload_conf()" > /dev/null
+sleep 0.5
+conns_logged() { grep -c "connection authorized" "$work/pg/server.log" || true; }
+before="$(conns_logged)"
+{
+  echo "1 BALANCE 5"
+  for k in 1 2 3 4 5; do
+    echo "!migrate 2"
+    echo "$((2 * k)) BALANCE 5"
+    echo "!migrate 1"
+    echo "$((2 * k + 1)) BALANCE 5"
+  done
+} | script pingpong 1
+[[ "$(grep -c '^migrated$' "$work/pingpong.out")" == 10 ]] || fail "pingpong: ten migrations expected"
+expect pingpong "11 OK 1000"
+started=$(($(conns_logged) - before))
+psql_q "ALTER SYSTEM RESET log_connections" > /dev/null
+psql_q "SELECT pg_reload_conf()" > /dev/null
+((started <= 4)) || fail "pingpong: $started backends started for 10 migrations (sessions not recycled)"
+echo "ok: a connection moved 10 times between two front-ends; the database started $started backends"
 
 # 2b a transaction longer than its limit (32 operations): the operations beyond are refused,
 # the client goes on sending them (more input than kTxSnapshotInputBytes inside one
