@@ -169,7 +169,7 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
 
   void read_some() {
     reading_ = true;
-    async_read_slice(sock_, head_, [self = shared_from_this()](asio::error_code ec, Slice data) {
+    async_read_slice(sock_, [self = shared_from_this()](asio::error_code ec, Slice data) {
       self->reading_ = false;
       if (self->ended_) return;
       self->touch();
@@ -212,7 +212,6 @@ class PlainConn final : public sdk::Conn, public std::enable_shared_from_this<Pl
   }
 
   tcp::socket sock_;
-  ReadHead head_;  // the waiting read's buffer (read_block.h)
   uint64_t id_;
   std::function<void(const std::string&)> log_;
   PlainEnv env_;

@@ -4,18 +4,16 @@
 // reads (paced or interactive traffic) neither pin 256 KiB each in the logs nor allocate and
 // clear a large block every time.
 //
-// async_read_slice() reads a subflow without holding a block while it waits: the waiting read
-// has only the socket's 2 KiB ReadHead as its buffer, and a block is taken only when the head
-// fills up. An idle connection therefore pins no receive block (a member with 10,000 idle
-// connections would otherwise hold 2.5 GiB of blocks).
+// async_read_slice() reads a subflow without holding a block while it waits: it tries a
+// non-blocking read into one block per thread and, when nothing is there, waits for the socket
+// to become readable. An idle connection therefore pins no receive memory (a member with 10,000
+// idle connections would otherwise hold 2.5 GiB of blocks).
 //
 // Blocks handed to the engine come back to a small spare list when their last slice goes: a
 // fresh block is zero-filled by the vector, and that memset took a sixth of a member's CPU time
 // in bulk echo (docs/profiling.md).
 #pragma once
-#include <array>
 #include <asio.hpp>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -77,40 +75,32 @@ class ReadBlock {
   std::shared_ptr<Bytes> block_;
 };
 
-// A socket's waiting read: a small buffer of its own that Asio's reactor reads into when the
-// socket becomes readable (one recvfrom, no epoll_ctl: see async_read_slice).
-struct ReadHead {
-  static constexpr size_t kBytes = 2048;
-  std::array<uint8_t, kBytes> buf{};
-};
+namespace detail {
+template <class Done>
+void read_slice_now(asio::ip::tcp::socket& sock, Done done) {
+  static thread_local ReadBlock block;  // reads are synchronous here, so one per thread serves all
+  asio::error_code ec;
+  std::span<uint8_t> buf = block.buffer();
+  size_t n = sock.read_some(asio::buffer(buf.data(), buf.size()), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    // Queued in the same handler that saw EAGAIN, so no readiness edge can be missed.
+    sock.async_wait(asio::ip::tcp::socket::wait_read, [&sock, done = std::move(done)](asio::error_code wec) mutable {
+      if (wec) return done(wec, Slice{});
+      read_slice_now(sock, std::move(done));
+    });
+    return;
+  }
+  if (ec) return done(ec, Slice{});
+  done(ec, block.take(n));
+}
+}  // namespace detail
 
 // Calls done(error_code, Slice) once, from the io_context, with the next bytes of `sock` (or an
-// error, asio::error::eof at the end). `sock` must be non-blocking; `sock` and `head` must
-// outlive the call: `done` should own whatever owns them.
-//
-// The read waits in the reactor with `head` (2 KiB) as its buffer. Asio reads a socket whose
-// last read came up short only once the reactor reports it readable, and re-arms nothing to
-// wait, so a small message costs one recvfrom. The former way (try a read into the block,
-// and on EAGAIN async_wait) cost a failed recvfrom and an epoll_ctl per message: about a
-// quarter of a bank front-end's system calls (docs/profiling.md "Small messages"). When the
-// head fills up, more is probably there: the rest is read at once, non-blocking, into one
-// 256 KiB block that follows the head's bytes, so bulk reads still reach the engine as slices
-// of large blocks (one extra recvfrom and a 2 KiB copy per 256 KiB).
+// error, asio::error::eof at the end). `sock` must be non-blocking and must outlive the call:
+// `done` should own whatever owns the socket.
 template <class Done>
-void async_read_slice(asio::ip::tcp::socket& sock, ReadHead& head, Done done) {
-  sock.async_read_some(asio::buffer(head.buf), [&sock, &head, done = std::move(done)](asio::error_code ec, size_t n) mutable {
-    if (ec) return done(ec, Slice{});
-    if (n < ReadHead::kBytes) return done(ec, Slice::copy_of({head.buf.data(), n}));
-    static thread_local ReadBlock block;  // the read below is synchronous: one per thread serves all
-    std::span<uint8_t> buf = block.buffer();
-    std::memcpy(buf.data(), head.buf.data(), n);
-    asio::error_code more_ec;
-    size_t m = sock.read_some(asio::buffer(buf.data() + n, buf.size() - n), more_ec);
-    // Nothing more (EAGAIN), the end or an error: deliver the head's bytes now; an end or an
-    // error shows again at the next read.
-    if (more_ec) m = 0;
-    done(asio::error_code{}, block.take(n + m));
-  });
+void async_read_slice(asio::ip::tcp::socket& sock, Done done) {
+  asio::post(sock.get_executor(), [&sock, done = std::move(done)]() mutable { detail::read_slice_now(sock, std::move(done)); });
 }
 
 }  // namespace mtcp::rt

@@ -46,7 +46,7 @@ class SubflowSocket : public std::enable_shared_from_this<SubflowSocket> {
   template <class Done>
   void start_read(AliveToken alive, Done done) {
     reading = true;
-    async_read_slice(sock, head_, [self = shared_from_this(), alive = std::move(alive), done = std::move(done)](
+    async_read_slice(sock, [self = shared_from_this(), alive = std::move(alive), done = std::move(done)](
                                asio::error_code ec, Slice data) mutable {
       self->reading = false;
       if (!*alive) return;
@@ -87,7 +87,6 @@ class SubflowSocket : public std::enable_shared_from_this<SubflowSocket> {
   bool closing = false;  // the engine asked to close: flush, then close
 
  private:
-  ReadHead head_;           // the waiting read's buffer (read_block.h)
   std::vector<Slice> out_;  // the slices being written, kept alive until the write completes
 };
 
