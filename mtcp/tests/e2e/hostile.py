@@ -588,7 +588,11 @@ def case_data_flood(work):
     st = status(a1)["counters"]
     grown = (rss_kib(m1.pid) - rss0) // 1024
     check(st["plain_refused"] > 0, "plain connections refused at member_buffered_bytes_max (%d)" % st["plain_refused"])
-    check(grown < (16 + 2 * 8 + 24) * RSS_SLACK,
+    # 16 MiB cap + two connections' own caps + allocator and socket slack. The slack was 24 MiB;
+    # on the 2026-12-07 machine (another kernel) the growth measured 50-60 MiB with either read
+    # path of the runtime, so 24 failed about one run in three. 40 keeps the bound under what
+    # buffering every flooder would cost (12 x about 8 MiB = 96 MiB).
+    check(grown < (16 + 2 * 8 + 40) * RSS_SLACK,
           "member RSS grew %d MiB for 12 flooders of about 8 MiB each (cap 16 MiB)" % grown)
     rc, res = perf(pool, 1, 1.5, ["--migrate-every", "300"])
     end = res.get("end", {})
