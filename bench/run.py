@@ -206,8 +206,13 @@ class Bench:
         if p.returncode != 0:
             raise BenchError(f"mtcp-bench-micro: exit {p.returncode}: {p.stderr[-800:]}")
         with open(out) as f:
-            n = len(json.load(f)["benchmarks"])
-        log(f"micro-benchmarks: {n} results")
+            benches = json.load(f)["benchmarks"]
+        # Google Benchmark exits 0 when a benchmark stops with SkipWithError; a result that is
+        # an error is a broken benchmark, not a measurement.
+        failed = [f"{b.get('name')}: {b.get('error_message', 'failed')}" for b in benches if b.get("error_occurred")]
+        if failed:
+            raise BenchError(f"mtcp-bench-micro: {len(failed)} benchmark(s) failed: " + "; ".join(failed[:4]))
+        log(f"micro-benchmarks: {len(benches)} results")
 
     def oneway(self):
         """One-way bulk in each direction, alternated in one run: iperf3 (kernel TCP, the anchor),

@@ -178,6 +178,11 @@ class Bulk {
   // the last snapshot interval holds.
   const char* check_drained() {
     if (!net_.settle()) return "did not settle";
+    // A one-way run's last ACK is delayed (Limits::ack_delay_ms, docs/PROTOCOL.md §4): let
+    // that much time pass so it goes out.
+    net_.now += Limits{}.ack_delay_ms;
+    net_.fire_timers();
+    if (!net_.settle()) return "did not settle";
     if (state_.error != nullptr) return state_.error;
     if (net_.client().send_log().size() != 0) return "client send log not trimmed";
     if (net_.client().readable() != 0) return "client receive queue not empty";
