@@ -283,7 +283,10 @@ class BankApp final : public sdk::ConnApp {
   // The next database action of the current job.
   void step() {
     Job& j = *job_;
-    if (!pg_) pg_ = std::make_unique<PgAsync>(*o_.io, waker_);
+    if (!pg_) {
+      pg_ = std::make_unique<PgAsync>(*o_.io, waker_);
+      pg_->set_timeout_ms(o_.db_timeout_ms);
+    }
     if (pg_->state() == PgAsync::State::down) {
       if (j.reconnects++ > o_.reconnects) return unavailable("cannot reach the database");
       std::string why;
@@ -536,7 +539,10 @@ class BankApp final : public sdk::ConnApp {
   }
   void journal() {
     Job& j = *job_;
-    if (!pj_) pj_ = std::make_unique<PgAsync>(*o_.io, waker_);
+    if (!pj_) {
+      pj_ = std::make_unique<PgAsync>(*o_.io, waker_);
+      pj_->set_timeout_ms(o_.db_timeout_ms);
+    }
     if (pj_->state() == PgAsync::State::down && !j.journal_connecting && o_.spares) {
       if (auto s = o_.spares->take(notify())) pj_ = std::move(s);
     }
@@ -691,6 +697,9 @@ class BankService final : public sdk::ServiceDef {
     opt("conninfo", &o_.conninfo, "libpq connection string of the bank database");
     opt("retries", &o_.retries, "serialization failures and deadlocks retried per request", 0, 1000);
     opt("reconnects", &o_.reconnects, "database reconnects per request before an error reply", 0, 100);
+    opt("db-timeout-ms", &o_.db_timeout_ms,
+        "a database connect or statement that takes longer is given up: the request gets an error reply (0: wait for ever)", 0,
+        3600000);
     opt("spare-sessions", &o_.spare_sessions, "database sessions each member keeps connected ahead of need (0: none)", 0, 16);
     opt("test-reply-delay-ms", &o_.test_reply_delay_ms, "tests only: wait this long after an interactive COMMIT before the reply", 0, 60000);
     opt("test-commit-delay-ms", &o_.test_commit_delay_ms, "tests only: wait this long before an interactive COMMIT", 0, 60000);
@@ -704,7 +713,7 @@ class BankService final : public sdk::ServiceDef {
     o.io = env.io;
     o.log = env.log;
     if (o.spare_sessions > 0) {
-      o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, kWarmSql);
+      o.spares = std::make_shared<PgSpares>(*env.io, o.conninfo, o.spare_sessions, kWarmSql, o.db_timeout_ms);
       o.spares->refill();
     }
     env.log("bank: database " + redact_conninfo(o.conninfo));  // never a password in the log

@@ -17,6 +17,7 @@ struct BankOptions {
   std::string conninfo = "dbname=bank";  // libpq connection string
   uint64_t retries = 30;                 // serialization failures/deadlocks retried per request
   uint64_t reconnects = 3;               // database reconnects per request before ERR
+  uint64_t db_timeout_ms = 10000;        // a connect or statement that takes longer is given up (0: never)
   // For the tests only: wait this long before sending an interactive COMMIT to the database,
   // so a test can stop the front-end or migrate the connection in between (0: no wait).
   uint64_t test_commit_delay_ms = 0;

@@ -13,6 +13,9 @@
 #   pg-cluster.sh stop DIR    stop the server (fast shutdown) and remove DIR
 #   pg-cluster.sh down DIR    stop the server but keep DIR (a database that is down)
 #   pg-cluster.sh up DIR      start it again on the same port
+#   pg-cluster.sh hang DIR    SIGSTOP the server and its processes (a database that hangs:
+#                             connections and statements wait without an answer)
+#   pg-cluster.sh resume DIR  SIGCONT them (stop also does this first)
 #   pg-cluster.sh check       exit 0 if a cluster can be made here, else 77 with the reason
 #
 # Exit status: 0 ok; 77 PostgreSQL cannot be run here (binaries missing, or neither root nor the
@@ -109,9 +112,24 @@ start() {
   die "the server did not start"
 }
 
+# The server's processes: the postmaster (first line of postmaster.pid) and its children.
+server_pids() {
+  local pm
+  pm="$(head -1 "$1/data/postmaster.pid" 2>/dev/null)"
+  [[ "${pm}" =~ ^[0-9]+$ ]] || return 0
+  echo "${pm}"
+  ps -o pid= --ppid "${pm}" 2>/dev/null
+}
+signal_server() {  # SIGNAL DIR
+  local p
+  for p in $(server_pids "$2"); do kill "-$1" "${p}" 2>/dev/null; done
+  return 0
+}
+
 stop() {
   local dir="$1"
   [[ -d "${dir}/data" ]] || die "${dir} is not a cluster made by pg-cluster.sh"
+  signal_server CONT "${dir}"  # a hung cluster (hang) stops like any other
   if [[ -f "${dir}/data/postmaster.pid" ]]; then
     as_pg "${PGBIN}/pg_ctl" -D "${dir}/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
       as_pg "${PGBIN}/pg_ctl" -D "${dir}/data" -m immediate -w -t 30 stop >/dev/null 2>&1
@@ -144,9 +162,11 @@ case "${1:-}" in
     ;;
   stop) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh stop DIR"; stop "$2" ;;
   down) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh down DIR"; down "$2" ;;
+  hang) [[ $# -eq 2 && -f "$2/data/postmaster.pid" ]] || die "usage: pg-cluster.sh hang DIR (a running cluster)"; signal_server STOP "$2" ;;
+  resume) [[ $# -eq 2 && -d "$2/data" ]] || die "usage: pg-cluster.sh resume DIR"; signal_server CONT "$2" ;;
   up) [[ $# -eq 2 ]] || die "usage: pg-cluster.sh up DIR"; up "$2" ;;
   env) [[ $# -eq 2 && -f "$2/conninfo" ]] || die "usage: pg-cluster.sh env DIR (a running cluster)"; cat "$2/conninfo" ;;
   check) check; exit $? ;;
-  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "usage: pg-cluster.sh start|stop|env DIR | check (--help)" >&2; exit 2 ;;
+  -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: pg-cluster.sh start|stop|down|up|hang|resume|env DIR | check (--help)" >&2; exit 2 ;;
 esac

@@ -32,6 +32,7 @@ bool PgAsync::connect(const std::string& conninfo, std::string& why) {
   }
   PQsetNoticeProcessor(pg_, quiet, nullptr);
   st_ = State::connecting;
+  start_clock();
   adopt_socket();
   watch(false, true);  // PQconnectStart: first wait until the socket is writable
   return true;
@@ -83,6 +84,7 @@ bool PgAsync::send(const std::string& sql, const std::vector<std::string>& param
 void PgAsync::sent() {
   st_ = State::busy;
   acc_ = PgResult{};
+  start_clock();
   int f = PQflush(pg_);
   flushing_ = f != 0;
   if (f < 0) {
@@ -107,7 +109,40 @@ PgResult PgAsync::lost(const char* what) {
   return r;
 }
 
+void PgAsync::start_clock() {
+  if (timeout_ms_ == 0) return;
+  started_ = std::chrono::steady_clock::now();
+  if (!*timer_armed_) arm_deadline();  // else it wakes us early, and poll() arms it again
+}
+
+bool PgAsync::overdue() const {
+  return timeout_ms_ != 0 && (st_ == State::connecting || st_ == State::busy) &&
+         std::chrono::steady_clock::now() - started_ >= std::chrono::milliseconds(timeout_ms_);
+}
+
+void PgAsync::arm_deadline() {
+  if (!timer_) timer_ = std::make_unique<asio::steady_timer>(io_);
+  *timer_armed_ = true;
+  timer_->expires_at(started_ + std::chrono::milliseconds(timeout_ms_));
+  timer_->async_wait([armed = std::weak_ptr<bool>(timer_armed_), notify = notify_](asio::error_code ec) {
+    auto a = armed.lock();
+    if (!a) return;  // rebound, or the object is gone
+    *a = false;
+    if (!ec) notify();
+  });
+}
+
 std::optional<PgResult> PgAsync::poll() {
+  if (overdue()) {
+    PgResult r;
+    r.kind = PgResult::Kind::lost;
+    r.message = std::string(st_ == State::connecting ? "the database did not accept the connection" : "the database did not answer") +
+                " within " + std::to_string(timeout_ms_) + " ms (--db-timeout-ms)";
+    reset();
+    return r;
+  }
+  // Woken by a deadline that an earlier step armed: this step's own is later.
+  if (timeout_ms_ != 0 && (st_ == State::connecting || st_ == State::busy) && !*timer_armed_) arm_deadline();
   if (st_ == State::connecting) {
     PostgresPollingStatusType ps = PQconnectPoll(pg_);
     adopt_socket();
@@ -182,6 +217,8 @@ void PgAsync::rebind(Notify notify) {
   notify_ = std::move(notify);
   if (sd_) sd_->cancel();
   waits_ = std::make_shared<Waits>();  // the cancelled handlers find theirs stale
+  if (timer_) timer_->cancel();
+  timer_armed_ = std::make_shared<bool>(false);  // likewise the deadline's
 }
 
 bool PgAsync::idle_outside_tx() const {
@@ -239,6 +276,7 @@ void PgSpares::release(std::unique_ptr<PgAsync> s, const std::string& release_sq
 void PgSpares::refill() {
   while (s_.size() < max_) {
     auto s = std::make_unique<PgAsync>(io_, pump_notify());
+    s->set_timeout_ms(timeout_ms_);
     std::string why;
     if (!s->connect(conninfo_, why)) return;  // tried again at the next take()
     s_.push_back(std::move(s));

@@ -10,6 +10,9 @@
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -48,8 +51,13 @@ class PgAsync {
   bool send(const std::string& sql, const std::vector<std::string>& params);
   bool send_simple(const std::string& sql);
   // Advances the connection. Returns a result when a step finished: the connect (ok or lost),
-  // or the query sent last.
+  // or the query sent last. A connect or query that has not finished within timeout_ms is
+  // given up: the connection is dropped and the result is `lost` ("did not answer within").
   std::optional<PgResult> poll();
+  // How long a connect or a query may take (0: no limit). A database that hangs instead of
+  // refusing (stopped, or its host unreachable) would otherwise hold the request for as long
+  // as the kernel keeps the TCP connection; a Unix socket, for ever.
+  void set_timeout_ms(uint64_t ms) { timeout_ms_ = ms; }
   // Drops the connection (its backend ends; an open transaction there is rolled back).
   void reset();
   // Tells `notify` from now on (a spare session handed to an app); waits armed before are dropped.
@@ -64,6 +72,9 @@ class PgAsync {
   void adopt_socket(bool fresh = false);  // fresh: a new descriptor object even for the same fd
   void sent();                            // after PQsendQuery*: busy, flush, wait for the answer
   PgResult lost(const char* what);
+  void start_clock();  // a connect or query begins: the deadline starts
+  bool overdue() const;
+  void arm_deadline();  // wake the app when the deadline passes (at most one wait armed)
 
   asio::io_context& io_;
   Notify notify_;
@@ -78,6 +89,11 @@ class PgAsync {
   };
   std::shared_ptr<Waits> waits_ = std::make_shared<Waits>();
   PgResult acc_;  // the result being gathered
+  uint64_t timeout_ms_ = 0;
+  std::chrono::steady_clock::time_point started_{};
+  std::unique_ptr<asio::steady_timer> timer_;
+  // Whether the timer's wait is armed, shared with its handler (stale after rebind()).
+  std::shared_ptr<bool> timer_armed_ = std::make_shared<bool>(false);
 };
 
 // Spare database sessions of one member, connected ahead of need: an app that needs a new
@@ -90,8 +106,8 @@ class PgAsync {
 // attempts per take().
 class PgSpares : public std::enable_shared_from_this<PgSpares> {
  public:
-  PgSpares(asio::io_context& io, std::string conninfo, size_t max, std::string warm_sql)
-      : io_(io), conninfo_(std::move(conninfo)), max_(max), warm_sql_(std::move(warm_sql)) {}
+  PgSpares(asio::io_context& io, std::string conninfo, size_t max, std::string warm_sql, uint64_t timeout_ms = 0)
+      : io_(io), conninfo_(std::move(conninfo)), max_(max), warm_sql_(std::move(warm_sql)), timeout_ms_(timeout_ms) {}
   // A connected idle session, telling `notify` from now on; null if none is ready. Refills.
   std::unique_ptr<PgAsync> take(PgAsync::Notify notify);
   // An app's session it no longer needs, kept as a spare (up to kept_max()) if it is idle
@@ -118,6 +134,7 @@ class PgSpares : public std::enable_shared_from_this<PgSpares> {
   const std::string conninfo_;
   const size_t max_;
   const std::string warm_sql_;
+  const uint64_t timeout_ms_;  // each session's PgAsync::set_timeout_ms
   std::vector<std::unique_ptr<PgAsync>> s_;  // connecting or idle
 };
 

@@ -19,7 +19,8 @@
 #     it never commits (applied once; a stale epoch is refused by the database itself)
 #   6 SIGKILL of the front-end in the middle of a transaction (eager): the transaction goes on
 #     on another member and commits once
-#   7 the database down: a clear error reply, no crash; back up: served again
+#   7 the database down: a clear error reply, no crash; back up: served again; 7b the database
+#     hangs (SIGSTOP): "outcome unknown" after --db-timeout-ms, resumed: served, at most once
 #   8 the same open transaction moved between statements with lazy transfer
 #   9 concurrent conflicting transfers on 3 accounts, and the workload with migrations and
 #     front-end kills: the checker's verdict ok
@@ -350,6 +351,35 @@ grep -q "^4 ERR database unavailable: " "$work/dbdown.out" || fail "dbdown: the 
 kill -0 "${mpid[2]}" || fail "dbdown: the member died"
 echo "ok: the database down gives a clear error; back up, the same front-end serves again"
 [[ "$(psql_q "SELECT sum(balance) FROM bank_account")" == 10000 ]] || fail "the total is not conserved"
+
+# 7b the database hangs (its processes SIGSTOPped): the statement in flight and the reconnects
+# are given up after --db-timeout-ms, the request gets "outcome unknown" (the transfer was
+# sent: the database may still apply it when it resumes), the member lives; resumed, the next
+# request is served, and the transfer was applied at most once
+for i in 1 2 3; do stop_member $i; done
+for i in 1 2 3; do start_member $i --db-timeout-ms 1000; done
+trap 'bash "$PGC" resume "$work/pg"; cleanup' EXIT
+script dbhang 2 <<EOF2
+1 BALANCE 2
+!exec bash "$PGC" hang "$work/pg"
+2 TRANSFER 1 2 1
+!exec bash "$PGC" resume "$work/pg"
+3 BALANCE 2
+EOF2
+trap cleanup EXIT
+before="$(sed -n 's/^1 OK \([0-9]*\)$/\1/p' "$work/dbhang.out")"
+[[ -n "$before" ]] || fail "dbhang: request 1 (before the database hangs)"
+grep -Eq "^2 ERR database unavailable, outcome unknown: the database did not (answer|accept the connection) within 1000 ms" "$work/dbhang.out" ||
+  fail "dbhang: request 2 (the transfer while the database hangs)"
+after="$(sed -n 's/^3 OK \([0-9]*\)$/\1/p' "$work/dbhang.out")"
+[[ -n "$after" ]] || fail "dbhang: request 3 (after the database resumed)"
+kill -0 "${mpid[2]}" || fail "dbhang: the member died"
+rows="$(ledger_rows dbhang 2 "1, 2")"
+[[ "$rows" == 0 || "$rows" == 2 ]] || fail "dbhang: the transfer has $rows ledger rows (0 or 2 expected)"
+# The balance read after the resume agrees with the ledger: raised by 1 exactly if applied.
+[[ "$after" == $((before + rows / 2)) ]] || fail "dbhang: balance $before before, $after after, $rows ledger rows"
+[[ "$(psql_q "SELECT sum(balance) FROM bank_account")" == 10000 ]] || fail "the total is not conserved"
+echo "ok: a hung database gives 'outcome unknown' after --db-timeout-ms; resumed, served again ($rows ledger rows)"
 for i in 1 2 3; do stop_member $i; done
 
 # 8 lazy transfer: an open transaction moved between its statements
