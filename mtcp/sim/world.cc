@@ -230,6 +230,9 @@ class World {
     limits_.input_log_bytes_max = 256u << 10;
     limits_.snapshot_bytes_max = 64u << 10;
     limits_.claim_timeout_ms = sc_.claim_timeout_ms;
+    // The same drawn wait for lazy claims (their default is longer): a slow owner then still
+    // answers after the claim timed out in most seeds (the abandoned-claim paths stay covered).
+    limits_.lazy_claim_timeout_ms = sc_.claim_timeout_ms;
     limits_.migrate_timeout_ms = sc_.migrate_timeout_ms;
     limits_.transfer_mode = sc_.mode;
     limits_.ack_after_replication = sc_.ack_after_replication;

@@ -225,7 +225,7 @@ TEST(LazyTransfer, AClaimThatTimedOutIsNeverHonouredAndTheSlowOwnerServesAgain) 
   ConnId id = connect_with_input(h);
   h.hold_control(2, 1);  // the owner is slow: S2's messages wait
   ASSERT_TRUE(h.migrate(2).ok());
-  h.advance(h.limits().claim_timeout_ms + 1);
+  h.advance(h.limits().lazy_claim_timeout_ms + 1);
   EXPECT_EQ(count_failures(h, Error::owner_unreachable), 1u);
   EXPECT_EQ(h.server(2).counters().claims_abandoned, 1u);
   EXPECT_EQ(h.held_control(2, 1), 2u);  // the CLAIM and the ABANDON behind it
@@ -247,6 +247,49 @@ TEST(LazyTransfer, AClaimThatTimedOutIsNeverHonouredAndTheSlowOwnerServesAgain) 
   EXPECT_EQ(h.read_all(), 100u);
   EXPECT_EQ(h.received(), 200u);
   EXPECT_EQ(h.owners(id).size(), 1u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// A starved owner answers after claim_timeout_ms (the eager wait for votes) but within the
+// lazy claim's own wait, lazy_claim_timeout_ms: the first claim wins, nothing is abandoned.
+TEST(LazyTransfer, AnOwnerSlowerThanClaimTimeoutStillHandsOverWithinTheLazyWait) {
+  Harness h(3);
+  ASSERT_GT(h.limits().lazy_claim_timeout_ms, h.limits().claim_timeout_ms + 100);
+  ConnId id = connect_with_input(h);
+  h.hold_control(2, 1);  // S1 reads S2's CLAIM only after claim_timeout_ms + 100
+  ASSERT_TRUE(h.migrate(2).ok());
+  h.advance(h.limits().claim_timeout_ms + 100);
+  EXPECT_EQ(h.count(ClientEvent::Kind::migration_failed), 0u);
+  h.release_control(2, 1);
+  h.advance(100);
+  EXPECT_EQ(h.count(ClientEvent::Kind::migrated), 1u);
+  EXPECT_EQ(h.server(2).counters().claims_abandoned, 0u);
+  EXPECT_EQ(h.client().server(), 2u);
+  EXPECT_EQ(h.owners(id), (std::vector<ServerId>{2}));
+  h.write_input(100);
+  h.advance(1000);
+  EXPECT_EQ(h.read_all(), 100u);
+  EXPECT_NO_VIOLATIONS(h);
+}
+
+// The lazy wait never outlasts the client's attempt: with lazy_claim_timeout_ms above
+// migrate_timeout_ms, the claim is abandoned at 3/4 of migrate_timeout_ms and the client hears
+// "owner unreachable" from the claimer, not its own "migration timeout".
+TEST(LazyTransfer, TheLazyClaimWaitEndsBeforeTheClientsAttemptDoes) {
+  Limits l;
+  l.lazy_claim_timeout_ms = 5000;
+  l.migrate_timeout_ms = 2000;
+  Harness h(3, l);
+  connect_with_input(h);
+  h.hold_control(2, 1);  // the owner never answers S2
+  ASSERT_TRUE(h.migrate(2).ok());
+  h.advance(1499);
+  EXPECT_EQ(h.server(2).counters().claims_abandoned, 0u);
+  h.advance(2);
+  EXPECT_EQ(h.server(2).counters().claims_abandoned, 1u);
+  EXPECT_EQ(count_failures(h, Error::owner_unreachable), 1u);
+  EXPECT_EQ(count_failures(h, Error::migration_timeout), 0u);
+  EXPECT_EQ(h.client().server(), 1u);
   EXPECT_NO_VIOLATIONS(h);
 }
 

@@ -38,6 +38,13 @@ struct Limits {
   uint64_t hello_timeout_ms = 2000;      // no preface within this: treat as plain TCP
   uint64_t cert_lifetime_ms = 600000;    // certificates expire after this
   uint64_t claim_timeout_ms = 300;       // wait for owner/votes before deciding
+  // Lazy: how long a claim waits for the owner's GRANT before it is abandoned, doubled for each
+  // recent claim of this member for the connection that timed out, and at most 3/4 of
+  // migrate_timeout_ms (the client hears the refusal before its own attempt gives up). Longer
+  // than claim_timeout_ms: a lazy claim has nobody but the owner to turn to, and an owner
+  // starved of CPU needs time to export and sign a state of megabytes (docs/ARCHITECTURE.md
+  // §14: at 5% of a core, 300 ms lost every claim; 1 s won the first).
+  uint64_t lazy_claim_timeout_ms = 1000;
   uint64_t migrate_timeout_ms = 2000;    // client: give up on one attempt after this
   uint64_t replication_retry_ms = 100;   // eager: resend unacknowledged pushes after this
   // Eager: new input and snapshots are pushed to the alternates at most this long after they

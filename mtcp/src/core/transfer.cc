@@ -153,12 +153,16 @@ void ServerEngine::start_claim(SubflowId sub, const wire::Migrate& m, TimeMs now
   check_claim(rid, now, false);
 }
 
-// Lazy: claim_timeout_ms, doubled for each claim of ours for this connection that timed out
-// recently (at most 8x): an owner that answered too late once is likely slow, not dead.
+// Lazy: lazy_claim_timeout_ms, doubled for each claim of ours for this connection that timed
+// out recently (at most 8x): an owner that answered too late once is likely slow, not dead.
+// At most 3/4 of migrate_timeout_ms: a wait the client outlasts only turns the claimer's clean
+// refusal into the client's "migration timeout" (seen with a starved owner, 1% of a core).
 TimeMs ServerEngine::lazy_claim_wait(ConnId id) const {
   size_t timed_out = static_cast<size_t>(
       std::count_if(abandoned_.begin(), abandoned_.end(), [&](const auto& kv) { return kv.second.conn == id; }));
-  return cfg_.limits.claim_timeout_ms << std::min<size_t>(timed_out, 3);
+  TimeMs wait = cfg_.limits.lazy_claim_timeout_ms << std::min<size_t>(timed_out, 3);
+  TimeMs cap = cfg_.limits.migrate_timeout_ms / 4 * 3;
+  return std::max<TimeMs>(1, std::min(wait, cap));
 }
 
 uint64_t ServerEngine::retired_epoch(ConnId id) const {
@@ -323,7 +327,7 @@ void ServerEngine::on_deny(ServerId from, const wire::Deny& d, TimeMs now) {
     if (followable && p.hops < cfg_.limits.claim_hops_max) {
       ++p.hops;
       p.asked = next;
-      p.deadline_ms = now + cfg_.limits.claim_timeout_ms;
+      p.deadline_ms = now + lazy_claim_wait(p.conn);
       return send_claim(p, d.request_id, next);
     }
     // Point the client at the last member named as holder (its grant may have been lost).

@@ -85,6 +85,7 @@ const LimitField kLimitFields[] = {
     MTCP_LIMIT(hello_timeout_ms, 1, 600000),
     MTCP_LIMIT(cert_lifetime_ms, 2, 30 * kDayMs),
     MTCP_LIMIT(claim_timeout_ms, 1, 600000),
+    MTCP_LIMIT(lazy_claim_timeout_ms, 1, 600000),
     MTCP_LIMIT(migrate_timeout_ms, 1, 600000),
     MTCP_LIMIT(replication_retry_ms, 1, 600000),
     MTCP_LIMIT(replication_batch_ms, 0, 1000),
