@@ -769,6 +769,50 @@ def build_eager_bulk(doc: Node, plotter: Plotter) -> Section:
 
 
 # ----------------------------------------------------------------------------------------------
+# Lazy transfer off a member starved of CPU.
+
+STARVED_GOAL = 100.0  # % of the runs: the connection survives and a throughput migration moves it
+
+
+def starved_target(pct: float | None, share: float | None) -> Target:
+    at = "" if pct is None else f" to {pct:g}% of a core"
+    return Target(f"Lazy, owner CPU-limited{at}: runs where the connection survives and the "
+                  "throughput policy moves it", ">=", STARVED_GOAL, share, fmt_pct)
+
+
+def build_starved(doc: Node, plotter: Plotter) -> Section:
+    pct = doc["pct"].num(0)
+    rate = doc["rate_mbit_s"].num(0)
+    secs = doc["seconds"].num(0)
+    at = doc["starved_at_s"].num(0)
+    body = [f"Lazy transfer, bulk echo through `mtcp-perf` at {fmt_mbit(rate)} Mbit/s each way for "
+            f"{secs:g} s, every byte compared, the client moved by its throughput policy only "
+            f"(below 0.5 of its best rate for 3 windows of 250 ms). {at:g} s in, the member "
+            f"serving the connection gets a cgroup v1 CPU quota of {pct:g}% of a core. A run "
+            "counts when every byte came back and a throughput migration took the connection "
+            f"off the starved member. Target: {STARVED_GOAL:g}% of the runs.", ""]
+    skipped = doc.get("skipped")
+    if skipped is not None:
+        body.append(f"Skipped in this run: {skipped.text()}.")
+        return Section("Lazy transfer off a starved member", body, [starved_target(pct, None)])
+    runs = doc["runs"].items()
+    rows = []
+    good = 0
+    for i, r in enumerate(runs):
+        survived, moved = r.flag("survived"), r.flag("moved")
+        good += survived and moved
+        after = r.get("moved_after_s")
+        failures = [f.text() for f in r["failures"].items(nonempty=False)]
+        rows.append([i + 1, r["starved_member"].integer(1), "yes" if survived else f"**no**: {r.text_or('error', '')}",
+                     "—" if after is None else f"{after.num(0):.2f} s", "yes" if moved else "**no**",
+                     fmt_count(r["migrations_failed"].integer(0)), ", ".join(failures) or "—",
+                     fmt_mbit(r["received_mbit_s"].num(0))])
+    body += md_table(["Run", "Starved member", "Survived", "Moved after", "Moved", "Failed attempts",
+                      "Why they failed", "Mbit/s received"], rows, "rrlrlrlr")
+    return Section("Lazy transfer off a starved member", body, [starved_target(pct, 100.0 * good / len(runs))])
+
+
+# ----------------------------------------------------------------------------------------------
 # Migrations per second.
 
 RATE_GOAL = 2000.0
@@ -881,6 +925,8 @@ MEASUREMENTS = [
                 + [migration_floor_target(m, None) for m in MODES], "migration"),
     Measurement("eager_bulk.json", "Eager transfer under bulk traffic", build_eager_bulk,
                 lambda: eager_bulk_targets(None, None)),
+    Measurement("starved.json", "Lazy transfer off a starved member", build_starved,
+                lambda: [starved_target(None, None)]),
     Measurement("rate.json", "Migration rate", build_rate, lambda: [rate_target(None, None)],
                 "rate"),
     Measurement("conns.json", "Idle connections", build_conns, lambda: conns_targets(None, None)),

@@ -7,8 +7,9 @@ iperf3 (the kernel-TCP anchor; skipped with a message when iperf3 is not install
 plain-TCP path and mtcp-proxy, bulk echo throughput (one and several connections),
 request/response latency, migration time against state size (lazy, eager, and
 the physical floor: a fresh plain TCP connection moving the same bytes), bulk echo in each
-transfer mode (eager against lazy, with and without migrations), migrations per
-second, and concurrent idle connections with the member's memory per connection.
+transfer mode (eager against lazy, with and without migrations), lazy transfer off a member
+starved of CPU (cgroup v1 quota; skipped without root), migrations per second, and concurrent
+idle connections with the member's memory per connection.
 
 M-TCP and plain-TCP runs alternate and repeat; the report gives medians and ratios.
 Only processes this script started are ended (by PID). Usage: see --help.
@@ -437,6 +438,94 @@ class Bench:
         self.save("eager_bulk.json", {"bytes": nbytes, "migrating_seconds": secs, "migrate_every_ms": every_ms,
                                       "modes": [{"mode": m, **r} for m, r in runs.items()]})
 
+    STARVED_PCT = 5             # the serving member's CPU quota, % of one core
+    STARVED_RATE_MBIT = 2500    # offered echo each way: more than a member at 5% of a core serves
+    STARVED_AT_S = 3.0          # when the quota is set
+    CG_ROOT = "/sys/fs/cgroup/cpu"
+
+    @classmethod
+    def cgroup_unavailable(cls):
+        """Why a cgroup v1 CPU quota cannot be set here, or None."""
+        if os.geteuid() != 0:
+            return "not running as root (a cgroup v1 CPU quota needs root)"
+        if not os.path.isfile(os.path.join(cls.CG_ROOT, "cpu.cfs_quota_us")) or not os.access(cls.CG_ROOT, os.W_OK):
+            return f"no writable cgroup v1 cpu controller at {cls.CG_ROOT}"
+        return None
+
+    def owner_of_the_connection(self):
+        """The member that lists the connection (mtcpctl list), or 0 (none right now)."""
+        for i in (1, 2, 3):
+            p = subprocess.run([os.path.join(self.bin, "mtcpctl"), "-s", self.pool.admin(i), "--json", "list"],
+                               capture_output=True, text=True, timeout=10)
+            if p.returncode == 0 and json.loads(p.stdout.strip().splitlines()[-1]).get("connections"):
+                return i
+        return 0
+
+    def starved(self):
+        """Lazy transfer with the serving member starved of CPU (issue 14's target): bulk echo at
+        STARVED_RATE_MBIT each way, every byte compared, the client moved only by its throughput
+        policy; STARVED_AT_S in, the member serving the connection gets a cgroup v1 CPU quota of
+        STARVED_PCT % of a core. Per run: did the connection survive (every byte came back), and
+        did a throughput migration take it off the starved member. Without root or cgroup v1 the
+        file says why it was skipped."""
+        why = self.cgroup_unavailable()
+        secs = 8 if self.a.short else 12
+        doc = {"pct": self.STARVED_PCT, "rate_mbit_s": self.STARVED_RATE_MBIT, "seconds": secs,
+               "starved_at_s": self.STARVED_AT_S, "runs": []}
+        if why:
+            log(f"starved owner: skipped: {why}")
+            self.save("starved.json", {**doc, "skipped": why})
+            return
+        for k in range(1 if self.a.short else 10):
+            self.pool.start("lazy", name="starved")
+            cmd = self.perf("--app", "echo", "-b", str(self.STARVED_RATE_MBIT), "-d", str(secs), "--verify", "compare",
+                            "--policy", "throughput", "--fraction", "0.5", "--warmup-ms", "1500", "--window-ms", "250",
+                            "--hysteresis", "3", "--cooldown-ms", "3000", "-t", str(secs + 60))
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cg = os.path.join(self.CG_ROOT, f"mtcp-bench-{os.getpid()}-{k}")
+            starved = 0
+            try:
+                time.sleep(self.STARVED_AT_S)
+                for _ in range(20):  # a migration may be under way: ask again
+                    starved = self.owner_of_the_connection()
+                    if starved:
+                        break
+                    time.sleep(0.05)
+                if not starved:
+                    raise BenchError(f"starved owner run {k + 1}: no member lists the connection")
+                os.mkdir(cg)
+                for name, value in (("cpu.cfs_period_us", 100000), ("cpu.cfs_quota_us", self.STARVED_PCT * 1000),
+                                    ("cgroup.procs", self.pool.pid(starved))):
+                    with open(os.path.join(cg, name), "w") as f:
+                        f.write(f"{value}\n")
+                out, err = p.communicate(timeout=secs + 90)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                if os.path.isdir(cg):
+                    if starved and self.pool.procs[starved - 1].poll() is None:
+                        with open(os.path.join(self.CG_ROOT, "cgroup.procs"), "w") as f:
+                            f.write(f"{self.pool.pid(starved)}\n")  # back to full speed, then the group can go
+                    os.rmdir(cg)
+            self.pool.stop()
+            j = parse_result(out, f"starved owner run {k + 1}")
+            migs = j.get("migrations", [])
+            moves = [m for m in migs if "error" not in m and m.get("from") == starved
+                     and str(m.get("reason", "")).startswith("throughput") and m["t_s"] >= self.STARVED_AT_S]
+            r = {"starved_member": starved, "survived": j["end"]["verdict"] == "ok", "error": j["end"].get("error", ""),
+                 "moved": bool(moves), "moved_after_s": round(moves[0]["t_s"] - self.STARVED_AT_S, 3) if moves else None,
+                 "migrations_done": sum(1 for m in migs if "error" not in m),
+                 "migrations_failed": sum(1 for m in migs if "error" in m),
+                 "failures": sorted({m["error"] for m in migs if "error" in m}),
+                 "received_mbit_s": j["end"]["received_mbit_s"]}
+            doc["runs"].append(r)
+            log(f"starved owner run {k + 1}: member {starved} at {self.STARVED_PCT}% of a core: "
+                f"{'survived' if r['survived'] else 'LOST: ' + r['error']}, "
+                f"{'moved after %.2f s' % r['moved_after_s'] if r['moved'] else 'not moved'}, "
+                f"{r['migrations_failed']} attempts failed")
+        self.save("starved.json", doc)
+
     def rate(self):
         points = []
         secs = 1.0 if self.a.short else 3.0
@@ -502,7 +591,8 @@ class Bench:
         os.makedirs(self.a.out, exist_ok=True)
         machine = self.machine(mode)
         steps = [("micro", self.micro), ("oneway", self.oneway), ("bulk", self.bulk), ("latency", self.latency),
-                 ("migration", self.migration), ("eager_bulk", self.eager_bulk), ("rate", self.rate),
+                 ("migration", self.migration), ("eager_bulk", self.eager_bulk), ("starved", self.starved),
+                 ("rate", self.rate),
                  ("conns", self.conns)]
         try:
             for name, fn in steps:
@@ -525,8 +615,8 @@ def main():
     ap.add_argument("--out", help="results directory (default: bench/results/<UTC date-time>)")
     ap.add_argument("--short", action="store_true", help="the short form (under a minute): small sizes, one repeat")
     ap.add_argument("--repeat", type=int, help="alternated repeats of each M-TCP / plain pair (default 5, short 1)")
-    ap.add_argument("--only", nargs="*", choices=["micro", "oneway", "bulk", "latency", "migration", "eager_bulk", "rate",
-                                                "conns"],
+    ap.add_argument("--only", nargs="*", choices=["micro", "oneway", "bulk", "latency", "migration", "eager_bulk", "starved",
+                                                "rate", "conns"],
                     help="run only these measurements")
     ap.add_argument("--idle-conns", type=int, default=10000, help="idle connections held on one member")
     ap.add_argument("--command", default="bash bench/run.sh", help=argparse.SUPPRESS)

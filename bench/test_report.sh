@@ -122,6 +122,15 @@ cat >"$res/conns.json" <<'JSON'
           {"transport": "tcp", "conns": 1000, "opened": 1000, "alive_at_end": 1000, "open_seconds": 0.3,
            "member_rss_before_kib": 9000, "member_rss_hold_kib": 9600, "per_conn_bytes": 614.4}]}
 JSON
+cat >"$res/starved.json" <<'JSON'
+{"pct": 5, "rate_mbit_s": 2500, "seconds": 8, "starved_at_s": 3.0, "runs": [
+  {"starved_member": 1, "survived": true, "error": "", "moved": true, "moved_after_s": 1.5,
+   "migrations_done": 1, "migrations_failed": 0, "failures": [], "received_mbit_s": 2400.0},
+  {"starved_member": 2, "survived": true, "error": "", "moved": false, "moved_after_s": null,
+   "migrations_done": 0, "migrations_failed": 3, "failures": ["owner unreachable"], "received_mbit_s": 900.0},
+  {"starved_member": 3, "survived": true, "error": "", "moved": true, "moved_after_s": 2.25,
+   "migrations_done": 2, "migrations_failed": 1, "failures": ["migration timeout"], "received_mbit_s": 2300.0}]}
+JSON
 printf '%s\n' '### Synthetic profile' '' 'Top frame: `synthetic_function` (12%).' >"$res/profile.md"
 
 # --- full report -----------------------------------------------------------------------------------
@@ -144,7 +153,10 @@ if run 0 full "$res" --out "$md" --plots-dir "$plots"; then
   check "16 MiB floor target missed" has "$md" "**missed**: 2.22× floor vs ≤ 2.00× floor, 11% over"
   check "conns target missed" has "$md" "**missed**: 1,000 vs ≥ 10,000, 90% short"
   check "per-conn target" has "$md" "| Memory per idle M-TCP connection | < 16.0 KiB | 11.0 KiB | met |"
-  check "targets count" has "$md" "10 of 18 measured targets met."
+  check "targets count" has "$md" "10 of 19 measured targets met."
+  check "starved target missed" has "$md" "| Lazy, owner CPU-limited to 5% of a core: runs where the connection survives and the throughput policy moves it | ≥ 100% | 67% | **missed**: 67% vs ≥ 100%, 33% short |"
+  check "starved row" has "$md" "| 2 | 2 | yes | — | **no** | 3 | owner unreachable | 900 |"
+  check "starved row moved" has "$md" "| 3 | 3 | yes | 2.25 s | yes | 1 | migration timeout | 2,300 |"
   check "small-state floor target missed" has "$md" "| Migration time, lazy, empty state: p50 / floor | ≤ 4.00× floor | 5.00× floor | **missed**"
   check "eager bulk ratio target" has "$md" "| Bulk echo throughput: eager / lazy | ≥ 0.80 | 0.85 | met |"
   check "eager bulk migration target" has "$md" "| Eager migration under bulk traffic: p50 | < 5.00 ms | 4.00 ms | met |"
@@ -194,6 +206,16 @@ if run 0 minimal "$only" --out "$md2" --plots-dir "$work/out2/perf" --no-plots; 
   check "profiling link" has "$md2" "what was changed because of it: [profiling.md]("
   check "no plots dir" test ! -e "$work/out2/perf"
   check "no image links" lacks "$md2" "!["
+fi
+# --- the starved-member run skipped (no root or no cgroup v1): said why, target not measured ---------
+skip="$work/starved-skipped"
+mkdir -p "$skip"
+cp "$res/machine.json" "$skip/"
+printf '%s\n' '{"pct": 5, "rate_mbit_s": 2500, "seconds": 8, "starved_at_s": 3.0, "runs": [], "skipped": "not running as root (synthetic)"}' >"$skip/starved.json"
+md5="$work/out5/performance.md"
+if run 0 starved-skipped "$skip" --out "$md5" --no-plots; then
+  check "starved skipped: why" has "$md5" "Skipped in this run: not running as root (synthetic)."
+  check "starved skipped: target" has "$md5" "| Lazy, owner CPU-limited to 5% of a core: runs where the connection survives and the throughput policy moves it | ≥ 100% | — | not measured in this run |"
 fi
 # --- one-way without iperf3: no anchor, no ratio, said so -------------------------------------------
 noanchor="$work/no-iperf3"
