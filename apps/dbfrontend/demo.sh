@@ -36,7 +36,10 @@ for i in 1 2 3; do
 done
 sleep 0.5
 echo "--- session (replies as the client sees them)"
-"$BIN/mtcp-bank-client" script --pool "$work/pool.json" --first 1 <<EOF2
+# The front-end killed on purpose below is a job of this shell: bash's report of it
+# ("Killed") goes to /dev/null until it is reaped, the client's own stderr to ours (fd 3).
+{
+"$BIN/mtcp-bank-client" script --pool "$work/pool.json" --first 1 2>&3 <<EOF2
 1 AUDIT
 2 BEGIN
 3 TRANSFER 1 2 100
@@ -51,5 +54,7 @@ echo "--- session (replies as the client sees them)"
 10 BALANCE 3
 11 AUDIT
 EOF2
+wait "${pids[1]}"
+} 3>&2 2>/dev/null
 echo "--- the database"
 psql -X -q "$CI" -c "SELECT id, balance FROM bank_account ORDER BY id" -c "SELECT sum(balance) AS total FROM bank_account"

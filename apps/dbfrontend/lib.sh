@@ -34,12 +34,16 @@ JSON
 
 # kill_children PID...: SIGKILL those of the PIDs that are still our children (a PID reaped
 # earlier may belong to another process by now), then reap them.
+# Bash reports a job ended by a signal ("... Killed") on its own stderr while the group below
+# runs: that goes to /dev/null with the rest, since these are ended on purpose.
 kill_children() {
   local p
-  for p in "$@"; do
-    [[ "$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')" == "$$" ]] || continue
-    kill -CONT "$p" 2>/dev/null
-    kill -9 "$p" 2>/dev/null
-  done
-  wait 2>/dev/null
+  {
+    for p in "$@"; do
+      [[ "$(ps -o ppid= -p "$p" | tr -d ' ')" == "$$" ]] || continue
+      kill -CONT "$p"
+      kill -9 "$p"
+    done
+    wait
+  } 2>/dev/null
 }
