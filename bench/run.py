@@ -111,6 +111,14 @@ class Pool:
         for i in (1, 2, 3):
             for port in (self.data_port(i), self.control_port(i)):
                 wait_port(self.procs[i - 1], port, f"member {i} (see {self.work}/members.log)", deadline)
+            # mtcpd opens its admin socket after its ports: mtcpctl right after wait_port found
+            # no socket once (bench_short, 2026-12-07).
+            while not os.path.exists(self.admin(i)):
+                if self.procs[i - 1].poll() is not None:
+                    raise BenchError(f"member {i} exited at start (exit {self.procs[i - 1].returncode})")
+                if time.time() > deadline:
+                    raise BenchError(f"member {i} did not open its admin socket {self.admin(i)}")
+                time.sleep(0.01)
         self.path = path
         return path
 
