@@ -1,11 +1,16 @@
 // libFuzzer harness for the control-message codec (wire/control.h).
 //
-// Input: byte 0 selects the mode (mod 3), the rest is the message material:
+// Input: byte 0 selects the mode (mod 4), the rest is the message material:
 //   0  the bytes as received from the network: decode_control(key, bytes);
 //   1  the bytes are header + body, signed with the pool key before decoding, so a header that
 //      frames correctly reaches the body parser;
 //   2  byte 0 of the rest is a message type and the remainder a body; a valid header and MAC
 //      are built around them, so the fuzzer works on body parsing alone.
+//   3  a chunked message (control version 3): byte 0 of the rest is a type, byte 1 says which
+//      byte to flip (0: none), the remainder, repeated past one chunk, is the body; framed,
+//      salted and tagged chunk by chunk here, independently of the encoder.
+// Every message is also read by a wire::ControlReader in pieces whose size the input picks; it
+// must agree with decode_control (both refuse, or both give what re-encodes the same).
 // Checked: no crash; what decodes re-encodes to exactly the same bytes and decodes again;
 // control_message_size agrees with a successful decode. Every input is also offered to
 // decode_challenge (the receiver's challenge that opens a control connection): what decodes
@@ -15,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <span>
 
 #include "cert/cert.h"
@@ -43,6 +49,45 @@ void sign(Bytes& msg, const mtcp::cert::Key& key) {
   msg.insert(msg.end(), tag.begin(), tag.end());
 }
 
+void put_u32(Bytes& b, uint32_t v) {
+  for (int i = 3; i >= 0; --i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+// A chunked message whose body is `material` repeated to one chunk and a bit more: header,
+// salt, HMAC, then each chunk and its tag (docs/PROTOCOL.md §5 "Chunked messages"). `pick`
+// 0-2: a GRANT, REPL_STATE or REPL_LOG whose state length agrees with the body (so the fields
+// are what is fuzzed); otherwise `pick` is the type byte and the body is raw.
+Bytes chunked(const mtcp::cert::Key& key, uint8_t pick, std::span<const uint8_t> material) {
+  namespace wire = mtcp::wire;
+  static constexpr uint8_t kTypes[] = {0x02, 0x10, 0x11};
+  static constexpr size_t kFields[] = {45, 16, 40};  // the body's fields before the state's length
+  const uint8_t type = pick < 3 ? kTypes[pick] : pick;
+  Bytes body;
+  const size_t len = wire::kControlChunkBytes + 1 + material.size();
+  if (pick < 3) {
+    for (size_t i = 0; i < kFields[pick]; ++i) body.push_back(i < material.size() ? material[i] : 0);
+    put_u32(body, static_cast<uint32_t>(len - kFields[pick] - 4));
+  }
+  while (body.size() < len) {
+    if (material.empty()) body.push_back(0);
+    else body.insert(body.end(), material.begin(), material.begin() + static_cast<std::ptrdiff_t>(std::min(material.size(), len - body.size())));
+  }
+  Bytes msg = {0x4D, 0x54, 0x43, 0x43, wire::kControlVersion, type, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2};
+  put_u32(msg, static_cast<uint32_t>(body.size()));
+  for (size_t i = 0; i < wire::kControlSaltBytes; ++i) msg.push_back(static_cast<uint8_t>(0x51 + i));
+  sign(msg, key);
+  mtcp::cert::ChunkMac mac(mtcp::cert::control_chunk_key(key, std::span<const uint8_t>(msg).first(wire::kControlHeaderBytes + wire::kControlSaltBytes)));
+  for (size_t at = 0, i = 0; at < body.size(); at += wire::kControlChunkBytes, ++i) {
+    auto chunk = std::span<const uint8_t>(body).subspan(at, std::min(wire::kControlChunkBytes, body.size() - at));
+    mac.begin(i);
+    mac.update(chunk);
+    auto tag = mac.finish();
+    msg.insert(msg.end(), chunk.begin(), chunk.end());
+    msg.insert(msg.end(), tag.begin(), tag.end());
+  }
+  return msg;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -55,7 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(std::equal(back.begin(), back.end(), rest.begin(), rest.end()), "challenge encoding is not canonical");
   }
   Bytes msg;
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0:
       msg.assign(rest.begin(), rest.end());
       break;
@@ -63,6 +108,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       msg.assign(rest.begin(), rest.end());
       sign(msg, key);
       break;
+    case 3: {
+      if (rest.size() < 2) return 0;
+      msg = chunked(key, rest[0] < 0xC0 ? rest[0] % 3 : rest[0], rest.subspan(2));
+      if (rest[1] != 0) msg[(size_t{rest[1]} * 2654435761u) % msg.size()] ^= static_cast<uint8_t>(1u << (rest[1] % 8));
+      break;
+    }
     default: {
       if (rest.empty()) return 0;
       const uint32_t body_len = static_cast<uint32_t>(rest.size() - 1);
@@ -78,6 +129,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   auto r = wire::decode_control(key, msg);
+  {
+    const size_t piece = 1 + (size > 1 ? data[size - 1] : 0) * 97u;
+    wire::ControlReader reader(key, mtcp::kControlMessageBytesMax);
+    bool failed = false;
+    std::optional<wire::ControlMessage> got;
+    for (size_t at = 0; at < msg.size() && !failed && !got; at += piece) {
+      std::span<const uint8_t> in(msg.data() + at, std::min(piece, msg.size() - at));
+      while (!in.empty() && !failed && !got) {
+        auto m = reader.next(in);
+        if (!m.ok()) failed = true;
+        else if (m.value().has_value()) got = std::move(*m.value());
+      }
+    }
+    check(r.ok() == (got.has_value()), "the reader and decode_control disagree on a message");
+    if (got) {
+      auto a = wire::encode_control(key, *got);
+      auto b = wire::encode_control(key, r.value());
+      check(a.ok() && b.ok() && a.value() == b.value(), "the reader and decode_control decode differently");
+    }
+  }
   if (!r.ok()) return 0;
   auto size_r = wire::control_message_size(msg);
   check(size_r.ok() && size_r.value() == msg.size(), "control_message_size disagrees with decode");

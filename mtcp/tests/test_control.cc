@@ -1,6 +1,7 @@
 // Unit tests for the server-to-server control-message codec (wire/control.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <type_traits>
@@ -318,7 +319,8 @@ TEST(ControlHeader, BadMagic) {
 }
 
 TEST(ControlHeader, BadVersion) {
-  for (uint8_t v : {uint8_t{0}, uint8_t{1}, uint8_t{3}, uint8_t{0xFF}}) {  // 1: before PEER_HELLO
+  // 1: before PEER_HELLO; 2: before chunked messages.
+  for (uint8_t v : {uint8_t{0}, uint8_t{1}, uint8_t{2}, uint8_t{4}, uint8_t{0xFF}}) {
     Bytes b = encode_ok(samples()[0]);
     b[kVersionAt] = v;
     EXPECT_EQ(decode_error(b), Error::unsupported_version);
@@ -345,20 +347,34 @@ TEST(ControlHeader, UnknownType) {
   EXPECT_EQ(unknown, 256 - 9);
 }
 
-TEST(ControlHeader, ReservedMustBeZero) {
+TEST(ControlHeader, FlagsOtherThanChunkedMustBeZero) {
+  for (uint16_t f : {uint16_t{2}, uint16_t{0x8000}, uint16_t{0xFFFF}, uint16_t{3}}) {
+    Bytes b = encode_ok(samples()[0]);
+    put_u16(b, kReservedAt, f);
+    EXPECT_EQ(decode_error(resign(b)), Error::bad_field) << f;
+  }
+  // "chunked" on a body that fits one chunk.
   Bytes b = encode_ok(samples()[0]);
-  put_u16(b, kReservedAt, 1);
+  put_u16(b, kReservedAt, kControlFlagChunked);
   EXPECT_EQ(decode_error(resign(b)), Error::bad_field);
+  EXPECT_EQ(control_message_size(b).error(), Error::bad_field);
 }
 
 TEST(ControlHeader, TooLargeFromTheHeaderAlone) {
-  Bytes head = encode_ok(samples()[0]);
+  Bytes head = encode_ok(samples()[2]);  // a GRANT: a type that may be chunked
   head.resize(kControlHeaderBytes);
-  const uint32_t body_max = static_cast<uint32_t>(kControlMessageBytesMax - kControlHeaderBytes - kControlMacBytes);
+  put_u16(head, kReservedAt, kControlFlagChunked);
+  // The largest chunked body: header, salt and HMAC, the body, and a tag per chunk.
+  auto wire_size = [](uint64_t len) {
+    return kControlChunkedHeadBytes + len + (len + kControlChunkBytes - 1) / kControlChunkBytes * kControlChunkTagBytes;
+  };
+  uint32_t body_max = static_cast<uint32_t>(kControlMessageBytesMax - kControlChunkedHeadBytes);
+  while (wire_size(body_max) > kControlMessageBytesMax) --body_max;
   put_u32(head, kLengthAt, body_max);
   auto at_max = control_message_size(head);
   ASSERT_TRUE(at_max.ok()) << to_string(at_max.error());
-  EXPECT_EQ(at_max.value(), kControlMessageBytesMax);
+  EXPECT_EQ(at_max.value(), wire_size(body_max));
+  EXPECT_LE(at_max.value(), kControlMessageBytesMax);
   // Only the header is here: decode says truncated, it does not wait for or read the body.
   EXPECT_EQ(decode_error(head), Error::truncated);
 
@@ -457,6 +473,215 @@ TEST(ControlBody, BlobLengthBeyondTheBody) {
   Bytes body = body_of(grant);
   put_u32(body, 45, 499);
   EXPECT_EQ(decode_error(with_body(grant, body)), Error::bad_length);
+}
+
+
+// ---------------------------------------------------------------- chunked messages (version 3)
+
+ControlSalt salt_of(uint8_t v) {
+  ControlSalt s{};
+  for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint8_t>(v + i);
+  return s;
+}
+
+// A REPL_STATE whose body is `body_len` bytes long (20 bytes of fields, then the state).
+ControlMessage repl_state_of_body(size_t body_len, uint8_t seed, uint8_t salt = 1) {
+  ControlMessage m{31, 32, ReplState{.conn_id = 33, .epoch = 34, .state = pattern_bytes(body_len - 20, seed)}};
+  m.salt = salt_of(salt);
+  return m;
+}
+
+uint64_t chunked_size(uint64_t body_len) {
+  return kControlChunkedHeadBytes + body_len + (body_len + kControlChunkBytes - 1) / kControlChunkBytes * kControlChunkTagBytes;
+}
+
+// Offset of byte `at` of the body in a chunked message.
+size_t body_byte_at(size_t at) {
+  return kControlChunkedHeadBytes + at + at / kControlChunkBytes * kControlChunkTagBytes;
+}
+
+TEST(ControlChunked, ABodyOverOneChunkIsChunkedAndRoundTrips) {
+  for (size_t len : {kControlChunkBytes, kControlChunkBytes + 1, 2 * kControlChunkBytes, 2 * kControlChunkBytes + 1,
+                     size_t{3} << 20}) {
+    SCOPED_TRACE(len);
+    ControlMessage m = repl_state_of_body(len, 5);
+    EXPECT_EQ(control_body_size(m.body), len);
+    Bytes b = encode_ok(m);
+    bool chunked = len > kControlChunkBytes;
+    EXPECT_EQ(b.size(), chunked ? chunked_size(len) : kControlHeaderBytes + len + kControlMacBytes);
+    EXPECT_EQ(b[kReservedAt + 1], chunked ? 1 : 0);
+    auto size = control_message_size(b);
+    ASSERT_TRUE(size.ok());
+    EXPECT_EQ(*size, b.size());
+    auto d = decode_control(kKey, b);
+    ASSERT_TRUE(d.ok()) << to_string(d.error());
+    expect_same(m, *d);
+    if (chunked) {
+      EXPECT_EQ(d->salt, m.salt);
+    }
+  }
+  // GRANT and REPL_LOG too.
+  ControlMessage g{1, 2, Grant{.conn_id = 3, .epoch = 4, .request_id = 5, .from_owner = true, .pos = {6, 7, 8},
+                               .state = pattern_bytes(200000, 9)}};
+  g.salt = salt_of(3);
+  ControlMessage l{1, 2, ReplLog{.conn_id = 3, .epoch = 4, .snap_id = 5, .start = 6, .out_acked = 7,
+                                 .bytes = pattern_bytes(kControlChunkBytes, 8)}};
+  l.salt = salt_of(4);
+  for (const auto& m : {g, l}) {
+    auto d = decode_control(kKey, encode_ok(m));
+    ASSERT_TRUE(d.ok()) << to_string(d.error());
+    expect_same(m, *d);
+  }
+}
+
+TEST(ControlChunked, NeedsASalt) {
+  ControlMessage m = repl_state_of_body(kControlChunkBytes + 1, 5);
+  m.salt = {};
+  auto r = encode_control(kKey, m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::bad_field);
+  // One chunk or less: no salt needed, none sent.
+  ControlMessage small = repl_state_of_body(kControlChunkBytes, 5);
+  small.salt = {};
+  EXPECT_TRUE(encode_control(kKey, small).ok());
+}
+
+TEST(ControlChunked, EveryByteIsAuthenticated) {
+  const size_t len = 2 * kControlChunkBytes + 100;  // three chunks, the last short
+  const Bytes good = encode_ok(repl_state_of_body(len, 7));
+  std::vector<std::pair<size_t, Error>> spots = {
+      {kControlHeaderBytes + 3, Error::bad_mac},                    // salt
+      {kControlHeaderBytes + kControlSaltBytes + 5, Error::bad_mac},  // header's HMAC
+      {body_byte_at(0), Error::bad_mac},                            // first body byte (a field)
+      {body_byte_at(25), Error::bad_mac},                           // state, chunk 0
+      {body_byte_at(kControlChunkBytes - 1), Error::bad_mac},       // last byte of chunk 0
+      {body_byte_at(kControlChunkBytes - 1) + 1, Error::bad_mac},   // chunk 0's tag
+      {body_byte_at(kControlChunkBytes), Error::bad_mac},           // first byte of chunk 1
+      {body_byte_at(len - 1), Error::bad_mac},                      // last byte of the body
+      {good.size() - 1, Error::bad_mac},                            // last tag
+      {8, Error::bad_mac},                                          // from (in the header's HMAC)
+  };
+  for (auto [at, want] : spots) {
+    SCOPED_TRACE(at);
+    Bytes b = good;
+    b[at] ^= 0x01;
+    EXPECT_EQ(decode_error(b), want);
+  }
+  // Chunks swapped (both full size): each tag is bound to its index.
+  Bytes swapped = good;
+  const size_t c0 = body_byte_at(0), c1 = body_byte_at(kControlChunkBytes);
+  const size_t span = kControlChunkBytes + kControlChunkTagBytes;
+  std::copy(good.begin() + static_cast<std::ptrdiff_t>(c1), good.begin() + static_cast<std::ptrdiff_t>(c1 + span),
+            swapped.begin() + static_cast<std::ptrdiff_t>(c0));
+  std::copy(good.begin() + static_cast<std::ptrdiff_t>(c0), good.begin() + static_cast<std::ptrdiff_t>(c0 + span),
+            swapped.begin() + static_cast<std::ptrdiff_t>(c1));
+  EXPECT_EQ(decode_error(swapped), Error::bad_mac);
+  // A chunk of another message of the same length and key but another salt.
+  const Bytes other = encode_ok(repl_state_of_body(len, 7, 99));
+  Bytes spliced = good;
+  std::copy(other.begin() + static_cast<std::ptrdiff_t>(c1), other.begin() + static_cast<std::ptrdiff_t>(c1 + span),
+            spliced.begin() + static_cast<std::ptrdiff_t>(c1));
+  EXPECT_EQ(decode_error(spliced), Error::bad_mac);
+  // Another pool key.
+  EXPECT_EQ(decode_error(good, kOtherKey), Error::bad_mac);
+  // Cut short, or with a byte more.
+  EXPECT_EQ(decode_error(std::span<const uint8_t>(good).first(good.size() - 1)), Error::truncated);
+  Bytes longer = good;
+  longer.push_back(0);
+  EXPECT_EQ(decode_error(longer), Error::bad_length);
+}
+
+TEST(ControlChunked, OnlyTypesWithStateMayBeChunked) {
+  Bytes b = encode_ok(samples()[0]);  // a CLAIM
+  b.resize(kControlHeaderBytes);
+  put_u16(b, kReservedAt, kControlFlagChunked);
+  put_u32(b, kLengthAt, kControlChunkBytes + 1);
+  EXPECT_EQ(control_message_size(b).error(), Error::bad_length);
+  // A GRANT with the flag and a body over one chunk frames.
+  Bytes g = encode_ok(samples()[2]);
+  g.resize(kControlHeaderBytes);
+  put_u16(g, kReservedAt, kControlFlagChunked);
+  put_u32(g, kLengthAt, kControlChunkBytes + 1);
+  ASSERT_TRUE(control_message_size(g).ok());
+  EXPECT_EQ(control_message_size(g).value(), chunked_size(kControlChunkBytes + 1));
+  // Without the flag, the same length is refused.
+  put_u16(g, kReservedAt, 0);
+  EXPECT_EQ(control_message_size(g).error(), Error::bad_field);
+}
+
+// The reader gives the same messages whatever pieces the stream comes in.
+TEST(ControlReaderTest, AnySplitGivesTheSameMessages) {
+  std::vector<ControlMessage> want = samples();
+  want.push_back(repl_state_of_body(3 * kControlChunkBytes + 17, 2, 10));
+  want.push_back(samples()[0]);
+  want.push_back(repl_state_of_body(kControlChunkBytes + 1, 3, 11));
+  Bytes stream;
+  for (const auto& m : want) {
+    Bytes b = encode_ok(m);
+    stream.insert(stream.end(), b.begin(), b.end());
+  }
+  for (size_t piece : {size_t{1}, size_t{7}, size_t{16}, size_t{4096}, size_t{65536 + 3}, stream.size()}) {
+    SCOPED_TRACE(piece);
+    ControlReader reader(kKey, kControlMessageBytesMax);
+    std::vector<ControlMessage> got;
+    for (size_t at = 0; at < stream.size(); at += piece) {
+      std::span<const uint8_t> in(stream.data() + at, std::min(piece, stream.size() - at));
+      while (!in.empty()) {
+        auto r = reader.next(in);
+        ASSERT_TRUE(r.ok()) << to_string(r.error());
+        if (r->has_value()) got.push_back(std::move(**r));
+      }
+    }
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) expect_same(want[i], got[i]);
+    EXPECT_EQ(reader.buffered(), 0u);
+  }
+}
+
+TEST(ControlReaderTest, RefusesWhatIsOverItsLimitFromTheHeader) {
+  Bytes big = encode_ok(repl_state_of_body(kControlChunkBytes + 1, 2));
+  ControlReader reader(kKey, kControlUnverifiedBytesMax);
+  std::span<const uint8_t> in(big);
+  auto r = reader.next(in);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::too_large);
+  EXPECT_LE(reader.buffered(), kControlHeaderBytes);
+  // Unusable afterwards.
+  Bytes small = encode_ok(samples()[0]);
+  std::span<const uint8_t> again(small);
+  EXPECT_FALSE(reader.next(again).ok());
+}
+
+// A forged header never gets the reader to make room for the body it announces.
+TEST(ControlReaderTest, NoRoomForABodyBeforeTheHeaderIsAuthenticated) {
+  Bytes b = encode_ok(repl_state_of_body(size_t{8} << 20, 2));
+  b[kControlHeaderBytes + kControlSaltBytes] ^= 1;  // the header's HMAC
+  ControlReader reader(kKey, kControlMessageBytesMax);
+  std::span<const uint8_t> in(b.data(), kControlChunkedHeadBytes - 1);
+  auto r = reader.next(in);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+  std::span<const uint8_t> rest(b.data() + kControlChunkedHeadBytes - 1, 1000);
+  r = reader.next(rest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::bad_mac);
+  EXPECT_LE(reader.buffered(), kControlChunkedHeadBytes);
+}
+
+// A bad chunk is refused when that chunk ends, not after the whole message.
+TEST(ControlReaderTest, ABadChunkIsCaughtWhenItEnds) {
+  Bytes b = encode_ok(repl_state_of_body(size_t{1} << 20, 2));
+  b[body_byte_at(10)] ^= 1;
+  ControlReader reader(kKey, kControlMessageBytesMax);
+  const size_t first_tag_end = body_byte_at(kControlChunkBytes - 1) + 1 + kControlChunkTagBytes;
+  std::span<const uint8_t> in(b.data(), first_tag_end - 1);
+  auto r = reader.next(in);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+  std::span<const uint8_t> last(b.data() + first_tag_end - 1, 1);
+  r = reader.next(last);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::bad_mac);
 }
 
 }  // namespace

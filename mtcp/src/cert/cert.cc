@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
@@ -20,6 +21,7 @@ namespace {
 constexpr std::string_view kCertLabel = "mtcp-cert-v1";
 constexpr std::string_view kProofLabel = "mtcp-proof-v1";
 constexpr std::string_view kControlLabel = "mtcp-ctl-v1";
+constexpr std::string_view kChunkKeyLabel = "mtcp-ctl-chunk-v3";
 constexpr std::string_view kWelcomeLabel = "mtcp-welcome-v1";
 constexpr std::string_view kRewrapLabel = "mtcp-rewrap-v1";
 
@@ -151,6 +153,51 @@ Mac control_mac(const Key& pool_key, std::span<const uint8_t> bytes) {
 
 bool control_mac_ok(const Key& pool_key, std::span<const uint8_t> bytes, const Mac& tag) {
   return equal_ct(control_mac(pool_key, bytes), tag);
+}
+
+Key control_chunk_key(const Key& pool_key, std::span<const uint8_t> head) {
+  return hmac_sha256(pool_key, {label_bytes(kChunkKeyLabel), head});
+}
+
+ChunkMac::ChunkMac(const Key& chunk_key) : ctx_(EVP_CIPHER_CTX_new()), key_(chunk_key) {
+  check_openssl(ctx_ != nullptr, "EVP_CIPHER_CTX_new");
+  auto* ctx = static_cast<EVP_CIPHER_CTX*>(ctx_);
+  check_openssl(EVP_EncryptInit_ex(ctx, EVP_chacha20_poly1305(), nullptr, nullptr, nullptr) == 1,
+                "EVP_EncryptInit_ex(chacha20-poly1305)");
+}
+
+ChunkMac::~ChunkMac() {
+  OPENSSL_cleanse(key_.data(), key_.size());
+  EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(ctx_));
+}
+
+void ChunkMac::begin(uint64_t index) {
+  auto* ctx = static_cast<EVP_CIPHER_CTX*>(ctx_);
+  std::array<uint8_t, 12> nonce{};
+  for (int i = 0; i < 8; ++i) nonce[static_cast<size_t>(4 + i)] = static_cast<uint8_t>(index >> (56 - 8 * i));
+  check_openssl(EVP_EncryptInit_ex(ctx, nullptr, nullptr, key_.data(), nonce.data()) == 1, "EVP_EncryptInit_ex(key, nonce)");
+}
+
+// Additional data only (out = nullptr), in pieces OpenSSL's int length can hold.
+void ChunkMac::update(std::span<const uint8_t> piece) {
+  auto* ctx = static_cast<EVP_CIPHER_CTX*>(ctx_);
+  for (size_t at = 0; at < piece.size();) {
+    int n = static_cast<int>(std::min<size_t>(piece.size() - at, size_t{1} << 30));
+    int out_len = 0;
+    check_openssl(EVP_EncryptUpdate(ctx, nullptr, &out_len, piece.data() + at, n) == 1, "EVP_EncryptUpdate(aad)");
+    at += static_cast<size_t>(n);
+  }
+}
+
+ChunkTag ChunkMac::finish() {
+  auto* ctx = static_cast<EVP_CIPHER_CTX*>(ctx_);
+  int out_len = 0;
+  uint8_t none[16];
+  check_openssl(EVP_EncryptFinal_ex(ctx, none, &out_len) == 1 && out_len == 0, "EVP_EncryptFinal_ex");
+  ChunkTag t{};
+  check_openssl(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(t.size()), t.data()) == 1,
+                "EVP_CTRL_AEAD_GET_TAG");
+  return t;
 }
 
 namespace {

@@ -66,6 +66,38 @@ Mac control_mac(const Key& pool_key, std::span<const uint8_t> bytes);
 // Constant-time compare of the recomputed tag with `tag`.
 bool control_mac_ok(const Key& pool_key, std::span<const uint8_t> bytes, const Mac& tag);
 
+// ---- Chunked control messages (control version 3, docs/PROTOCOL.md §5 "Chunked messages") ----
+//
+// A control message whose body is larger than one chunk carries, after its header, a 16-byte
+// salt and an HMAC over header and salt (control_mac); each chunk of its body is followed by a
+// 16-byte tag of ChaCha20-Poly1305 (RFC 8439) under a key derived for that message, with the
+// chunk as additional data, no plaintext, and the chunk's index as the nonce. A receiver checks
+// each chunk as it arrives (cut-through) at the speed of Poly1305, not of SHA-256.
+
+using ChunkTag = std::array<uint8_t, 16>;
+
+// key = HMAC-SHA256(pool_key, "mtcp-ctl-chunk-v3" || head), where head is the message's header
+// and salt. The salt makes the key, and so every (key, nonce) pair, unique per message.
+Key control_chunk_key(const Key& pool_key, std::span<const uint8_t> head);
+
+// Tags chunks of one message, a chunk at a time and each chunk in pieces as they come: begin,
+// update..., finish. Holds one OpenSSL cipher context; not copyable.
+class ChunkMac {
+ public:
+  explicit ChunkMac(const Key& chunk_key);
+  ~ChunkMac();
+  ChunkMac(const ChunkMac&) = delete;
+  ChunkMac& operator=(const ChunkMac&) = delete;
+  // Starts chunk `index` (nonce: 4 zero bytes, then index as u64 big-endian).
+  void begin(uint64_t index);
+  void update(std::span<const uint8_t> piece);
+  ChunkTag finish();
+
+ private:
+  void* ctx_;  // EVP_CIPHER_CTX
+  Key key_;
+};
+
 // ---- Key agreement: the secret never crosses the wire in the clear (docs/PROTOCOL.md §6.2) ----
 //
 // A fresh connection's HELLO carries the client's X25519 public key and WELCOME the server's;

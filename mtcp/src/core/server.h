@@ -7,6 +7,7 @@
 // plain-TCP subflow to the plain service), and calls on_timer() at next_deadline(). The
 // application reads, writes, snapshots and imports through the conn_* calls.
 #pragma once
+#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -68,8 +69,11 @@ class ServerEngine {
   bool wants_transmit(SubflowId sub) const;
   bool wants_read(SubflowId sub) const;
 
-  // Control channel: one complete message from a peer member.
+  // Control channel: one complete message from a peer member, as it came from the wire.
   void on_control(ServerId from, std::span<const uint8_t> message, TimeMs now);
+  // The same message already decoded and authenticated by the transport's wire::ControlReader
+  // (a chunked message is checked as it arrives; the engine then need not hold the bytes twice).
+  void on_control_message(ServerId from, wire::ControlMessage&& m, TimeMs now);
 
   void on_timer(TimeMs now);
   // From an index kept up to date for what changed, so it does not grow with idle connections.
@@ -405,6 +409,10 @@ class ServerEngine {
 
   ServerConfig cfg_;
   Random& rng_;
+  // Salts of chunked control messages: 8 random bytes drawn at the first one, then a counter.
+  std::array<uint8_t, 8> salt_prefix_{};
+  bool salt_drawn_ = false;
+  uint64_t salts_used_ = 0;
   Counters counters_;
   std::map<SubflowId, Sub> subs_;
   std::map<ConnId, Conn> conns_;

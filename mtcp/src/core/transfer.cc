@@ -26,6 +26,14 @@ namespace mtcp::core {
 
 void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
   wire::ControlMessage m{cfg_.self, to, std::move(body)};
+  if (wire::control_body_size(m.body) > wire::kControlChunkBytes) {
+    // A salt never used before under this pool key: a random prefix for this engine's life
+    // and a counter (docs/PROTOCOL.md §5 "Chunked messages").
+    if (!std::exchange(salt_drawn_, true)) rng_.fill(salt_prefix_);
+    std::copy(salt_prefix_.begin(), salt_prefix_.end(), m.salt.begin());
+    uint64_t n = ++salts_used_;
+    for (size_t i = 0; i < 8; ++i) m.salt[8 + i] = static_cast<uint8_t>(n >> (56 - 8 * i));
+  }
   auto bytes = wire::encode_control(cfg_.pool_key, m);
   if (!bytes) {
     ++counters_.limit_refusals;
@@ -35,10 +43,20 @@ void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
 }
 
 void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, TimeMs now) {
+  auto m = wire::decode_control(cfg_.pool_key, message);
+  if (!m) {
+    now_ms_ = now;
+    ++counters_.control_malformed;
+    return;
+  }
+  on_control_message(from, std::move(m.value()), now);
+}
+
+void ServerEngine::on_control_message(ServerId from, wire::ControlMessage&& msg, TimeMs now) {
   now_ms_ = now;
   touch_all();  // claims, grants and replication may change any connection
-  auto m = wire::decode_control(cfg_.pool_key, message);
-  if (!m || m->to != cfg_.self || m->from != from || from == cfg_.self) {
+  const wire::ControlMessage* m = &msg;
+  if (m->to != cfg_.self || m->from != from || from == cfg_.self) {
     ++counters_.control_malformed;
     return;
   }
@@ -60,7 +78,7 @@ void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, T
         else if constexpr (std::is_same_v<T, wire::Abandon>) on_abandon(from, body, now);
         else ++counters_.control_malformed;  // PEER_HELLO belongs to the transport (runtime), never the engine
       },
-      std::move(m->body));
+      std::move(msg.body));
 }
 
 // ---- claimer side -------------------------------------------------------------------------

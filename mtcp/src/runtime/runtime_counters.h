@@ -15,6 +15,7 @@ namespace mtcp::rt {
   X(control_handshake_failed) /* inbound control connections without a valid PEER_HELLO in time */ \
   X(control_peer_mismatch)    /* a verified control connection sent a message from another id */  \
   X(control_bad_header)       /* a verified control connection sent bytes that are not a message */ \
+  X(control_bad_message)      /* ... or a message whose tag or body failed its check: closed */   \
   X(control_idle_closed)      /* control connections (either direction) closed when idle */       \
   X(control_connect_failed)   /* outbound control connections that failed before PEER_HELLO */
 

@@ -22,8 +22,7 @@ constexpr int kRoundsPerPass = 4;                 // service rounds before yield
 constexpr int kLingerMs = 2000;                   // wait this long for a closed subflow's FIN
 constexpr size_t kPeerBatchMessages = 256;        // control messages gathered into one writev
 constexpr size_t kPeerBatchBytes = 4u << 20;      // ... and at most this many bytes
-constexpr size_t kInboundReadBytes = 256u << 10;  // a control connection reads at least this much
-constexpr size_t kInboundKeepBytes = 1u << 20;    // ... and keeps a buffer at most this large when idle
+constexpr size_t kInboundReadBytes = 256u << 10;  // a control connection reads at most this much at once
 // A control connection whose sent data stays unacknowledged this long is dropped by the kernel
 // (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
 // TCP's retransmission back-off (which reaches minutes).
@@ -81,11 +80,14 @@ struct ServerNode::Peer {
 // Until its PEER_HELLO verified, the connection reads into a buffer of
 // kControlUnverifiedBytesMax and nothing from it reaches the engine.
 struct ServerNode::Inbound {
-  explicit Inbound(tcp::socket s) : sock(std::move(s)) {}
+  Inbound(tcp::socket s, const cert::Key& pool_key)
+      : sock(std::move(s)), reader(pool_key, wire::kControlUnverifiedBytesMax) {}
   tcp::socket sock;
-  std::unique_ptr<uint8_t[]> buf;  // not value-initialised: reads overwrite it
-  size_t cap = 0;
-  size_t have = 0;
+  // Frames, authenticates and decodes; a chunked message is checked chunk by chunk as it
+  // arrives (docs/PROTOCOL.md §5 "Chunked messages"). At most kControlUnverifiedBytesMax per
+  // message until the PEER_HELLO is verified.
+  wire::ControlReader reader;
+  std::unique_ptr<uint8_t[]> buf;  // one read; not value-initialised: reads overwrite it
   uint64_t key = 0;
   std::string addr;                // the remote address, for the per-address cap
   wire::ChallengeNonce nonce{};
@@ -483,7 +485,7 @@ void ServerNode::open_inbound(tcp::socket sock) {
     sock.close(ec);
     return;
   }
-  auto in = std::make_shared<Inbound>(std::move(sock));
+  auto in = std::make_shared<Inbound>(std::move(sock), pool_.pool_key);
   in->key = next_inbound_++;
   in->addr = std::move(addr);
   in->opened = in->last = now_ms();
@@ -508,15 +510,15 @@ void ServerNode::close_inbound(const std::shared_ptr<Inbound>& in) {
 
 // The first message of an inbound connection: a PEER_HELLO from a member, to us, carrying our
 // nonce. False (and the connection is dropped) otherwise.
-bool ServerNode::on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<const uint8_t> msg) {
-  auto m = wire::decode_control(pool_.pool_key, msg);
-  const auto* hello = m ? std::get_if<wire::PeerHello>(&m->body) : nullptr;
-  if (!hello || hello->nonce != in->nonce || m->to != self_ || m->from == self_ || !pool_.find(m->from)) {
+bool ServerNode::on_peer_hello(const std::shared_ptr<Inbound>& in, const wire::ControlMessage& m) {
+  const auto* hello = std::get_if<wire::PeerHello>(&m.body);
+  if (!hello || hello->nonce != in->nonce || m.to != self_ || m.from == self_ || !pool_.find(m.from)) {
     ++rc_.control_handshake_failed;
     return false;
   }
   in->verified = true;
-  in->peer = m->from;
+  in->peer = m.from;
+  in->reader.set_message_max(kControlMessageBytesMax);
   // One connection per peer: the newer replaces the older, which its sender has given up on.
   if (auto it = inbound_by_peer_.find(in->peer); it != inbound_by_peer_.end()) {
     if (auto old = inbound_.find(it->second); old != inbound_.end()) {
@@ -530,57 +532,36 @@ bool ServerNode::on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<con
 
 void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
   if (in->closed) return;
-  size_t need = in->have + kInboundReadBytes;
-  if (!in->verified) {
-    need = wire::kControlUnverifiedBytesMax;  // never more before the hello's tag is checked
-  } else if (in->have >= wire::kControlHeaderBytes) {
-    auto size = wire::control_message_size({in->buf.get(), in->have});
-    if (size && *size > in->have) need = std::max(need, *size);
-  }
-  // Room for the message under way; a buffer grown for a large one is given back afterwards.
-  if (need > in->cap || (in->cap > kInboundKeepBytes && need <= kInboundKeepBytes)) {
-    size_t cap = in->verified ? std::max(need, 2 * kInboundReadBytes) : need;
-    std::unique_ptr<uint8_t[]> bigger(new uint8_t[cap]);
-    if (in->have) std::memcpy(bigger.get(), in->buf.get(), in->have);
-    in->buf = std::move(bigger);
-    in->cap = cap;
-  }
-  in->sock.async_read_some(asio::buffer(in->buf.get() + in->have, in->cap - in->have), [this, alive = alive_, in](asio::error_code ec, size_t n) {
+  if (!in->buf) in->buf.reset(new uint8_t[kInboundReadBytes]);
+  in->sock.async_read_some(asio::buffer(in->buf.get(), kInboundReadBytes), [this, alive = alive_, in](asio::error_code ec, size_t n) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_ || in->closed) return;
     if (ec) return close_inbound(in);  // the peer reconnects when it has something to say
-    in->have += n;
-    size_t off = 0;
-    while (in->have - off >= wire::kControlHeaderBytes) {
-      std::span<const uint8_t> head(in->buf.get() + off, in->have - off);
-      auto size = wire::control_message_size(head);
-      if (!size) {
-        // Not our protocol or not our version: drop the connection (the engine counts
-        // undecodable messages it is given; this one never gets that far).
+    std::span<const uint8_t> got(in->buf.get(), n);
+    while (!got.empty()) {
+      auto m = in->reader.next(got);
+      if (!m) {
+        // Not our protocol or version, over the size allowed, or a tag or body that fails its
+        // check: the stream cannot be trusted past it. Drop the connection (the sender
+        // reconnects, and the engine resends what matters).
+        Error e = m.error();
         if (!in->verified) ++rc_.control_handshake_failed;
+        else if (e == Error::bad_mac || e == Error::bad_length || e == Error::bad_field) ++rc_.control_bad_message;
         else ++rc_.control_bad_header;
         return close_inbound(in);
       }
-      if (!in->verified && *size > wire::kControlUnverifiedBytesMax) {
-        ++rc_.control_handshake_failed;
-        return close_inbound(in);
-      }
-      if (head.size() < *size) break;
-      uint32_t from = (uint32_t{head[8]} << 24) | (uint32_t{head[9]} << 16) | (uint32_t{head[10]} << 8) | head[11];
+      if (!m->has_value()) break;
+      wire::ControlMessage& msg = **m;
       in->last = now_ms();
       if (!in->verified) {
-        if (!on_peer_hello(in, head.first(*size))) return close_inbound(in);
-      } else if (from != in->peer) {
+        if (!on_peer_hello(in, msg)) return close_inbound(in);
+      } else if (msg.from != in->peer) {
         ++rc_.control_peer_mismatch;
         return close_inbound(in);
       } else {
-        engine_->on_control(from, head.first(*size), now_ms());
+        core::ServerId from = msg.from;
+        engine_->on_control_message(from, std::move(msg), now_ms());
       }
-      off += *size;
-    }
-    if (off > 0) {
-      std::memmove(in->buf.get(), in->buf.get() + off, in->have - off);
-      in->have -= off;
     }
     service();
     read_inbound(in);

@@ -51,7 +51,7 @@ class ServerNode final : private host::Transport {
   void shed_one(asio::ip::tcp::acceptor& a);
   void open_inbound(asio::ip::tcp::socket sock);
   void close_inbound(const std::shared_ptr<Inbound>& in);
-  bool on_peer_hello(const std::shared_ptr<Inbound>& in, std::span<const uint8_t> msg);
+  bool on_peer_hello(const std::shared_ptr<Inbound>& in, const wire::ControlMessage& m);
   void peer_handshake(core::ServerId to);
   void drop_peer(core::ServerId to);
   void flush_peers();  // writes what send_control queued for connected peers

@@ -2,6 +2,11 @@
 
 #include "wire/bytes.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "common/assert.h"
+
 namespace mtcp::wire {
 namespace {
 
@@ -17,21 +22,42 @@ ReplicaPos get_pos(Reader& r) {
   p.in_end = r.u64();
   return p;
 }
-void put_blob(Writer& w, const Bytes& b) {
+// A byte string is always a body's last field: its length goes with the fields, its bytes are
+// returned to be appended (or chunked) by the caller without a copy here.
+std::span<const uint8_t> put_blob(Writer& w, const Bytes& b) {
   w.u32(static_cast<uint32_t>(b.size()));
-  w.bytes(b);
+  return b;
 }
-bool get_blob(Reader& r, Bytes& out) {
+// `tail`: the byte string already separated from the body (a chunked message's reader puts it
+// in place as it arrives); it is taken if its length is the one announced.
+bool get_blob(Reader& r, Bytes& out, Bytes* tail) {
   uint32_t n = r.u32();
+  if (tail) {
+    if (!r.ok() || r.remaining() != 0 || n != tail->size()) return false;
+    out = std::move(*tail);
+    return true;
+  }
   if (!r.ok() || n > r.remaining()) return false;
   auto s = r.bytes(n);
   out.assign(s.begin(), s.end());
   return r.ok();
 }
 
+// Offset of the byte string in a body of this type (after its fields and its u32 length), or
+// 0 for types without one: only these may be chunked.
+size_t blob_offset(uint8_t type) {
+  switch (static_cast<ControlType>(type)) {
+    case ControlType::grant: return 8 + 8 + 4 + 1 + 24 + 4;
+    case ControlType::repl_state: return 8 + 8 + 4;
+    case ControlType::repl_log: return 5 * 8 + 4;
+    default: return 0;
+  }
+}
+
+// Writes a body's fields; returns its byte string (to follow them), empty if it has none.
 struct BodyEncoder {
   Writer& w;
-  void operator()(const Claim& m) {
+  std::span<const uint8_t> operator()(const Claim& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
     w.u32(m.request_id);
@@ -39,55 +65,63 @@ struct BodyEncoder {
     w.u8(m.adopt_only ? 1 : 0);
     w.u32(m.counter);
     put_pos(w, m.have);
+    return {};
   }
-  void operator()(const Grant& m) {
+  std::span<const uint8_t> operator()(const Grant& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
     w.u32(m.request_id);
     w.u8(m.from_owner ? 1 : 0);
     put_pos(w, m.pos);
-    put_blob(w, m.state);
+    return put_blob(w, m.state);
   }
-  void operator()(const Deny& m) {
+  std::span<const uint8_t> operator()(const Deny& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
     w.u32(m.request_id);
     w.u16(static_cast<uint16_t>(m.reason));
     w.u32(m.owner_id);
     w.u64(m.owner_epoch);
+    return {};
   }
-  void operator()(const ReplState& m) {
+  std::span<const uint8_t> operator()(const ReplState& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
-    put_blob(w, m.state);
+    return put_blob(w, m.state);
   }
-  void operator()(const ReplLog& m) {
+  std::span<const uint8_t> operator()(const ReplLog& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
     w.u64(m.snap_id);
     w.u64(m.start);
     w.u64(m.out_acked);
-    put_blob(w, m.bytes);
+    return put_blob(w, m.bytes);
   }
-  void operator()(const ReplAck& m) {
+  std::span<const uint8_t> operator()(const ReplAck& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
     put_pos(w, m.pos);
     w.u8(m.need_state ? 1 : 0);
+    return {};
   }
-  void operator()(const Release& m) {
+  std::span<const uint8_t> operator()(const Release& m) {
     w.u64(m.conn_id);
     w.u64(m.epoch);
+    return {};
   }
-  void operator()(const Abandon& m) {
+  std::span<const uint8_t> operator()(const Abandon& m) {
     w.u64(m.conn_id);
     w.u32(m.request_id);
     w.u32(m.counter);
+    return {};
   }
-  void operator()(const PeerHello& m) { w.bytes(m.nonce); }
+  std::span<const uint8_t> operator()(const PeerHello& m) {
+    w.bytes(m.nonce);
+    return {};
+  }
 };
 
-Result<ControlBody> parse_body(ControlType t, Reader& r) {
+Result<ControlBody> parse_body(ControlType t, Reader& r, Bytes* tail) {
   switch (t) {
     case ControlType::claim: {
       Claim m;
@@ -111,7 +145,7 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       m.request_id = r.u32();
       uint8_t f = r.u8();
       m.pos = get_pos(r);
-      if (!get_blob(r, m.state) || !r.done()) return Error::bad_length;
+      if (!get_blob(r, m.state, tail) || !r.done()) return Error::bad_length;
       if (f > 1) return Error::bad_field;
       m.from_owner = f == 1;
       return ControlBody{std::move(m)};
@@ -133,7 +167,7 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       ReplState m;
       m.conn_id = r.u64();
       m.epoch = r.u64();
-      if (!get_blob(r, m.state) || !r.done()) return Error::bad_length;
+      if (!get_blob(r, m.state, tail) || !r.done()) return Error::bad_length;
       return ControlBody{std::move(m)};
     }
     case ControlType::repl_log: {
@@ -143,7 +177,7 @@ Result<ControlBody> parse_body(ControlType t, Reader& r) {
       m.snap_id = r.u64();
       m.start = r.u64();
       m.out_acked = r.u64();
-      if (!get_blob(r, m.bytes) || !r.done()) return Error::bad_length;
+      if (!get_blob(r, m.bytes, tail) || !r.done()) return Error::bad_length;
       return ControlBody{std::move(m)};
     }
     case ControlType::repl_ack: {
@@ -224,49 +258,109 @@ ControlType type_of(const ControlBody& b) {
   return kTypes[b.index()];
 }
 
-Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m) {
-  Bytes out;
-  // Room for the largest byte string up front, so a state of megabytes is copied once, not
-  // again on each doubling of the buffer.
-  size_t blob = std::visit([](const auto& b) -> size_t {
-    using T = std::decay_t<decltype(b)>;
-    if constexpr (std::is_same_v<T, Grant> || std::is_same_v<T, ReplState>) return b.state.size();
-    else if constexpr (std::is_same_v<T, ReplLog>) return b.bytes.size();
-    else return 0;
-  }, m.body);
-  out.reserve(kControlHeaderBytes + 256 + blob + kControlMacBytes);
-  Writer w(out);
-  w.u32(kControlMagic);
-  w.u8(kControlVersion);
-  w.u8(static_cast<uint8_t>(type_of(m.body)));
-  w.u16(0);
-  w.u32(m.from);
-  w.u32(m.to);
-  size_t len_at = w.size();
-  w.u32(0);
-  std::visit(BodyEncoder{w}, m.body);
-  size_t body_len = out.size() - kControlHeaderBytes;
-  if (out.size() + kControlMacBytes > kControlMessageBytesMax) return Error::too_large;
-  w.patch_u32(len_at, static_cast<uint32_t>(body_len));
-  cert::Mac tag = cert::control_mac(pool_key, out);
-  w.bytes(tag);
-  return out;
+namespace {
+
+uint64_t chunks_of(uint64_t body_len) { return (body_len + kControlChunkBytes - 1) / kControlChunkBytes; }
+
+uint64_t wire_size(uint64_t body_len, bool chunked) {
+  if (!chunked) return kControlHeaderBytes + body_len + kControlMacBytes;
+  return kControlChunkedHeadBytes + body_len + chunks_of(body_len) * kControlChunkTagBytes;
 }
 
-Result<size_t> control_message_size(std::span<const uint8_t> head) {
+struct Header {
+  uint8_t type = 0;
+  bool chunked = false;
+  uint32_t from = 0, to = 0;
+  uint64_t body_len = 0;
+  uint64_t size = 0;  // the whole message on the wire
+};
+
+// The header's rules (docs/PROTOCOL.md §5): magic, version, type, flags, and a body chunked
+// exactly when it is longer than one chunk, only for a type that carries a byte string.
+Result<Header> parse_header(std::span<const uint8_t> head) {
   if (head.size() < kControlHeaderBytes) return Error::truncated;
   Reader r(head);
   if (r.u32() != kControlMagic) return Error::bad_magic;
   if (r.u8() != kControlVersion) return Error::unsupported_version;
-  uint8_t type = r.u8();
-  if (!valid_type(type)) return Error::unknown_type;
-  if (r.u16() != 0) return Error::bad_field;
-  r.u32();
-  r.u32();
-  uint64_t body_len = r.u32();
-  uint64_t total = kControlHeaderBytes + body_len + kControlMacBytes;
-  if (total > kControlMessageBytesMax) return Error::too_large;
-  return static_cast<size_t>(total);
+  Header h;
+  h.type = r.u8();
+  if (!valid_type(h.type)) return Error::unknown_type;
+  uint16_t flags = r.u16();
+  if ((flags & ~kControlFlagChunked) != 0) return Error::bad_field;
+  h.chunked = flags == kControlFlagChunked;
+  h.from = r.u32();
+  h.to = r.u32();
+  h.body_len = r.u32();
+  if (h.chunked != (h.body_len > kControlChunkBytes)) return Error::bad_field;
+  if (h.chunked && blob_offset(h.type) == 0) return Error::bad_length;
+  h.size = wire_size(h.body_len, h.chunked);
+  if (h.size > kControlMessageBytesMax) return Error::too_large;
+  return h;
+}
+
+}  // namespace
+
+size_t control_body_size(const ControlBody& b) {
+  Bytes fields;
+  Writer w(fields);
+  auto blob = std::visit(BodyEncoder{w}, b);
+  return fields.size() + blob.size();
+}
+
+Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m) {
+  Bytes fields;
+  Writer fw(fields);
+  const std::span<const uint8_t> blob = std::visit(BodyEncoder{fw}, m.body);
+  const uint64_t body_len = fields.size() + blob.size();
+  const bool chunked = body_len > kControlChunkBytes;
+  const uint64_t size = wire_size(body_len, chunked);
+  if (size > kControlMessageBytesMax) return Error::too_large;
+  if (chunked && m.salt == ControlSalt{}) return Error::bad_field;
+  Bytes out;
+  out.reserve(size);
+  Writer w(out);
+  w.u32(kControlMagic);
+  w.u8(kControlVersion);
+  w.u8(static_cast<uint8_t>(type_of(m.body)));
+  w.u16(chunked ? kControlFlagChunked : 0);
+  w.u32(m.from);
+  w.u32(m.to);
+  w.u32(static_cast<uint32_t>(body_len));
+  if (!chunked) {
+    w.bytes(fields);
+    w.bytes(blob);
+    w.bytes(cert::control_mac(pool_key, out));
+    return out;
+  }
+  w.bytes(m.salt);
+  w.bytes(cert::control_mac(pool_key, out));
+  cert::ChunkMac mac(cert::control_chunk_key(pool_key, std::span<const uint8_t>(out).first(kControlHeaderBytes + kControlSaltBytes)));
+  // The body as fields || blob, a chunk at a time, each tagged right after it is copied (while
+  // it is still in cache).
+  uint64_t at = 0;
+  for (uint64_t index = 0; at < body_len; ++index) {
+    const uint64_t end = std::min<uint64_t>(at + kControlChunkBytes, body_len);
+    mac.begin(index);
+    size_t from = out.size();
+    if (at < fields.size()) {
+      w.bytes(std::span<const uint8_t>(fields).subspan(at, std::min<uint64_t>(end, fields.size()) - at));
+    }
+    if (end > fields.size()) {
+      uint64_t b0 = std::max<uint64_t>(at, fields.size()) - fields.size();
+      w.bytes(blob.subspan(b0, end - fields.size() - b0));
+    }
+    mac.update(std::span<const uint8_t>(out).subspan(from));
+    w.bytes(mac.finish());
+    at = end;
+  }
+  MTCP_ASSERT(out.size() == size, "encode_control: chunked size");
+  return out;
+}
+
+Result<size_t> control_message_size(std::span<const uint8_t> head) {
+  auto h = parse_header(head);
+  if (!h) return h.error();
+  return static_cast<size_t>(h->size);
 }
 
 Result<ControlMessage> decode_control(const cert::Key& pool_key, std::span<const uint8_t> bytes) {
@@ -274,25 +368,143 @@ Result<ControlMessage> decode_control(const cert::Key& pool_key, std::span<const
   if (!size) return size.error();
   if (bytes.size() < *size) return Error::truncated;
   if (bytes.size() > *size) return Error::bad_length;
-  // Authenticate before parsing the body: nothing from an unauthenticated peer is interpreted.
-  auto signed_part = bytes.first(bytes.size() - kControlMacBytes);
+  ControlReader reader(pool_key, kControlMessageBytesMax);
+  auto m = reader.next(bytes);
+  if (!m) return m.error();
+  MTCP_ASSERT(m->has_value() && bytes.empty(), "decode_control: a framed message did not come out whole");
+  return std::move(**m);
+}
+
+// ---- ControlReader ----------------------------------------------------------------------------
+
+ControlReader::ControlReader(const cert::Key& pool_key, size_t message_max)
+    : key_(pool_key), max_(std::min(message_max, kControlMessageBytesMax)) {}
+
+void ControlReader::set_message_max(size_t n) { max_ = std::min(n, kControlMessageBytesMax); }
+
+Result<std::optional<ControlMessage>> ControlReader::next(std::span<const uint8_t>& in) {
+  if (failed_) return Error::bad_field;
+  auto fail = [&](Error e) -> Result<std::optional<ControlMessage>> {
+    failed_ = true;
+    return e;
+  };
+  auto take = [&](Bytes& dst, size_t want) {
+    size_t n = std::min(want, in.size());
+    dst.insert(dst.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(n));
+    in = in.subspan(n);
+  };
+  if (!chunked_) {
+    if (need_ == 0) {
+      take(head_, kControlHeaderBytes - head_.size());
+      if (head_.size() < kControlHeaderBytes) return std::optional<ControlMessage>{};
+      auto h = parse_header(head_);
+      if (!h) return fail(h.error());
+      if (h->size > max_) return fail(Error::too_large);
+      need_ = h->chunked ? kControlChunkedHeadBytes : static_cast<size_t>(h->size);
+      head_.reserve(need_);
+    }
+    take(head_, need_ - head_.size());
+    if (head_.size() < need_) return std::optional<ControlMessage>{};
+    auto h = parse_header(head_);
+    MTCP_ASSERT(h.ok(), "ControlReader: header changed");
+    if (h->chunked) {
+      if (Status st = start_chunks(); !st) return fail(st.error());
+    } else {
+      // Authenticate before parsing the body: nothing from an unauthenticated peer is interpreted.
+      std::span<const uint8_t> all(head_);
+      auto signed_part = all.first(all.size() - kControlMacBytes);
+      cert::Mac tag{};
+      std::memcpy(tag.data(), all.data() + signed_part.size(), kControlMacBytes);
+      if (!cert::control_mac_ok(key_, signed_part, tag)) return fail(Error::bad_mac);
+      ControlMessage m;
+      m.from = h->from;
+      m.to = h->to;
+      Reader body(signed_part.subspan(kControlHeaderBytes));
+      auto parsed = parse_body(static_cast<ControlType>(h->type), body, nullptr);
+      if (!parsed) return fail(parsed.error());
+      m.body = std::move(parsed.value());
+      head_.clear();
+      if (head_.capacity() > 2 * kControlChunkBytes) head_.shrink_to_fit();
+      need_ = 0;
+      return std::optional<ControlMessage>{std::move(m)};
+    }
+  }
+  // The chunks: bytes go to prefix_ or blob_ as they come and into the chunk's MAC; its tag
+  // follows each chunk.
+  while (!in.empty()) {
+    if (in_tag_) {
+      size_t n = std::min(kControlChunkTagBytes - tag_have_, in.size());
+      std::memcpy(tag_.data() + tag_have_, in.data(), n);
+      tag_have_ += n;
+      in = in.subspan(n);
+      if (tag_have_ < kControlChunkTagBytes) break;
+      if (!cert::equal_ct(mac_->finish(), tag_)) return fail(Error::bad_mac);
+      in_tag_ = false;
+      tag_have_ = 0;
+      ++chunk_;
+      if (body_have_ == body_len_) return finish_chunked();
+      mac_->begin(chunk_);
+      continue;
+    }
+    uint64_t chunk_end = std::min<uint64_t>((chunk_ + 1) * kControlChunkBytes, body_len_);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_end - body_have_, in.size()));
+    if (body_have_ < blob_at_) n = std::min<size_t>(n, blob_at_ - static_cast<size_t>(body_have_));
+    Bytes& dst = body_have_ < blob_at_ ? prefix_ : blob_;
+    size_t from = dst.size();
+    dst.insert(dst.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(n));
+    mac_->update(std::span<const uint8_t>(dst).subspan(from));
+    body_have_ += n;
+    in = in.subspan(n);
+    if (body_have_ == chunk_end) in_tag_ = true;
+  }
+  return std::optional<ControlMessage>{};
+}
+
+// The header's HMAC checked (over header and salt), the chunk key derived, and only then room
+// made for the body.
+Status ControlReader::start_chunks() {
+  std::span<const uint8_t> all(head_);
   cert::Mac tag{};
-  std::memcpy(tag.data(), bytes.data() + signed_part.size(), kControlMacBytes);
-  if (!cert::control_mac_ok(pool_key, signed_part, tag)) return Error::bad_mac;
-  Reader r(signed_part);
-  r.u32();
-  r.u8();
-  auto type = static_cast<ControlType>(r.u8());
-  r.u16();
+  std::memcpy(tag.data(), all.data() + kControlHeaderBytes + kControlSaltBytes, kControlMacBytes);
+  auto signed_part = all.first(kControlHeaderBytes + kControlSaltBytes);
+  if (!cert::control_mac_ok(key_, signed_part, tag)) return Error::bad_mac;
+  auto h = parse_header(head_);
+  chunked_ = true;
+  body_len_ = h->body_len;
+  body_have_ = 0;
+  chunk_ = 0;
+  blob_at_ = blob_offset(h->type);
+  prefix_.clear();
+  prefix_.reserve(blob_at_);
+  blob_.clear();
+  blob_.reserve(static_cast<size_t>(body_len_) - blob_at_);
+  mac_ = std::make_unique<cert::ChunkMac>(cert::control_chunk_key(key_, signed_part));
+  mac_->begin(0);
+  in_tag_ = false;
+  tag_have_ = 0;
+  return {};
+}
+
+Result<std::optional<ControlMessage>> ControlReader::finish_chunked() {
+  auto h = parse_header(head_);
   ControlMessage m;
-  m.from = r.u32();
-  m.to = r.u32();
-  r.u32();
-  Reader body(signed_part.subspan(kControlHeaderBytes));
-  auto parsed = parse_body(type, body);
-  if (!parsed) return parsed.error();
+  m.from = h->from;
+  m.to = h->to;
+  std::copy(head_.begin() + kControlHeaderBytes, head_.begin() + kControlHeaderBytes + kControlSaltBytes, m.salt.begin());
+  Reader body(prefix_);
+  auto parsed = parse_body(static_cast<ControlType>(h->type), body, &blob_);
+  chunked_ = false;
+  mac_.reset();
+  head_.clear();
+  need_ = 0;
+  prefix_.clear();
+  Bytes().swap(blob_);
+  if (!parsed) {
+    failed_ = true;
+    return parsed.error();
+  }
   m.body = std::move(parsed.value());
-  return m;
+  return std::optional<ControlMessage>{std::move(m)};
 }
 
 std::array<uint8_t, kChallengeBytes> encode_challenge(const ChallengeNonce& nonce) {

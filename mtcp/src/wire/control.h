@@ -1,12 +1,18 @@
 // Server-to-server control messages (docs/PROTOCOL.md §5). Each message is self-delimiting and
-// authenticated with the pool key (HMAC-SHA256 over header and body), so a rogue peer on the
-// control network can neither claim a connection nor pull state out of the pool.
+// authenticated with the pool key, so a rogue peer on the control network can neither claim a
+// connection nor pull state out of the pool.
 //
-// Header: magic u32 "MTCC", version u8, type u8, reserved u16, from u32, to u32, body length
-// u32 (20 bytes), then the body, then a 32-byte MAC.
+// Header: magic u32 "MTCC", version u8, type u8, flags u16, from u32, to u32, body length u32
+// (20 bytes). A body of at most kControlChunkBytes follows the header whole, then a 32-byte
+// HMAC over header and body. A longer one (flag "chunked"; a GRANT, REPL_STATE or REPL_LOG with
+// megabytes of state) follows a 16-byte salt and an HMAC over header and salt, in chunks of
+// kControlChunkBytes, each followed by its own 16-byte tag (cert::ChunkMac), so a receiver checks
+// it as it arrives instead of after the last byte, and at Poly1305's speed, not SHA-256's.
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <span>
 #include <variant>
 
@@ -20,9 +26,17 @@ namespace mtcp::wire {
 inline constexpr uint32_t kControlMagic = 0x4D54'4343;  // "MTCC"
 // 2: a control connection starts with the receiver's challenge and the sender's PEER_HELLO
 // answering it (docs/PROTOCOL.md §5.1); version 1 had neither.
-inline constexpr uint8_t kControlVersion = 2;
+// 3: bodies over kControlChunkBytes are chunked, each chunk with its own tag.
+inline constexpr uint8_t kControlVersion = 3;
 inline constexpr size_t kControlHeaderBytes = 20;
 inline constexpr size_t kControlMacBytes = 32;
+inline constexpr size_t kControlChunkBytes = 64u << 10;
+inline constexpr size_t kControlSaltBytes = 16;
+inline constexpr size_t kControlChunkTagBytes = 16;
+inline constexpr uint16_t kControlFlagChunked = 0x0001;
+// Header, salt and their HMAC: what a chunked message starts with.
+inline constexpr size_t kControlChunkedHeadBytes = kControlHeaderBytes + kControlSaltBytes + kControlMacBytes;
+using ControlSalt = std::array<uint8_t, kControlSaltBytes>;
 
 enum class ControlType : uint8_t {
   claim = 0x01,       // state request + ownership claim for a new epoch
@@ -122,16 +136,59 @@ struct ControlMessage {
   uint32_t from = 0;
   uint32_t to = 0;
   ControlBody body;
+  // Chunked messages only: never the same twice under one pool key (it makes the chunk key
+  // unique). The sender sets it; decoding fills it in. Ignored when the body fits one chunk.
+  ControlSalt salt{};
 };
 
 std::string_view to_string(ControlType t);
 ControlType type_of(const ControlBody& b);
 
+// The body's length once encoded: over kControlChunkBytes, the message is chunked and needs a salt.
+size_t control_body_size(const ControlBody& b);
+// too_large over kControlMessageBytesMax; bad_field if the body is chunked and m.salt is all zero.
 Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m);
 // Length of the complete message starting at `head` (>= kControlHeaderBytes bytes), or an
 // error; lets a stream reader frame messages before authenticating them.
 Result<size_t> control_message_size(std::span<const uint8_t> head);
 Result<ControlMessage> decode_control(const cert::Key& pool_key, std::span<const uint8_t> bytes);
+
+// Reads the messages of one control connection from its byte stream, in whatever pieces they
+// arrive. A chunked message is checked a chunk at a time as it arrives and its state goes
+// straight to where the decoded message keeps it (no second copy). Nothing is allocated for a
+// message's body beyond one chunk until its header's HMAC has been checked.
+class ControlReader {
+ public:
+  // Messages over `message_max` bytes (at most kControlMessageBytesMax) are refused (too_large).
+  ControlReader(const cert::Key& pool_key, size_t message_max);
+  void set_message_max(size_t n);
+  // Consumes bytes from the front of `in`, up to the end of at most one message: that message
+  // once complete and authenticated, or nothing when all of `in` was taken and more is needed.
+  // After an error (the error decode_control would give) the reader is unusable: close the
+  // connection.
+  Result<std::optional<ControlMessage>> next(std::span<const uint8_t>& in);
+  // Bytes held for the message under way.
+  size_t buffered() const { return head_.size() + prefix_.size() + blob_.size(); }
+
+ private:
+  Status start_chunks();
+  Result<std::optional<ControlMessage>> finish_chunked();
+
+  cert::Key key_;
+  size_t max_;
+  bool failed_ = false;
+  Bytes head_;           // header; a whole unchunked message; or header, salt and HMAC
+  size_t need_ = 0;      // head_'s target size (0: header not complete yet)
+  bool chunked_ = false;
+  uint64_t body_len_ = 0, body_have_ = 0, chunk_ = 0;
+  size_t blob_at_ = 0;   // body offset of the state bytes (after the fields before them)
+  Bytes prefix_;         // body bytes before blob_at_
+  Bytes blob_;           // body bytes from blob_at_
+  std::array<uint8_t, kControlChunkTagBytes> tag_{};
+  size_t tag_have_ = 0;
+  bool in_tag_ = false;
+  std::unique_ptr<cert::ChunkMac> mac_;
+};
 
 std::array<uint8_t, kChallengeBytes> encode_challenge(const ChallengeNonce& nonce);
 // Exactly kChallengeBytes; bad_magic / unsupported_version / bad_field otherwise.
