@@ -134,7 +134,7 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   // resending the whole unacknowledged output log with every snapshot made bulk output cost
   // up to send_log_bytes_max per snapshot and per alternate.
   uint64_t out_from = p.out_have_epoch == c.epoch ? p.out_have : 0;
-  wire::ConnState st = export_state(c, false, out_from);
+  wire::ConnState st = export_state(c, false, out_from, false);
   // Nor the input it already holds: it confirmed this epoch's log past the new snapshot. Not
   // once the client closed: the state's input must then end exactly at the client's CLOSE
   // (client_fin is taken to be at the state's input end), and the alternate's own log may still
@@ -144,7 +144,7 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
     st.in_log_kept = true;
     st.in_log.clear();
   }
-  auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
+  auto bytes = encode_export(c, st);
   if (!bytes) {
     ++counters_.limit_refusals;
     return;

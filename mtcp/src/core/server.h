@@ -379,7 +379,10 @@ class ServerEngine {
   void freeze(Conn& c, ServerId to, uint64_t epoch);
   OutRecord owner_record(const Conn& c) const;
   // out_from > the log's start: only output from there (an out_log_tail state, for eager).
-  wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0) const;
+  // with_snapshot false: s.snapshot is left empty, for encode_export to take c's own bytes.
+  wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0, bool with_snapshot = true) const;
+  // st (exported from c without its snapshot) encoded with c's snapshot, copied once.
+  Result<Bytes> encode_export(const Conn& c, const wire::ConnState& st) const;
   // A state whose out_log holds only the output after a position the receiver confirmed
   // (out_log_tail): put the receiver's own copy of the part before in front. False when our
   // copy cannot (another epoch, or a gap); st is then unchanged.

@@ -556,9 +556,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
         if (m.counter != 0 && m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
         ++counters_.claims_granted;
         note_handed_request(*c, m.request_id);  // one more GRANT that may be installed
-        wire::ConnState st = export_state(*c, false);
+        wire::ConnState st = export_state(*c, false, 0, false);
         st.epoch = c->handed_epoch;
-        auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
+        auto bytes = encode_export(*c, st);
         if (!bytes) return deny(bytes.error(), 0, 0);
         return send_control(from, wire::Grant{c->id, c->handed_epoch, m.request_id, true, c->pos(), std::move(bytes.value())});
       }
@@ -572,9 +572,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     if (m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
     // docs/PROTOCOL.md §5.2: the owner freezes, stops serving and hands the state over.
     uint64_t next = c->epoch + 1;
-    wire::ConnState st = export_state(*c, false);
+    wire::ConnState st = export_state(*c, false, 0, false);
     st.epoch = next;
-    auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
+    auto bytes = encode_export(*c, st);
     if (!bytes) return deny(bytes.error(), 0, 0);
     freeze(*c, from, next);
     c->handed_requests.clear();
@@ -633,12 +633,12 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     // Elide the snapshot only when the claimer holds this very one: same snapshot id within
     // the same epoch (two owners of different epochs may both have made a snapshot N).
     bool elide = m.have.snap_id == c->snap_id && m.have.epoch == c->epoch && c->snap_id != 0;
-    wire::ConnState st = export_state(*c, elide, out_from);
+    wire::ConnState st = export_state(*c, elide, out_from, false);
     if (keep_in) {
       st.in_log_kept = true;
       st.in_log.clear();
     }
-    auto bytes = wire::encode_state(st, cfg_.limits.snapshot_bytes_max);
+    auto bytes = encode_export(*c, st);
     if (bytes) g.state = std::move(bytes.value());
   }
   send_control(from, std::move(g));
@@ -683,7 +683,14 @@ ServerEngine::OutRecord ServerEngine::owner_record(const Conn& c) const {
   return r;
 }
 
-wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
+Result<Bytes> ServerEngine::encode_export(const Conn& c, const wire::ConnState& st) const {
+  MTCP_ASSERT(st.snapshot.empty(), "encode_export: the state was exported with its snapshot");
+  std::span<const uint8_t> snapshot;
+  if (!st.snapshot_elided) snapshot = c.snapshot;
+  return wire::encode_state(st, snapshot, cfg_.limits.snapshot_bytes_max);
+}
+
+wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from, bool with_snapshot) const {
   wire::ConnState s;
   s.conn_id = c.id;
   s.epoch = c.epoch;
@@ -693,7 +700,7 @@ wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, u
   s.snap_in_seq = c.snap_in_seq;
   s.snap_out_seq = c.snap_out_seq;
   s.snapshot_elided = elide_snapshot;
-  if (!elide_snapshot) s.snapshot = c.snapshot;
+  if (!elide_snapshot && with_snapshot) s.snapshot = c.snapshot;
   if (c.out.base() >= c.snap_out_seq) {
     s.out_log_start = c.snap_out_seq;
   } else if (out_from > c.out.base()) {

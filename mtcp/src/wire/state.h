@@ -54,6 +54,9 @@ struct ConnState {
 
 // Encodes; fails with snapshot_too_large / state_too_large if a cap would be exceeded.
 Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max = kSnapshotBytesMax);
+// The same with the snapshot's bytes taken from `snapshot` instead of s.snapshot (which must be
+// empty): the engine encodes its own copy of a megabytes snapshot without making another.
+Result<Bytes> encode_state(const ConnState& s, std::span<const uint8_t> snapshot, size_t snapshot_bytes_max);
 // Decodes and validates every length and sequence relation.
 Result<ConnState> decode_state(std::span<const uint8_t> bytes,
                                size_t snapshot_bytes_max = kSnapshotBytesMax);
