@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <span>
 #include <type_traits>
 #include <variant>
@@ -682,6 +683,46 @@ TEST(ControlReaderTest, ABadChunkIsCaughtWhenItEnds) {
   r = reader.next(last);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error(), Error::bad_mac);
+}
+
+
+// Written a piece at a time, a message is the same bytes as encoded whole, and each piece but
+// the last ends on a chunk's tag (so the receiver can check it at once).
+TEST(ControlEncoderTest, PiecesAreTheWholeEncoding) {
+  for (size_t len : {size_t{100}, kControlChunkBytes + 1, 5 * kControlChunkBytes + 3}) {
+    const ControlMessage m = repl_state_of_body(len, 4);
+    const Bytes whole = encode_ok(m);
+    for (size_t budget : {size_t{1}, kControlChunkBytes + kControlChunkTagBytes, size_t{3} << 17, whole.size()}) {
+      SCOPED_TRACE(std::to_string(len) + " / " + std::to_string(budget));
+      auto enc = ControlEncoder::make(kKey, m);
+      ASSERT_TRUE(enc.ok());
+      EXPECT_EQ((*enc)->size(), whole.size());
+      Bytes joined;
+      size_t pieces = 0;
+      while (!(*enc)->done()) {
+        size_t before = joined.size();
+        (*enc)->next(joined, budget);
+        ++pieces;
+        ASSERT_GT(joined.size(), before);
+        if (!(*enc)->done() && len > kControlChunkBytes) {
+          EXPECT_EQ((joined.size() - kControlChunkedHeadBytes) % (kControlChunkBytes + kControlChunkTagBytes), 0u);
+        }
+        ASSERT_LE(pieces, 1000u);
+      }
+      ASSERT_EQ(joined.size(), whole.size());
+      size_t diff = 0;
+      while (diff < whole.size() && joined[diff] == whole[diff]) ++diff;
+      EXPECT_EQ(diff, whole.size()) << "first difference at byte " << diff;
+    }
+  }
+}
+
+TEST(ControlEncoderTest, RefusesWhatEncodeControlRefuses) {
+  ControlMessage m = repl_state_of_body(kControlChunkBytes + 1, 4);
+  m.salt = {};
+  auto enc = ControlEncoder::make(kKey, m);
+  ASSERT_FALSE(enc.ok());
+  EXPECT_EQ(enc.error(), Error::bad_field);
 }
 
 }  // namespace

@@ -159,7 +159,7 @@ void ServerEngine::on_timer(TimeMs now) {
     ++counters_.plain_tcp_subflows;
     Bytes head = s.in.flatten(0, s.in.size());
     subs_.erase(id);
-    actions_.push_back({ServerAction::Kind::plain_tcp, id, 0, std::move(head)});
+    actions_.push_back({ServerAction::Kind::plain_tcp, id, 0, std::move(head), nullptr});
   }
   std::vector<uint32_t> due;
   for (auto& [rid, p] : claims_) {

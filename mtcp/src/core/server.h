@@ -10,6 +10,7 @@
 #include <array>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -34,6 +35,10 @@ struct ServerConfig {
   std::vector<wire::Alternate> pool;  // every member, self included; ids unique and non-zero
   cert::Key pool_key{};
   Limits limits;
+  // The transport writes a chunked control message while it is being encoded: send_control
+  // actions then carry a wire::ControlEncoder (`stream`) instead of bytes. The member runtime
+  // does; the simulator and the tests take whole messages.
+  bool stream_control = false;
 };
 // Checks a configuration: self in pool, ids unique and non-zero, caps within the wire caps.
 Status validate(const ServerConfig& cfg);
@@ -43,6 +48,7 @@ struct ServerAction {
   SubflowId subflow = 0;
   ServerId peer = 0;
   Bytes bytes;  // control message, or bytes already read from a plain-TCP subflow
+  std::shared_ptr<wire::ControlEncoder> stream;  // instead of bytes: a chunked message (stream_control)
 };
 
 struct ServerEvent {

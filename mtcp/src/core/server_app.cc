@@ -70,7 +70,7 @@ Result<size_t> ServerEngine::conn_write(ConnId id, Slice s) {
           Sub& sf = subs_.at(sub);
           sf.tx.push(wire::Reset{Error::replay_mismatch});
           sf.phase = Phase::closing;
-          actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+          actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}, nullptr});
         }
         free_conn(id, Error::replay_mismatch);
         return Error::replay_mismatch;

@@ -31,7 +31,7 @@ void ServerEngine::on_subflow_open(SubflowId sub, TimeMs now) {
   touch_sub(sub);
   if (subs_.size() >= cfg_.limits.subflows_max) {
     ++counters_.limit_refusals;
-    actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+    actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}, nullptr});
     return;
   }
   Sub s;
@@ -79,7 +79,7 @@ void ServerEngine::pump_frames(SubflowId sub, TimeMs now) {
         ++counters_.plain_tcp_subflows;
         Bytes head = s.in.flatten(0, s.in.size());
         subs_.erase(it);
-        actions_.push_back({ServerAction::Kind::plain_tcp, sub, 0, std::move(head)});
+        actions_.push_back({ServerAction::Kind::plain_tcp, sub, 0, std::move(head), nullptr});
         return;
       }
       s.in.drop_front(wire::kPreface.size());
@@ -151,7 +151,7 @@ void ServerEngine::kill_subflow(SubflowId sub, Error e) {
   s.tx.clear();
   s.tx.push(wire::Reset{e});
   s.phase = Phase::closing;
-  actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+  actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}, nullptr});
 }
 
 void ServerEngine::refuse(SubflowId sub, Error e, ServerId hint) {
@@ -160,7 +160,7 @@ void ServerEngine::refuse(SubflowId sub, Error e, ServerId hint) {
   touch_sub(sub);
   it->second.tx.push(wire::Refuse{e, hint, std::string(to_string(e))});
   it->second.phase = Phase::closing;
-  actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+  actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}, nullptr});
 }
 
 size_t ServerEngine::poll_transmit(SubflowId sub, size_t budget, std::vector<Slice>& out) {
@@ -282,7 +282,7 @@ void ServerEngine::handle_frame(SubflowId sub, Frame&& f, TimeMs now) {
     case FrameType::reset:
       detach(*c);
       subs_.erase(sub);
-      actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+      actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}, nullptr});
       return;
     default:
       return violation();
@@ -479,7 +479,7 @@ void ServerEngine::detach(Conn& c) {
   auto it = subs_.find(sub);
   if (it != subs_.end() && it->second.phase != Phase::closing) {
     it->second.phase = Phase::closing;
-    actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}});
+    actions_.push_back({ServerAction::Kind::close_subflow, sub, 0, {}, nullptr});
   }
 }
 

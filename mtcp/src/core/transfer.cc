@@ -33,13 +33,22 @@ void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
     std::copy(salt_prefix_.begin(), salt_prefix_.end(), m.salt.begin());
     uint64_t n = ++salts_used_;
     for (size_t i = 0; i < 8; ++i) m.salt[8 + i] = static_cast<uint8_t>(n >> (56 - 8 * i));
+    if (cfg_.stream_control) {
+      auto enc = wire::ControlEncoder::make(cfg_.pool_key, std::move(m));
+      if (!enc) {
+        ++counters_.limit_refusals;
+        return;
+      }
+      actions_.push_back({ServerAction::Kind::send_control, 0, to, {}, std::move(enc.value())});
+      return;
+    }
   }
   auto bytes = wire::encode_control(cfg_.pool_key, m);
   if (!bytes) {
     ++counters_.limit_refusals;
     return;
   }
-  actions_.push_back({ServerAction::Kind::send_control, 0, to, std::move(bytes.value())});
+  actions_.push_back({ServerAction::Kind::send_control, 0, to, std::move(bytes.value()), nullptr});
 }
 
 void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, TimeMs now) {

@@ -144,7 +144,10 @@ bool EngineHost::round() {
   for (auto& a : engine_.take_actions()) {
     moved = true;
     switch (a.kind) {
-      case core::ServerAction::Kind::send_control: transport_.send_control(a.peer, std::move(a.bytes)); break;
+      case core::ServerAction::Kind::send_control:
+        if (a.stream) transport_.send_control_stream(a.peer, std::move(a.stream));
+        else transport_.send_control(a.peer, std::move(a.bytes));
+        break;
       case core::ServerAction::Kind::close_subflow: transport_.close_subflow(a.subflow); break;
       case core::ServerAction::Kind::plain_tcp: transport_.plain_tcp(a.subflow, std::move(a.bytes)); break;
     }

@@ -24,6 +24,14 @@ class Transport {
  public:
   virtual ~Transport() = default;
   virtual void send_control(core::ServerId to, Bytes msg) = 0;
+  // A chunked message to be written as it is encoded (ServerConfig::stream_control). By
+  // default it is encoded whole here and sent as bytes.
+  virtual void send_control_stream(core::ServerId to, std::shared_ptr<wire::ControlEncoder> m) {
+    Bytes b;
+    b.reserve(m->size());
+    while (!m->done()) m->next(b, m->size());
+    send_control(to, std::move(b));
+  }
   // Flush what the engine still queued for the subflow (poll_transmit), then close it.
   virtual void close_subflow(core::SubflowId sub) = 0;
   // The client never sent the M-TCP preface: hand it to the plain-TCP adapter (or refuse it).

@@ -22,6 +22,7 @@ constexpr int kRoundsPerPass = 4;                 // service rounds before yield
 constexpr int kLingerMs = 2000;                   // wait this long for a closed subflow's FIN
 constexpr size_t kPeerBatchMessages = 256;        // control messages gathered into one writev
 constexpr size_t kPeerBatchBytes = 4u << 20;      // ... and at most this many bytes
+constexpr size_t kPeerStreamPieceBytes = 1u << 20;  // a chunked message is written this much at a time
 constexpr size_t kInboundReadBytes = 256u << 10;  // a control connection reads at most this much at once
 // A control connection whose sent data stays unacknowledged this long is dropped by the kernel
 // (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
@@ -68,17 +69,23 @@ struct ServerNode::Peer {
   bool connecting = false;   // connecting, or waiting for the receiver's challenge
   bool writing = false;
   bool flush_due = false;  // listed in peers_to_flush_
-  std::deque<Bytes> queue;
-  size_t queued = 0;
+  // A message, or a chunked one still being encoded (written a piece at a time, the receiver
+  // checking each piece while the next is tagged).
+  struct Out {
+    Bytes bytes;
+    std::shared_ptr<wire::ControlEncoder> stream;
+    size_t size() const { return stream ? stream->size() : bytes.size(); }
+  };
+  std::deque<Out> queue;
+  size_t queued = 0;  // bytes of the queue not written yet
   std::array<uint8_t, wire::kChallengeBytes> challenge{};
   core::TimeMs last_write = 0;
 };
 
-// A control connection from a peer. Reads go straight into `buf`, which is grown to the size
-// of the message being received once its header is in: a state of megabytes arrives in a few
-// large reads and is copied once (it used to come in 64 KiB reads, each copied and appended).
-// Until its PEER_HELLO verified, the connection reads into a buffer of
-// kControlUnverifiedBytesMax and nothing from it reaches the engine.
+// A control connection from a peer. Reads of up to kInboundReadBytes go to `buf` and through
+// the reader, which keeps what a message needs: a chunked state goes once, chunk by chunk, to
+// where the decoded message keeps it. Until its PEER_HELLO verified, the reader takes messages
+// of at most kControlUnverifiedBytesMax and nothing from the connection reaches the engine.
 struct ServerNode::Inbound {
   Inbound(tcp::socket s, const cert::Key& pool_key)
       : sock(std::move(s)), reader(pool_key, wire::kControlUnverifiedBytesMax) {}
@@ -106,6 +113,7 @@ ServerNode::ServerNode(asio::io_context& io, const PoolConfig& pool, core::Serve
   core::ServerConfig cfg;
   cfg.self = self;
   cfg.pool_key = pool.pool_key;
+  cfg.stream_control = true;  // chunked messages are written while they are tagged (queue_control)
   cfg.limits = pool.limits;
   for (const auto& m : pool.members) cfg.pool.push_back({m.id, m.data});
   engine_ = std::make_unique<core::ServerEngine>(cfg, rng_);
@@ -303,14 +311,21 @@ void ServerNode::drain_until_eof(std::shared_ptr<Closing> c) {
 
 // ---- control channel ----------------------------------------------------------------------
 
-void ServerNode::send_control(core::ServerId to, Bytes msg) {
+void ServerNode::send_control(core::ServerId to, Bytes msg) { queue_control(to, std::move(msg), nullptr); }
+
+void ServerNode::send_control_stream(core::ServerId to, std::shared_ptr<wire::ControlEncoder> m) {
+  queue_control(to, {}, std::move(m));
+}
+
+void ServerNode::queue_control(core::ServerId to, Bytes msg, std::shared_ptr<wire::ControlEncoder> stream) {
   auto it = peers_.find(to);
   if (it == peers_.end()) return;
   Peer& p = *it->second;
+  Peer::Out out{std::move(msg), std::move(stream)};
   // The engine retries what matters; a peer that does not keep up loses messages, not memory.
-  if (p.queued + msg.size() > kPeerQueueBytesMax) return;
-  p.queued += msg.size();
-  p.queue.push_back(std::move(msg));
+  if (p.queued + out.size() > kPeerQueueBytesMax) return;
+  p.queued += out.size();
+  p.queue.push_back(std::move(out));
   if (!p.connected) return connect_peer(to);
   if (!in_service_) return write_peer(to);
   // Written at the end of the service pass (flush_peers), all of a pass's messages to this
@@ -407,7 +422,7 @@ void ServerNode::peer_handshake(core::ServerId to) {
     peer.last_write = now_ms();
     peer.connected_at = peer.last_write;
     peer.queued += hello->size();
-    peer.queue.push_front(std::move(*hello));
+    peer.queue.push_front({std::move(*hello), nullptr});
     write_peer(to);
   });
 }
@@ -438,10 +453,20 @@ void ServerNode::write_peer(core::ServerId to) {
   p.writing = true;
   auto batch = std::make_shared<std::vector<Bytes>>();
   size_t bytes = 0;
-  while (!p.queue.empty() && batch->size() < kPeerBatchMessages &&
+  if (p.queue.front().stream) {
+    // The next piece of a chunked message; the next one is tagged when this one is written,
+    // while the receiver checks this one.
+    auto& enc = p.queue.front().stream;
+    batch->emplace_back();
+    batch->back().reserve(std::min(enc->size(), kPeerStreamPieceBytes + wire::kControlChunkedHeadBytes));
+    enc->next(batch->back(), kPeerStreamPieceBytes);
+    bytes = batch->back().size();
+    if (enc->done()) p.queue.pop_front();
+  }
+  while (!p.queue.empty() && !p.queue.front().stream && batch->size() < kPeerBatchMessages &&
          (batch->empty() || bytes + p.queue.front().size() <= kPeerBatchBytes)) {
     bytes += p.queue.front().size();
-    batch->push_back(std::move(p.queue.front()));
+    batch->push_back(std::move(p.queue.front().bytes));
     p.queue.pop_front();
   }
   p.queued -= bytes;

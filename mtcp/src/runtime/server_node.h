@@ -65,6 +65,8 @@ class ServerNode final : private host::Transport {
   void lost(core::SubflowId id);  // a read or write failed: the subflow is gone
   // host::Transport
   void send_control(core::ServerId to, Bytes msg) override;
+  void send_control_stream(core::ServerId to, std::shared_ptr<wire::ControlEncoder> m) override;
+  void queue_control(core::ServerId to, Bytes msg, std::shared_ptr<wire::ControlEncoder> stream);
   void close_subflow(core::SubflowId sub) override { close_sub(sub); }
   void plain_tcp(core::SubflowId sub, Bytes head) override;
   bool subflow_ready(core::SubflowId sub) override;

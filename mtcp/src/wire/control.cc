@@ -307,53 +307,88 @@ size_t control_body_size(const ControlBody& b) {
   return fields.size() + blob.size();
 }
 
-Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m) {
-  Bytes fields;
-  Writer fw(fields);
-  const std::span<const uint8_t> blob = std::visit(BodyEncoder{fw}, m.body);
-  const uint64_t body_len = fields.size() + blob.size();
-  const bool chunked = body_len > kControlChunkBytes;
-  const uint64_t size = wire_size(body_len, chunked);
-  if (size > kControlMessageBytesMax) return Error::too_large;
-  if (chunked && m.salt == ControlSalt{}) return Error::bad_field;
-  Bytes out;
-  out.reserve(size);
+// ---- ControlEncoder ---------------------------------------------------------------------------
+
+Result<std::unique_ptr<ControlEncoder>> ControlEncoder::make(const cert::Key& pool_key, ControlMessage m) {
+  auto owned = std::make_unique<ControlMessage>(std::move(m));
+  const ControlMessage* view = owned.get();
+  std::unique_ptr<ControlEncoder> e(new ControlEncoder(pool_key, *view));
+  e->owned_ = std::move(owned);
+  if (Status st = e->start(); !st) return st.error();
+  return e;
+}
+
+ControlEncoder::ControlEncoder(const cert::Key& pool_key, const ControlMessage& m) : key_(pool_key), m_(&m) {}
+ControlEncoder::~ControlEncoder() = default;
+
+Status ControlEncoder::start() {
+  Writer fw(fields_);
+  blob_ = std::visit(BodyEncoder{fw}, m_->body);
+  body_len_ = fields_.size() + blob_.size();
+  chunked_ = body_len_ > kControlChunkBytes;
+  size_ = wire_size(body_len_, chunked_);
+  if (size_ > kControlMessageBytesMax) return Error::too_large;
+  if (chunked_ && m_->salt == ControlSalt{}) return Error::bad_field;
+  return {};
+}
+
+void ControlEncoder::next(Bytes& out, size_t budget) {
+  MTCP_ASSERT(!done(), "ControlEncoder::next after the end");
   Writer w(out);
-  w.u32(kControlMagic);
-  w.u8(kControlVersion);
-  w.u8(static_cast<uint8_t>(type_of(m.body)));
-  w.u16(chunked ? kControlFlagChunked : 0);
-  w.u32(m.from);
-  w.u32(m.to);
-  w.u32(static_cast<uint32_t>(body_len));
-  if (!chunked) {
-    w.bytes(fields);
-    w.bytes(blob);
-    w.bytes(cert::control_mac(pool_key, out));
-    return out;
+  if (!head_done_) {
+    head_done_ = true;
+    const size_t at = out.size();
+    w.u32(kControlMagic);
+    w.u8(kControlVersion);
+    w.u8(static_cast<uint8_t>(type_of(m_->body)));
+    w.u16(chunked_ ? kControlFlagChunked : 0);
+    w.u32(m_->from);
+    w.u32(m_->to);
+    w.u32(static_cast<uint32_t>(body_len_));
+    if (!chunked_) {
+      w.bytes(fields_);
+      w.bytes(blob_);
+      w.bytes(cert::control_mac(key_, std::span<const uint8_t>(out).subspan(at)));
+      written_ = size_;
+      return;
+    }
+    w.bytes(m_->salt);
+    // A copy: appending the tag may move `out`'s bytes.
+    std::array<uint8_t, kControlHeaderBytes + kControlSaltBytes> head{};
+    std::copy(out.begin() + static_cast<std::ptrdiff_t>(at), out.end(), head.begin());
+    w.bytes(cert::control_mac(key_, head));
+    mac_ = std::make_unique<cert::ChunkMac>(cert::control_chunk_key(key_, head));
+    written_ += kControlChunkedHeadBytes;
   }
-  w.bytes(m.salt);
-  w.bytes(cert::control_mac(pool_key, out));
-  cert::ChunkMac mac(cert::control_chunk_key(pool_key, std::span<const uint8_t>(out).first(kControlHeaderBytes + kControlSaltBytes)));
   // The body as fields || blob, a chunk at a time, each tagged right after it is copied (while
-  // it is still in cache).
-  uint64_t at = 0;
-  for (uint64_t index = 0; at < body_len; ++index) {
-    const uint64_t end = std::min<uint64_t>(at + kControlChunkBytes, body_len);
-    mac.begin(index);
-    size_t from = out.size();
-    if (at < fields.size()) {
-      w.bytes(std::span<const uint8_t>(fields).subspan(at, std::min<uint64_t>(end, fields.size()) - at));
+  // it is still in cache); at least one chunk, then as many as fit the budget.
+  size_t produced = 0;
+  while (body_at_ < body_len_ && (produced == 0 || produced + kControlChunkBytes + kControlChunkTagBytes <= budget)) {
+    const uint64_t end = std::min<uint64_t>(body_at_ + kControlChunkBytes, body_len_);
+    mac_->begin(chunk_);
+    const size_t from = out.size();
+    if (body_at_ < fields_.size())
+      w.bytes(std::span<const uint8_t>(fields_).subspan(body_at_, std::min<uint64_t>(end, fields_.size()) - body_at_));
+    if (end > fields_.size()) {
+      const uint64_t b0 = std::max<uint64_t>(body_at_, fields_.size()) - fields_.size();
+      w.bytes(blob_.subspan(b0, end - fields_.size() - b0));
     }
-    if (end > fields.size()) {
-      uint64_t b0 = std::max<uint64_t>(at, fields.size()) - fields.size();
-      w.bytes(blob.subspan(b0, end - fields.size() - b0));
-    }
-    mac.update(std::span<const uint8_t>(out).subspan(from));
-    w.bytes(mac.finish());
-    at = end;
+    mac_->update(std::span<const uint8_t>(out).subspan(from));
+    w.bytes(mac_->finish());
+    produced += out.size() - from;
+    body_at_ = end;
+    ++chunk_;
   }
-  MTCP_ASSERT(out.size() == size, "encode_control: chunked size");
+  written_ += produced;
+  MTCP_ASSERT(written_ <= size_ && (body_at_ < body_len_ || written_ == size_), "ControlEncoder: size");
+}
+
+Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m) {
+  ControlEncoder e(pool_key, m);
+  if (Status st = e.start(); !st) return st.error();
+  Bytes out;
+  out.reserve(e.size());
+  while (!e.done()) e.next(out, e.size());
   return out;
 }
 

@@ -153,6 +153,37 @@ Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m)
 Result<size_t> control_message_size(std::span<const uint8_t> head);
 Result<ControlMessage> decode_control(const cert::Key& pool_key, std::span<const uint8_t> bytes);
 
+// Encodes one message a piece at a time, so a transport can write a chunked message while it is
+// being tagged (docs/PROTOCOL.md §5 "Chunked messages"): the receiver checks chunk i while the
+// sender copies and tags chunk i+1. The pieces, concatenated, are encode_control's bytes.
+class ControlEncoder {
+ public:
+  // Takes the message; the errors are encode_control's.
+  static Result<std::unique_ptr<ControlEncoder>> make(const cert::Key& pool_key, ControlMessage m);
+  ~ControlEncoder();
+  ControlEncoder(const ControlEncoder&) = delete;
+  ControlEncoder& operator=(const ControlEncoder&) = delete;
+  size_t size() const { return static_cast<size_t>(size_); }  // the whole message
+  bool done() const { return head_done_ && written_ == size_; }
+  // Appends the next piece to `out`: at least one chunk (or the whole unchunked message), and
+  // more while they fit in `budget` bytes. Not after done().
+  void next(Bytes& out, size_t budget);
+
+ private:
+  friend Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m);
+  ControlEncoder(const cert::Key& pool_key, const ControlMessage& m);  // borrows m
+  Status start();
+
+  cert::Key key_;
+  std::unique_ptr<ControlMessage> owned_;
+  const ControlMessage* m_;
+  Bytes fields_;                    // the body's fields (with the blob's length)
+  std::span<const uint8_t> blob_;   // into *m_
+  uint64_t body_len_ = 0, size_ = 0, written_ = 0, body_at_ = 0, chunk_ = 0;
+  bool chunked_ = false, head_done_ = false;
+  std::unique_ptr<cert::ChunkMac> mac_;
+};
+
 // Reads the messages of one control connection from its byte stream, in whatever pieces they
 // arrive. A chunked message is checked a chunk at a time as it arrives and its state goes
 // straight to where the decoded message keeps it (no second copy). Nothing is allocated for a
