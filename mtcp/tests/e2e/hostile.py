@@ -26,6 +26,10 @@ Cases, each asserting on the members' counters (admin socket), CPU time and RSS:
   6. a rogue member (same addresses, another pool key) in an eager pool: its control
      connections are refused and logged, it takes over nothing, and a client migrating
      between the members keeps an intact stream.
+  7. an insider with the pool key on a control connection (control version 3, chunked
+     messages): a chunk with a forged tag, and a chunked header with a forged HMAC announcing
+     60 MiB, each close the connection at once (control_bad_message), allocate nothing of what
+     they announce, reach no connection, and migrations still work afterwards.
 Ends only the processes it started and removes its folder.
 """
 import hashlib
@@ -214,8 +218,8 @@ def case_control_flood(work):
             if kind == 1:
                 s.sendall(b"M")  # one byte now, more later (a slow-loris)
             elif kind == 2:
-                # A well-formed header (magic "MTCC", version 2, type GRANT) announcing 60 MiB.
-                s.sendall(b"MTCC" + bytes([2, 0x02, 0, 0]) + (2).to_bytes(4, "big") + (1).to_bytes(4, "big")
+                # A well-formed header (magic "MTCC", version 3, type GRANT, chunked) announcing 60 MiB.
+                s.sendall(b"MTCC" + bytes([3, 0x02, 0, 1]) + (2).to_bytes(4, "big") + (1).to_bytes(4, "big")
                           + (60 << 20).to_bytes(4, "big") + os.urandom(4000))
             elif kind == 3:
                 s.sendall(os.urandom(64))
@@ -564,6 +568,82 @@ def case_rogue_peer(work):
         p.wait(10)
 
 
+def control_message(pool_key, mtype, frm, to, body, flags=0, body_len=None):
+    """A control message (docs/PROTOCOL.md §5): header, body, HMAC-SHA256 over both."""
+    head = b"MTCC" + bytes([3, mtype]) + struct.pack(">HIII", flags, frm, to, len(body) if body_len is None else body_len)
+    return head + body + hmac.new(pool_key, b"mtcp-ctl-v1" + head + body, hashlib.sha256).digest()
+
+
+def insider_connection(ctl, pool_key, frm, to):
+    """A control connection that passed the handshake: the receiver's challenge answered with a
+    PEER_HELLO under the pool key, as member `frm` would."""
+    s = socket.create_connection(ctl, timeout=3)
+    challenge = b""
+    while len(challenge) < 24:
+        more = s.recv(24 - len(challenge))
+        if not more:
+            raise OSError("no challenge")
+        challenge += more
+    check(challenge[:5] == b"MTCK\x03", "the control challenge is version 3")
+    s.sendall(control_message(pool_key, 0x20, frm, to, challenge[8:24]))
+    return s
+
+
+def closed_by_peer(s, seconds):
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def case_chunked_insider(work):
+    print("== chunked control messages from an insider (the pool key) that fail their checks", flush=True)
+    base = free_base()
+    pool = pool_file(work, base, 2, {"claim_timeout_ms": 1000}, "chunked.json")
+    with open(os.path.join(work, "pool.key"), "rb") as f:
+        key = f.read()
+    m1, a1 = start_member(work, pool, 1)
+    m2, a2 = start_member(work, pool, 2)
+    ctl = ("127.0.0.1", base + 6)
+    rss0 = rss_kib(m1.pid)
+    # 1. A chunked REPL_STATE of 8 MiB whose first chunk's tag is wrong: the member drops the
+    #    connection when that chunk ends, long before the 8 MiB it announced.
+    s = insider_connection(ctl, key, 2, 1)
+    body_len = 8 << 20
+    head = b"MTCC" + bytes([3, 0x10]) + struct.pack(">HIII", 1, 2, 1, body_len) + os.urandom(16)
+    s.sendall(head + hmac.new(key, b"mtcp-ctl-v1" + head, hashlib.sha256).digest())
+    fields = struct.pack(">QQI", 7, 1, body_len - 20)
+    s.sendall(fields + os.urandom(65536 - len(fields)) + os.urandom(16))  # chunk 0, a forged tag
+    check(closed_by_peer(s, 3), "a chunk with a forged tag closes the control connection")
+    s.close()
+    # 2. A chunked header announcing 60 MiB with a wrong HMAC: closed, and nothing allocated.
+    s = insider_connection(ctl, key, 2, 1)
+    head = b"MTCC" + bytes([3, 0x10]) + struct.pack(">HIII", 1, 2, 1, 60 << 20) + os.urandom(16)
+    s.sendall(head + os.urandom(32) + os.urandom(200000))
+    check(closed_by_peer(s, 3), "a chunked header with a forged HMAC closes the control connection")
+    s.close()
+    st = status(a1)["counters"]
+    check(st["control_bad_message"] >= 2, "bad messages counted (control_bad_message %d)" % st["control_bad_message"])
+    check(st["claims_granted"] == 0 and st["migrations_started"] == 0, "nothing of them reached a connection")
+    grown = rss_kib(m1.pid) - rss0
+    check(grown < 20 * 1024 * RSS_SLACK, "RSS grew %d KiB, not by the 8 or 60 MiB announced" % grown)
+    # Member 2's own control connections were replaced by the insider's hellos: it reconnects,
+    # and migrations between the two still work.
+    rc, res = perf(pool, 1, 1.5, ["--migrate-every", "200"])
+    end = res.get("end", {})
+    check(rc == 0 and end.get("verdict") == "ok" and end.get("migrations_done", 0) >= 1,
+          "migrations between the members still work afterwards (exit %d, verdict %s, %s migrations)"
+          % (rc, end.get("verdict"), end.get("migrations_done")))
+    for p in (m1, m2):
+        p.terminate()
+        p.wait(10)
+
+
 def case_data_flood(work):
     print("== data-port flood (plain clients that send and never read)", flush=True)
     base = free_base()
@@ -655,6 +735,7 @@ def main():
         case_data_flood(work)
         case_proofs(work)
         case_rogue_peer(work)
+        case_chunked_insider(work)
     finally:
         for p in procs:
             if p.poll() is None:
