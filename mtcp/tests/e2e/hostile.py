@@ -197,6 +197,32 @@ def case_fd_exhaustion(work):
         p.wait(10)
 
 
+def migrations_still_work(pool, members, when):
+    """A client migrating every 200 ms between the members keeps an intact stream; then the
+    members are stopped."""
+    rc, res = perf(pool, 1, 1.5, ["--migrate-every", "200"])
+    end = res.get("end", {})
+    check(rc == 0 and end.get("verdict") == "ok" and end.get("migrations_done", 0) >= 1,
+          "migrations between the members still work %s (exit %d, verdict %s, %s migrations)"
+          % (when, rc, end.get("verdict"), end.get("migrations_done")))
+    for p in members:
+        p.terminate()
+        p.wait(10)
+
+
+def closed_by_peer(s, seconds):
+    """True once the member closed the connection (EOF or reset) within `seconds`."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
 def case_control_flood(work):
     print("== control-port flood", flush=True)
     base = free_base()
@@ -240,16 +266,7 @@ def case_control_flood(work):
     st = status(a1)["counters"]
     closed = 0
     for kind, s in conns:
-        s.settimeout(0.5)
-        try:
-            data = s.recv(4096)
-            while data:
-                data = s.recv(4096)
-            closed += 1
-        except socket.timeout:
-            pass
-        except OSError:
-            closed += 1
+        closed += closed_by_peer(s, 0.5)
         s.close()
     check(closed == len(conns), "every unauthenticated control connection closed by the member (%d of %d)"
           % (closed, len(conns)))
@@ -259,14 +276,7 @@ def case_control_flood(work):
     check(st["migrations_started"] == 0 and st["claims_granted"] == 0, "nothing from the flood reached the engine")
     log = open(os.path.join(work, "m1.log")).read()
     check("security:" in log and "control_handshake_failed" in log, "the flood is in the member's log (rate limited)")
-    rc, res = perf(pool, 1, 1.5, ["--migrate-every", "200"])
-    end = res.get("end", {})
-    check(rc == 0 and end.get("verdict") == "ok" and end.get("migrations_done", 0) >= 1,
-          "migrations between the members still work after the flood (exit %d, verdict %s, %s migrations)"
-          % (rc, end.get("verdict"), end.get("migrations_done")))
-    for p in (m1, m2):
-        p.terminate()
-        p.wait(10)
+    migrations_still_work(pool, [m1, m2], "after the flood")
 
 # ---- the migration handshake, spoken by hand (docs/PROTOCOL.md §4, §6) ----------------------
 PREFACE = bytes([0x89]) + b"MTCP\r\n\x1a"
@@ -589,18 +599,6 @@ def insider_connection(ctl, pool_key, frm, to):
     return s
 
 
-def closed_by_peer(s, seconds):
-    s.settimeout(seconds)
-    try:
-        while s.recv(4096):
-            pass
-        return True
-    except socket.timeout:
-        return False
-    except OSError:
-        return True
-
-
 def case_chunked_insider(work):
     print("== chunked control messages from an insider (the pool key) that fail their checks", flush=True)
     base = free_base()
@@ -634,14 +632,7 @@ def case_chunked_insider(work):
     check(grown < 20 * 1024 * RSS_SLACK, "RSS grew %d KiB, not by the 8 or 60 MiB announced" % grown)
     # Member 2's own control connections were replaced by the insider's hellos: it reconnects,
     # and migrations between the two still work.
-    rc, res = perf(pool, 1, 1.5, ["--migrate-every", "200"])
-    end = res.get("end", {})
-    check(rc == 0 and end.get("verdict") == "ok" and end.get("migrations_done", 0) >= 1,
-          "migrations between the members still work afterwards (exit %d, verdict %s, %s migrations)"
-          % (rc, end.get("verdict"), end.get("migrations_done")))
-    for p in (m1, m2):
-        p.terminate()
-        p.wait(10)
+    migrations_still_work(pool, [m1, m2], "afterwards")
 
 
 def case_data_flood(work):
