@@ -717,6 +717,38 @@ TEST(ControlEncoderTest, PiecesAreTheWholeEncoding) {
   }
 }
 
+// The views of each piece (what the member runtime hands to writev), taken before the next
+// piece is asked for, are the whole encoding too; every chunk's tag is a view of its own, so
+// the body's bytes are not copied.
+TEST(ControlEncoderTest, ViewsAreTheWholeEncoding) {
+  for (size_t len : {size_t{100}, kControlChunkBytes + 1, 5 * kControlChunkBytes + 3}) {
+    const ControlMessage m = repl_state_of_body(len, 4);
+    const Bytes whole = encode_ok(m);
+    for (size_t budget : {size_t{1}, size_t{3} << 17, whole.size()}) {
+      SCOPED_TRACE(std::to_string(len) + " / " + std::to_string(budget));
+      auto enc = ControlEncoder::make(kKey, m);
+      ASSERT_TRUE(enc.ok());
+      Bytes joined;
+      size_t tags = 0;
+      while (!(*enc)->done()) {
+        std::vector<std::span<const uint8_t>> views;
+        (*enc)->next_views(views, budget);
+        ASSERT_FALSE(views.empty());
+        for (auto v : views) {
+          ASSERT_FALSE(v.empty());
+          tags += v.size() == kControlChunkTagBytes;
+          joined.insert(joined.end(), v.begin(), v.end());
+        }
+        ASSERT_LE(joined.size(), whole.size());
+      }
+      EXPECT_TRUE(joined == whole);
+      if (len > kControlChunkBytes) {
+        EXPECT_EQ(tags, (len + kControlChunkBytes - 1) / kControlChunkBytes) << "one tag view per chunk";
+      }
+    }
+  }
+}
+
 TEST(ControlEncoderTest, RefusesWhatEncodeControlRefuses) {
   ControlMessage m = repl_state_of_body(kControlChunkBytes + 1, 4);
   m.salt = {};

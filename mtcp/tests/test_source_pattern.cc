@@ -67,4 +67,27 @@ TEST(SourcePattern, SeededFillIsNotPeriodicAndFillsUnalignedRanges) {
   EXPECT_EQ(0, std::memcmp(part.data(), whole.data() + 13, part.size()));
 }
 
+// The one-pass check (seeded_mismatch) agrees with filling and comparing: a match, and the
+// first differing byte wherever it lies (in the unaligned head, inside a block of words, in the
+// partial last word), for ranges that start and end anywhere.
+TEST(SourcePattern, SeededMismatchNamesTheFirstDifferingByte) {
+  for (uint64_t offset : {0u, 1u, 7u, 8u, 13u, 4093u}) {
+    for (size_t len : {0u, 1u, 5u, 8u, 9u, 4095u, 4096u, 4097u, 12345u, 70000u}) {
+      Bytes got(len);
+      svc::seeded_fill(42, offset, got);
+      ASSERT_EQ(len, svc::seeded_mismatch(42, offset, got)) << offset << " " << len;
+      if (len > 0) {
+        EXPECT_NE(len, svc::seeded_mismatch(43, offset, got)) << "another seed matched";
+      }
+      for (size_t at : {size_t{0}, len / 3, len / 2 + 1, len - 1}) {
+        if (at >= len) continue;
+        Bytes bad = got;
+        bad[at] ^= 0x40;
+        if (at + 1 < len) bad[len - 1] ^= 0x01;  // a later difference must not be reported first
+        ASSERT_EQ(at, svc::seeded_mismatch(42, offset, bad)) << offset << " " << len << " " << at;
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -453,27 +453,29 @@ void ServerNode::write_peer(core::ServerId to) {
   p.writing = true;
   auto batch = std::make_shared<std::vector<Bytes>>();
   size_t bytes = 0;
+  std::vector<asio::const_buffer> bufs;
+  std::shared_ptr<wire::ControlEncoder> enc;  // kept until the write ends: the views point into it
   if (p.queue.front().stream) {
-    // The next piece of a chunked message; the next one is tagged when this one is written,
-    // while the receiver checks this one.
-    auto& enc = p.queue.front().stream;
-    batch->emplace_back();
-    batch->back().reserve(std::min(enc->size(), kPeerStreamPieceBytes + wire::kControlChunkedHeadBytes));
-    enc->next(batch->back(), kPeerStreamPieceBytes);
-    bytes = batch->back().size();
+    // The next piece of a chunked message, written from the message's own bytes (no copy);
+    // the next one is tagged when this one is written, while the receiver checks this one.
+    enc = p.queue.front().stream;
+    std::vector<std::span<const uint8_t>> views;
+    enc->next_views(views, kPeerStreamPieceBytes);
+    for (auto v : views) {
+      bufs.emplace_back(asio::buffer(v.data(), v.size()));
+      bytes += v.size();
+    }
     if (enc->done()) p.queue.pop_front();
   }
   while (!p.queue.empty() && !p.queue.front().stream && batch->size() < kPeerBatchMessages &&
-         (batch->empty() || bytes + p.queue.front().size() <= kPeerBatchBytes)) {
+         (bytes == 0 || bytes + p.queue.front().size() <= kPeerBatchBytes)) {
     bytes += p.queue.front().size();
     batch->push_back(std::move(p.queue.front().bytes));
     p.queue.pop_front();
   }
   p.queued -= bytes;
-  std::vector<asio::const_buffer> bufs;
-  bufs.reserve(batch->size());
   for (const auto& m : *batch) bufs.emplace_back(asio::buffer(m));
-  asio::async_write(p.sock, bufs, [this, alive = alive_, to, batch](asio::error_code ec, size_t) {
+  asio::async_write(p.sock, bufs, [this, alive = alive_, to, batch, enc](asio::error_code ec, size_t) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_) return;
     Peer& peer = *peers_.at(to);

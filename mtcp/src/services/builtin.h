@@ -43,6 +43,9 @@ size_t source_mismatch(const BlockPtr& pattern, uint64_t offset, std::span<const
 // A byte stream that is a pure function of (seed, offset), generated a word at a time and not
 // periodic (snapshot states; the source pattern itself).
 void seeded_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst);
+// Where got differs from seeded_fill(seed, offset, ...) as an index into got; got.size() when
+// it matches. Generates and compares in one pass (no buffer, no second read).
+size_t seeded_mismatch(uint64_t seed, uint64_t offset, std::span<const uint8_t> got);
 
 // Each service's registration (builtin.cc calls them all).
 std::unique_ptr<sdk::ServiceDef> make_echo_service();

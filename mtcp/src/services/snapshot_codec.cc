@@ -47,17 +47,9 @@ bool decode_positions(uint32_t magic, std::span<const uint8_t> b, uint32_t state
     why = "snapshot state length " + std::to_string(len) + " does not match this member's " + std::to_string(state_bytes);
     return false;
   }
-  std::array<uint8_t, 64u << 10> want;
-  for (size_t at = 0; at < len; at += want.size()) {
-    size_t n = std::min<size_t>(want.size(), len - at);
-    seeded_fill(state_seed(p), at, std::span<uint8_t>(want.data(), n));
-    const uint8_t* got = b.data() + kHeader + at;
-    if (std::memcmp(got, want.data(), n) != 0) {
-      size_t i = 0;
-      while (got[i] == want[i]) ++i;
-      why = "snapshot state corrupted at byte " + std::to_string(at + i);
-      return false;
-    }
+  if (size_t at = seeded_mismatch(state_seed(p), 0, b.subspan(kHeader)); at != len) {
+    why = "snapshot state corrupted at byte " + std::to_string(at);
+    return false;
   }
   pos = p;
   return true;

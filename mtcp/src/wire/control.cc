@@ -333,11 +333,23 @@ Status ControlEncoder::start() {
 }
 
 void ControlEncoder::next(Bytes& out, size_t budget) {
-  MTCP_ASSERT(!done(), "ControlEncoder::next after the end");
+  std::vector<std::span<const uint8_t>> views;
+  next_views(views, budget);
   Writer w(out);
+  for (auto v : views) w.bytes(v);
+}
+
+void ControlEncoder::next_views(std::vector<std::span<const uint8_t>>& out, size_t budget) {
+  MTCP_ASSERT(!done(), "ControlEncoder::next after the end");
+  // Every byte this piece keeps here, reserved first: the views point into scratch_, so it
+  // must not grow (and move) while they are made.
+  const size_t chunks_max = 1 + budget / (kControlChunkBytes + kControlChunkTagBytes);
+  scratch_.clear();
+  scratch_.reserve((head_done_ ? 0 : (chunked_ ? kControlChunkedHeadBytes : size_)) + chunks_max * kControlChunkTagBytes);
+  const uint8_t* const held = scratch_.data();
+  Writer w(scratch_);
   if (!head_done_) {
     head_done_ = true;
-    const size_t at = out.size();
     w.u32(kControlMagic);
     w.u8(kControlVersion);
     w.u8(static_cast<uint8_t>(type_of(m_->body)));
@@ -346,39 +358,50 @@ void ControlEncoder::next(Bytes& out, size_t budget) {
     w.u32(m_->to);
     w.u32(static_cast<uint32_t>(body_len_));
     if (!chunked_) {
+      // Small (at most one chunk): one contiguous copy, tagged with one HMAC.
       w.bytes(fields_);
       w.bytes(blob_);
-      w.bytes(cert::control_mac(key_, std::span<const uint8_t>(out).subspan(at)));
+      w.bytes(cert::control_mac(key_, scratch_));
+      MTCP_ASSERT(scratch_.data() == held && scratch_.size() == size_, "ControlEncoder: unchunked size");
+      out.emplace_back(scratch_.data(), scratch_.size());
       written_ = size_;
       return;
     }
     w.bytes(m_->salt);
-    // A copy: appending the tag may move `out`'s bytes.
-    std::array<uint8_t, kControlHeaderBytes + kControlSaltBytes> head{};
-    std::copy(out.begin() + static_cast<std::ptrdiff_t>(at), out.end(), head.begin());
+    std::span<const uint8_t> head(scratch_.data(), scratch_.size());
     w.bytes(cert::control_mac(key_, head));
     mac_ = std::make_unique<cert::ChunkMac>(cert::control_chunk_key(key_, head));
+    out.emplace_back(scratch_.data(), kControlChunkedHeadBytes);
     written_ += kControlChunkedHeadBytes;
   }
-  // The body as fields || blob, a chunk at a time, each tagged right after it is copied (while
-  // it is still in cache); at least one chunk, then as many as fit the budget.
+  // The body as fields || blob, a chunk at a time, each followed by its tag: at least one
+  // chunk, then as many as fit the budget. The chunk is tagged where it lies.
   size_t produced = 0;
+  size_t chunks = 0;
   while (body_at_ < body_len_ && (produced == 0 || produced + kControlChunkBytes + kControlChunkTagBytes <= budget)) {
+    MTCP_ASSERT(chunks < chunks_max, "ControlEncoder: more chunks than reserved");
     const uint64_t end = std::min<uint64_t>(body_at_ + kControlChunkBytes, body_len_);
     mac_->begin(chunk_);
-    const size_t from = out.size();
-    if (body_at_ < fields_.size())
-      w.bytes(std::span<const uint8_t>(fields_).subspan(body_at_, std::min<uint64_t>(end, fields_.size()) - body_at_));
+    if (body_at_ < fields_.size()) {
+      auto v = std::span<const uint8_t>(fields_).subspan(body_at_, std::min<uint64_t>(end, fields_.size()) - body_at_);
+      mac_->update(v);
+      out.push_back(v);
+    }
     if (end > fields_.size()) {
       const uint64_t b0 = std::max<uint64_t>(body_at_, fields_.size()) - fields_.size();
-      w.bytes(blob_.subspan(b0, end - fields_.size() - b0));
+      auto v = blob_.subspan(b0, end - fields_.size() - b0);
+      mac_->update(v);
+      out.push_back(v);
     }
-    mac_->update(std::span<const uint8_t>(out).subspan(from));
+    const size_t tag_at = scratch_.size();
     w.bytes(mac_->finish());
-    produced += out.size() - from;
+    out.emplace_back(scratch_.data() + tag_at, kControlChunkTagBytes);
+    produced += static_cast<size_t>(end - body_at_) + kControlChunkTagBytes;
     body_at_ = end;
     ++chunk_;
+    ++chunks;
   }
+  MTCP_ASSERT(scratch_.data() == held, "ControlEncoder: the views' storage moved");
   written_ += produced;
   MTCP_ASSERT(written_ <= size_ && (body_at_ < body_len_ || written_ == size_), "ControlEncoder: size");
 }

@@ -168,6 +168,10 @@ class ControlEncoder {
   // Appends the next piece to `out`: at least one chunk (or the whole unchunked message), and
   // more while they fit in `budget` bytes. Not after done().
   void next(Bytes& out, size_t budget);
+  // The same piece as views instead of a copy: the body's chunks are the message's own bytes,
+  // the header and the tags are kept in the encoder. The views stay valid until the next call
+  // or the encoder's end; a writer hands them to writev. Not after done().
+  void next_views(std::vector<std::span<const uint8_t>>& out, size_t budget);
 
  private:
   friend Result<Bytes> encode_control(const cert::Key& pool_key, const ControlMessage& m);
@@ -182,6 +186,7 @@ class ControlEncoder {
   uint64_t body_len_ = 0, size_ = 0, written_ = 0, body_at_ = 0, chunk_ = 0;
   bool chunked_ = false, head_done_ = false;
   std::unique_ptr<cert::ChunkMac> mac_;
+  Bytes scratch_;  // next_views: the header, an unchunked message, the tags of the last piece
 };
 
 // Reads the messages of one control connection from its byte stream, in whatever pieces they
@@ -219,6 +224,7 @@ class ControlReader {
   size_t tag_have_ = 0;
   bool in_tag_ = false;
   std::unique_ptr<cert::ChunkMac> mac_;
+  Bytes scratch_;  // next_views: the header, an unchunked message, the tags of the last piece
 };
 
 std::array<uint8_t, kChallengeBytes> encode_challenge(const ChallengeNonce& nonce);
