@@ -134,7 +134,8 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   // resending the whole unacknowledged output log with every snapshot made bulk output cost
   // up to send_log_bytes_max per snapshot and per alternate.
   uint64_t out_from = p.out_have_epoch == c.epoch ? p.out_have : 0;
-  wire::ConnState st = export_state(c, false, out_from, false);
+  Export ex = export_views(c, false, out_from);
+  wire::ConnState& st = ex.st;
   // Nor the input it already holds: it confirmed this epoch's log past the new snapshot. Not
   // once the client closed: the state's input must then end exactly at the client's CLOSE
   // (client_fin is taken to be at the state's input end), and the alternate's own log may still
@@ -142,9 +143,9 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
   bool keep_in = !c.client_fin && out_from != 0 && p.acked.epoch == c.epoch && p.acked.in_end >= c.snap_in_seq;
   if (keep_in) {
     st.in_log_kept = true;
-    st.in_log.clear();
+    ex.in_log.clear();
   }
-  auto bytes = encode_export(c, st);
+  auto bytes = encode_export(c, ex);
   if (!bytes) {
     ++counters_.limit_refusals;
     return;

@@ -565,9 +565,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
         if (m.counter != 0 && m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
         ++counters_.claims_granted;
         note_handed_request(*c, m.request_id);  // one more GRANT that may be installed
-        wire::ConnState st = export_state(*c, false, 0, false);
-        st.epoch = c->handed_epoch;
-        auto bytes = encode_export(*c, st);
+        Export ex = export_views(*c, false, 0);
+        ex.st.epoch = c->handed_epoch;
+        auto bytes = encode_export(*c, ex);
         if (!bytes) return deny(bytes.error(), 0, 0);
         return send_control(from, wire::Grant{c->id, c->handed_epoch, m.request_id, true, c->pos(), std::move(bytes.value())});
       }
@@ -581,9 +581,9 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     if (m.counter <= c->abandoned_counter) return deny(Error::stale_counter, 0, 0);
     // docs/PROTOCOL.md §5.2: the owner freezes, stops serving and hands the state over.
     uint64_t next = c->epoch + 1;
-    wire::ConnState st = export_state(*c, false, 0, false);
-    st.epoch = next;
-    auto bytes = encode_export(*c, st);
+    Export ex = export_views(*c, false, 0);
+    ex.st.epoch = next;
+    auto bytes = encode_export(*c, ex);
     if (!bytes) return deny(bytes.error(), 0, 0);
     freeze(*c, from, next);
     c->handed_requests.clear();
@@ -642,12 +642,12 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     // Elide the snapshot only when the claimer holds this very one: same snapshot id within
     // the same epoch (two owners of different epochs may both have made a snapshot N).
     bool elide = m.have.snap_id == c->snap_id && m.have.epoch == c->epoch && c->snap_id != 0;
-    wire::ConnState st = export_state(*c, elide, out_from, false);
+    Export ex = export_views(*c, elide, out_from);
     if (keep_in) {
-      st.in_log_kept = true;
-      st.in_log.clear();
+      ex.st.in_log_kept = true;
+      ex.in_log.clear();
     }
-    auto bytes = encode_export(*c, st);
+    auto bytes = encode_export(*c, ex);
     if (bytes) g.state = std::move(bytes.value());
   }
   send_control(from, std::move(g));
@@ -681,26 +681,47 @@ void ServerEngine::freeze(Conn& c, ServerId to, uint64_t epoch) {
 
 // The owner's output after its snapshot: the digest of what left the log (if it keeps one
 // without a gap) and the bytes still in the log.
-ServerEngine::OutRecord ServerEngine::owner_record(const Conn& c) const {
+ServerEngine::OutRecord ServerEngine::owner_record(const Conn& c, bool with_tail) const {
   OutRecord r;
   r.from = c.snap_out_seq;
   r.has_digest = c.dig && c.dig_ok && c.verify;
   r.digest_end = r.has_digest ? c.dig_end : c.snap_out_seq;
   if (r.has_digest) r.digest = c.dig->value();
   r.tail_start = std::max({c.out.base(), c.snap_out_seq, r.digest_end});
-  if (r.tail_start < c.out.end()) r.tail = Slice(make_block(c.out.copy(r.tail_start, c.out.end())));
+  if (with_tail && r.tail_start < c.out.end()) r.tail = Slice(make_block(c.out.copy(r.tail_start, c.out.end())));
   return r;
 }
 
-Result<Bytes> ServerEngine::encode_export(const Conn& c, const wire::ConnState& st) const {
-  MTCP_ASSERT(st.snapshot.empty(), "encode_export: the state was exported with its snapshot");
-  std::span<const uint8_t> snapshot;
-  if (!st.snapshot_elided) snapshot = c.snapshot;
-  return wire::encode_state(st, snapshot, cfg_.limits.snapshot_bytes_max);
+Result<Bytes> ServerEngine::encode_export(const Conn& c, const Export& e) const {
+  wire::StatePieces p;
+  if (!e.st.snapshot_elided) p.snapshot = c.snapshot;
+  for (const Slice& s : e.out_log) p.out_log.push_back(s.span());
+  for (const Slice& s : e.in_log) p.in_log.push_back(s.span());
+  for (const Slice& s : e.out_tail) p.out_tail.push_back(s.span());
+  return wire::encode_state(e.st, p, cfg_.limits.snapshot_bytes_max);
 }
 
-wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from, bool with_snapshot) const {
-  wire::ConnState s;
+wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
+  Export e = export_views(c, elide_snapshot, out_from);
+  wire::ConnState& s = e.st;
+  if (!elide_snapshot) s.snapshot = c.snapshot;
+  auto join = [](const std::vector<Slice>& v) {
+    Bytes b;
+    size_t n = 0;
+    for (const Slice& x : v) n += x.size();
+    b.reserve(n);
+    for (const Slice& x : v) b.insert(b.end(), x.span().begin(), x.span().end());
+    return b;
+  };
+  s.out_log = join(e.out_log);
+  s.in_log = join(e.in_log);
+  s.out_tail = join(e.out_tail);
+  return std::move(e.st);
+}
+
+ServerEngine::Export ServerEngine::export_views(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
+  Export e;
+  wire::ConnState& s = e.st;
   s.conn_id = c.id;
   s.epoch = c.epoch;
   s.migrations = c.counter;
@@ -709,31 +730,35 @@ wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, u
   s.snap_in_seq = c.snap_in_seq;
   s.snap_out_seq = c.snap_out_seq;
   s.snapshot_elided = elide_snapshot;
-  if (!elide_snapshot && with_snapshot) s.snapshot = c.snapshot;
   if (c.out.base() >= c.snap_out_seq) {
     s.out_log_start = c.snap_out_seq;
   } else if (out_from > c.out.base()) {
     s.out_log_tail = true;
     s.out_log_start = std::min(out_from, c.snap_out_seq);
-    if (s.out_log_start < c.snap_out_seq) s.out_log = c.out.copy(s.out_log_start, std::min(c.snap_out_seq, c.out.end()));
+    if (s.out_log_start < c.snap_out_seq) c.out.view(s.out_log_start, std::min(c.snap_out_seq, c.out.end()), e.out_log);
   } else {
     s.out_log_start = c.out.base();
-    s.out_log = c.out.copy(c.out.base(), std::min(c.snap_out_seq, c.out.end()));
+    c.out.view(c.out.base(), std::min(c.snap_out_seq, c.out.end()), e.out_log);
   }
-  s.in_log = c.in_log.flatten(0, c.in_log.size());
+  c.in_log.view(0, c.in_log.size(), e.in_log);
   s.client_fin = c.client_fin;
-  // Output after the snapshot (state version 2): the owner's live record, or the one a frozen
-  // or replica copy holds for this snapshot.
+  // Output after the snapshot (state version 2): the owner's live record (its tail a view of
+  // the log), or the one a frozen or replica copy holds for this snapshot.
   OutRecord r;
-  if (c.role == Role::owner) r = owner_record(c);
-  else if (c.has_rec && c.rec.from == c.snap_out_seq) r = c.rec;
-  else r.from = r.digest_end = r.tail_start = c.snap_out_seq;
+  if (c.role == Role::owner) {
+    r = owner_record(c, false);
+    if (r.tail_start < c.out.end()) c.out.view(r.tail_start, c.out.end(), e.out_tail);
+  } else if (c.has_rec && c.rec.from == c.snap_out_seq) {
+    r = c.rec;
+    if (!r.tail.empty()) e.out_tail.push_back(r.tail);
+  } else {
+    r.from = r.digest_end = r.tail_start = c.snap_out_seq;
+  }
   s.out_digest = r.has_digest;
   s.digest_end = r.digest_end;
   s.digest = r.digest;
   s.tail_start = r.tail_start;
-  if (!r.tail.empty()) s.out_tail.assign(r.tail.span().begin(), r.tail.span().end());
-  return s;
+  return e;
 }
 
 // The client holds output below client_rcv_nxt: send from there. If that is beyond what the

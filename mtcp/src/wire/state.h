@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "common/buffer.h"
 #include "common/limits.h"
@@ -57,6 +58,13 @@ Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max = kSnap
 // The same with the snapshot's bytes taken from `snapshot` instead of s.snapshot (which must be
 // empty): the engine encodes its own copy of a megabytes snapshot without making another.
 Result<Bytes> encode_state(const ConnState& s, std::span<const uint8_t> snapshot, size_t snapshot_bytes_max);
+// The bulky byte fields given as pieces (views of the sender's own buffers): each byte is
+// copied once, straight into the encoding. s's own snapshot and log fields must be empty.
+struct StatePieces {
+  std::span<const uint8_t> snapshot;
+  std::vector<std::span<const uint8_t>> out_log, in_log, out_tail;
+};
+Result<Bytes> encode_state(const ConnState& s, const StatePieces& pieces, size_t snapshot_bytes_max);
 // Decodes and validates every length and sequence relation.
 Result<ConnState> decode_state(std::span<const uint8_t> bytes,
                                size_t snapshot_bytes_max = kSnapshotBytesMax);
