@@ -284,7 +284,7 @@ void BM_ServerSnapshot(benchmark::State& state) {
     return;
   }
   auto view = srv.conn_snapshot_view(conn);
-  if (!view || view->snap_id != 1 || *view->bytes != app_state) {
+  if (!view || view->snap_id != 1 || !std::ranges::equal(view->bytes, app_state)) {
     state.SkipWithError("snapshot view differs from the snapshot");
     return;
   }
@@ -329,9 +329,9 @@ void BM_EngineMigrate(benchmark::State& state) {
     if (!imported) return "no imported event";
     // The application's import.
     auto view = net.server(target).conn_snapshot_view(conn);
-    if (!view || view->snap_id != 1 || view->bytes == nullptr || view->bytes->size() != n) return "bad snapshot view";
-    benchmark::DoNotOptimize(view->bytes->data());
-    if (full && *view->bytes != app_state) return "imported snapshot differs";
+    if (!view || view->snap_id != 1 || view->bytes.size() != n) return "bad snapshot view";
+    benchmark::DoNotOptimize(view->bytes.data());
+    if (full && !std::ranges::equal(view->bytes, app_state)) return "imported snapshot differs";
     if (full && net.server(owner).conn_info(conn)) return "old owner kept the connection after RELEASE";
     owner = target;
     return nullptr;

@@ -756,7 +756,7 @@ TEST(ServerLimits, SnapshotBytesMax) {
   EXPECT_EQ(s.conn_snapshot_view(h.conn())->snap_id, 0u);
   EXPECT_TRUE(s.conn_snapshot(h.conn(), Bytes(64, 0xAB)).ok());
   EXPECT_EQ(s.conn_snapshot_view(h.conn())->snap_id, 1u);
-  EXPECT_EQ(s.conn_snapshot_view(h.conn())->bytes->size(), 64u);
+  EXPECT_EQ(s.conn_snapshot_view(h.conn())->bytes.size(), 64u);
   EXPECT_EQ(s.counters().limit_refusals, 1u);
 }
 

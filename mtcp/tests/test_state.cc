@@ -256,6 +256,57 @@ TEST(StateRoundTrip, ExtremeSequenceNumbers) {
 
 // ---------------------------------------------------------------- validation
 
+// Decoded from a shared block, a large snapshot that is most of the encoding is left in place
+// (a view at its offset, no copy); a small one, or one that is less than half of the encoding,
+// is copied as before. Either way the state is the same, and it encodes to the same bytes.
+TEST(StateShared, LargeSnapshotIsAViewOfTheEncoding) {
+  for (size_t snap : {size_t{3}, kSnapshotShareBytes - 1, kSnapshotShareBytes, size_t{1} << 20}) {
+    SCOPED_TRACE(snap);
+    ConnState s = sample_state(snap);
+    Bytes enc = encode_ok(s);
+    BlockPtr block = make_block(enc);
+    auto d = decode_state(block);
+    ASSERT_TRUE(d.ok());
+    bool shared = snap >= kSnapshotShareBytes;
+    EXPECT_EQ(!d->snapshot_shared.empty(), shared);
+    if (shared) {
+      EXPECT_TRUE(d->snapshot.empty());
+      EXPECT_EQ(d->snapshot_shared.block, block);
+      EXPECT_EQ(d->snapshot_shared.off, kSnapAt);
+    }
+    EXPECT_TRUE(std::ranges::equal(d->snapshot_bytes(), s.snapshot));
+    ConnState flat = d.value();
+    flat.snapshot.assign(d->snapshot_bytes().begin(), d->snapshot_bytes().end());
+    flat.snapshot_shared = {};
+    expect_same(s, flat);
+    EXPECT_TRUE(encode_ok(d.value()) == enc) << "re-encoded from the view";
+  }
+}
+
+TEST(StateShared, SnapshotUnderHalfTheEncodingIsCopied) {
+  ConnState s = sample_state(kSnapshotShareBytes);
+  s.in_log = pattern_bytes(kSnapshotShareBytes + 100, 9);  // the logs outweigh the snapshot
+  auto d = decode_state(make_block(encode_ok(s)));
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->snapshot_shared.empty());
+  EXPECT_TRUE(d->snapshot == s.snapshot);
+}
+
+TEST(StateShared, RefusedLikeTheSpanDecoder) {
+  Bytes enc = encode_ok(sample_state(kSnapshotShareBytes));
+  for (size_t cut : {size_t{0}, size_t{10}, kSnapAt + 5, enc.size() - 1}) {
+    Bytes part(enc.begin(), enc.begin() + static_cast<std::ptrdiff_t>(cut));
+    auto a = decode_state(part);
+    auto b = decode_state(make_block(part));
+    ASSERT_FALSE(a.ok());
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(a.error(), b.error());
+  }
+  auto small = decode_state(make_block(encode_ok(sample_state(kSnapshotShareBytes))), kSnapshotShareBytes - 1);
+  ASSERT_FALSE(small.ok());
+  EXPECT_EQ(small.error(), Error::snapshot_too_large);
+}
+
 TEST(StateValidation, OutputLogMustEndAtTheSnapshot) {
   ConnState s = sample_state();
   s.out_log_start += 1;

@@ -30,7 +30,8 @@ struct Slice {
   const uint8_t* data() const { return block->data() + off; }
   size_t size() const { return len; }
   bool empty() const { return len == 0; }
-  std::span<const uint8_t> span() const { return {data(), len}; }
+  // Empty (also a default Slice, which has no block): an empty span.
+  std::span<const uint8_t> span() const { return len ? std::span<const uint8_t>(data(), len) : std::span<const uint8_t>(); }
   Slice sub(size_t o, size_t n) const { return Slice(block, off + o, n); }
 };
 

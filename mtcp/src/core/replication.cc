@@ -184,7 +184,7 @@ bool ServerEngine::fill_out_prefix(const Conn& c, wire::ConnState& st) const {
 }
 
 void ServerEngine::on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now) {
-  auto st = wire::decode_state(m.state, cfg_.limits.snapshot_bytes_max);
+  auto st = wire::decode_state(make_block(std::move(m.state)), cfg_.limits.snapshot_bytes_max);  // a large snapshot stays where it arrived
   if (!st || st->conn_id != m.conn_id || st->epoch != m.epoch || st->snapshot_elided) {
     ++counters_.control_malformed;
     return;

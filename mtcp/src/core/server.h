@@ -119,7 +119,7 @@ class ServerEngine {
     uint64_t snap_id = 0;
     uint64_t in_seq = 0;
     uint64_t out_seq = 0;
-    const Bytes* bytes = nullptr;
+    std::span<const uint8_t> bytes;
   };
   std::optional<SnapshotView> conn_snapshot_view(ConnId c) const;
   // Replay verification (docs/PROTOCOL.md §4.3), per connection, off by default. The host calls
@@ -210,7 +210,7 @@ class ServerEngine {
     std::optional<SubflowId> subflow;
     TimeMs news_ms = 0;  // last attach/detach or replica update: drives the timeouts
     uint64_t snap_id = 0, snap_in_seq = 0, snap_out_seq = 0;
-    Bytes snapshot;
+    Slice snapshot;  // shared, never changed in place: a new snapshot replaces it
     SliceQueue in_log;  // [snap_in_seq, in_end)
     uint64_t app_in = 0;
     uint64_t replay_until = 0;

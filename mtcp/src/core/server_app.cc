@@ -120,7 +120,7 @@ Status ServerEngine::conn_snapshot(ConnId id, Bytes snapshot) {
   c->in_log.drop_front(static_cast<size_t>(c->app_in - c->snap_in_seq));
   c->snap_in_seq = c->app_in;
   c->snap_out_seq = c->app_out;
-  c->snapshot = std::move(snapshot);
+  c->snapshot = Slice(make_block(std::move(snapshot)));
   ++c->snap_id;
   if (c->verify) restart_digest(*c);
   check_conn(*c);
@@ -143,7 +143,7 @@ Status ServerEngine::conn_close(ConnId id) {
 std::optional<ServerEngine::SnapshotView> ServerEngine::conn_snapshot_view(ConnId id) const {
   const Conn* c = find(id);
   if (!c || c->role != Role::owner) return std::nullopt;
-  return SnapshotView{c->snap_id, c->snap_in_seq, c->snap_out_seq, &c->snapshot};
+  return SnapshotView{c->snap_id, c->snap_in_seq, c->snap_out_seq, c->snapshot.span()};
 }
 
 Status ServerEngine::conn_verify_replay(ConnId id, bool on) {

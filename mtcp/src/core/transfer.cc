@@ -232,7 +232,7 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
       ++counters_.control_malformed;
       return;
     }
-    auto st = wire::decode_state(g.state, cfg_.limits.snapshot_bytes_max);
+    auto st = wire::decode_state(make_block(std::move(g.state)), cfg_.limits.snapshot_bytes_max);  // a large snapshot stays where it arrived
     // A lazy GRANT carries the whole state: elided parts are an eager owner's (§5.3).
     if (!st || st->conn_id != p.conn || st->epoch != g.epoch || st->in_log_kept || st->out_log_tail) {
       ++counters_.control_malformed;
@@ -259,7 +259,7 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
   p.granted.insert(from);
   if (g.from_owner) p.owner_answered = true;
   if (!g.state.empty()) {
-    auto st = wire::decode_state(g.state, cfg_.limits.snapshot_bytes_max);
+    auto st = wire::decode_state(make_block(std::move(g.state)), cfg_.limits.snapshot_bytes_max);  // a large snapshot stays where it arrived
     if (!st || st->conn_id != p.conn) {
       ++counters_.control_malformed;
     } else {
@@ -278,7 +278,7 @@ void ServerEngine::on_grant(ServerId from, wire::Grant&& g, TimeMs now) {
         ++counters_.control_malformed;  // elided against a snapshot we do not hold
       } else if (!p.best || pos > p.best_pos || (pos == p.best_pos && g.from_owner)) {
         if (st->snapshot_elided) {
-          st->snapshot = local->snapshot;
+          st->snapshot_shared = local->snapshot;
           st->snapshot_elided = false;
         }
         p.best_pos = pos;
@@ -694,7 +694,7 @@ ServerEngine::OutRecord ServerEngine::owner_record(const Conn& c, bool with_tail
 
 Result<Bytes> ServerEngine::encode_export(const Conn& c, const Export& e) const {
   wire::StatePieces p;
-  if (!e.st.snapshot_elided) p.snapshot = c.snapshot;
+  if (!e.st.snapshot_elided) p.snapshot = c.snapshot.span();
   for (const Slice& s : e.out_log) p.out_log.push_back(s.span());
   for (const Slice& s : e.in_log) p.in_log.push_back(s.span());
   for (const Slice& s : e.out_tail) p.out_tail.push_back(s.span());
@@ -704,7 +704,7 @@ Result<Bytes> ServerEngine::encode_export(const Conn& c, const Export& e) const 
 wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
   Export e = export_views(c, elide_snapshot, out_from);
   wire::ConnState& s = e.st;
-  if (!elide_snapshot) s.snapshot = c.snapshot;
+  if (!elide_snapshot) s.snapshot.assign(c.snapshot.span().begin(), c.snapshot.span().end());
   auto join = [](const std::vector<Slice>& v) {
     Bytes b;
     size_t n = 0;
@@ -822,7 +822,9 @@ Status ServerEngine::install_state(Conn& c, wire::ConnState&& s, uint64_t client
   c.snap_id = s.snap_id;
   c.snap_in_seq = s.snap_in_seq;
   c.snap_out_seq = s.snap_out_seq;
-  if (!s.snapshot_elided) c.snapshot = std::move(s.snapshot);
+  if (!s.snapshot_elided) {
+    c.snapshot = s.snapshot_shared.empty() ? Slice(make_block(std::move(s.snapshot))) : std::move(s.snapshot_shared);
+  }
   c.in_log.clear();
   if (!s.in_log.empty()) c.in_log.push(Slice(make_block(std::move(s.in_log))));
   c.app_in = c.snap_in_seq;

@@ -230,7 +230,7 @@ void EngineHost::open(ConnId id, bool migrated) {
   imp.migrated = migrated;
   imp.epoch = info->epoch;
   imp.snap_id = view->snap_id;
-  if (view->bytes) imp.snapshot = *view->bytes;
+  imp.snapshot = view->bytes;
   imp.snap_in = view->in_seq;
   imp.snap_out = view->out_seq;
   imp.replay_in_until = info->replay_in_until;

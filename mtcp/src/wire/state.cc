@@ -32,6 +32,8 @@ void put(Writer& w, const std::vector<std::span<const uint8_t>>& v) {
   for (auto p : v) w.bytes(p);
 }
 
+Result<ConnState> decode_impl(std::span<const uint8_t> bytes, size_t snapshot_bytes_max, const BlockPtr* block);
+
 // The fields of s, the byte fields from `pieces` (s's own are not read).
 Result<Bytes> encode_pieces(const ConnState& s, const StatePieces& pieces, size_t snapshot_bytes_max) {
   const auto snapshot = pieces.snapshot;
@@ -77,11 +79,11 @@ Result<Bytes> encode_pieces(const ConnState& s, const StatePieces& pieces, size_
 }  // namespace
 
 Result<Bytes> encode_state(const ConnState& s, size_t snapshot_bytes_max) {
-  return encode_state(s, s.snapshot, snapshot_bytes_max);
+  return encode_state(s, s.snapshot_bytes(), snapshot_bytes_max);
 }
 
 Result<Bytes> encode_state(const ConnState& s, std::span<const uint8_t> snapshot, size_t snapshot_bytes_max) {
-  MTCP_ASSERT(s.snapshot.empty() || snapshot.data() == s.snapshot.data(), "encode_state: two snapshots given");
+  MTCP_ASSERT(s.snapshot_bytes().empty() || snapshot.data() == s.snapshot_bytes().data(), "encode_state: two snapshots given");
   StatePieces p;
   p.snapshot = snapshot;
   if (!s.out_log.empty()) p.out_log.emplace_back(s.out_log);
@@ -91,12 +93,23 @@ Result<Bytes> encode_state(const ConnState& s, std::span<const uint8_t> snapshot
 }
 
 Result<Bytes> encode_state(const ConnState& s, const StatePieces& pieces, size_t snapshot_bytes_max) {
-  MTCP_ASSERT(s.snapshot.empty() && s.out_log.empty() && s.in_log.empty() && s.out_tail.empty(),
+  MTCP_ASSERT(s.snapshot_bytes().empty() && s.out_log.empty() && s.in_log.empty() && s.out_tail.empty(),
               "encode_state: bytes given both in the state and as pieces");
   return encode_pieces(s, pieces, snapshot_bytes_max);
 }
 
 Result<ConnState> decode_state(std::span<const uint8_t> bytes, size_t snapshot_bytes_max) {
+  return decode_impl(bytes, snapshot_bytes_max, nullptr);
+}
+
+Result<ConnState> decode_state(const BlockPtr& bytes, size_t snapshot_bytes_max) {
+  MTCP_ASSERT(bytes != nullptr, "decode_state: no block");
+  return decode_impl(*bytes, snapshot_bytes_max, &bytes);
+}
+
+namespace {
+
+Result<ConnState> decode_impl(std::span<const uint8_t> bytes, size_t snapshot_bytes_max, const BlockPtr* block) {
   Reader r(bytes);
   ConnState s;
   uint8_t version = r.u8();
@@ -162,11 +175,17 @@ Result<ConnState> decode_state(std::span<const uint8_t> bytes, size_t snapshot_b
   // The digest covers [snap_out_seq, digest_end), the tail follows at or after it.
   if (s.tail_start < s.snap_out_seq || s.tail_start + tail.size() < s.tail_start) return Error::bad_field;
   if (s.digest_end < s.snap_out_seq || s.digest_end > s.tail_start) return Error::bad_field;
-  s.snapshot.assign(snap.begin(), snap.end());
+  if (block && snap.size() >= kSnapshotShareBytes && 2 * snap.size() >= bytes.size()) {
+    s.snapshot_shared = Slice(*block, static_cast<size_t>(snap.data() - bytes.data()), snap.size());
+  } else {
+    s.snapshot.assign(snap.begin(), snap.end());
+  }
   s.out_log.assign(out_log.begin(), out_log.end());
   s.in_log.assign(in_log.begin(), in_log.end());
   s.out_tail.assign(tail.begin(), tail.end());
   return s;
 }
+
+}  // namespace
 
 }  // namespace mtcp::wire

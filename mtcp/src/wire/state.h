@@ -25,6 +25,12 @@ struct ConnState {
   uint64_t snap_out_seq = 0; // output bytes written when the snapshot was taken
   bool snapshot_elided = false;  // snapshot bytes omitted: the receiver holds snap_id already
   Bytes snapshot;
+  // decode_state(BlockPtr) only: a large snapshot as a view of the encoding it came in (no
+  // copy); `snapshot` is then empty. snapshot_bytes() is the snapshot either way.
+  Slice snapshot_shared;
+  std::span<const uint8_t> snapshot_bytes() const {
+    return snapshot_shared.empty() ? std::span<const uint8_t>(snapshot) : snapshot_shared.span();
+  }
   // Output written before the snapshot and not yet acknowledged: [out_log_start, snap_out_seq).
   uint64_t out_log_start = 0;
   Bytes out_log;
@@ -68,5 +74,11 @@ Result<Bytes> encode_state(const ConnState& s, const StatePieces& pieces, size_t
 // Decodes and validates every length and sequence relation.
 Result<ConnState> decode_state(std::span<const uint8_t> bytes,
                                size_t snapshot_bytes_max = kSnapshotBytesMax);
+// The same from an encoding held in a shared block: a snapshot of at least kSnapshotShareBytes
+// that is at least half of the encoding is left where it is (snapshot_shared), so a 16 MiB
+// state is not copied again on arrival. The half bound keeps the logs' bytes, which are
+// copied out, from being held with it for long.
+inline constexpr size_t kSnapshotShareBytes = 64u << 10;
+Result<ConnState> decode_state(const BlockPtr& bytes, size_t snapshot_bytes_max = kSnapshotBytesMax);
 
 }  // namespace mtcp::wire
