@@ -749,6 +749,32 @@ TEST(ControlEncoderTest, ViewsAreTheWholeEncoding) {
   }
 }
 
+// A state given as pieces (the member's snapshot block between the state's other fields) is
+// the same message as with the state in it, chunked or not, whatever the cut.
+TEST(ControlEncoderTest, StateInPiecesIsTheSameMessage) {
+  for (size_t len : {size_t{100}, kControlChunkBytes + 1, 5 * kControlChunkBytes + 3}) {
+    ControlMessage m = repl_state_of_body(len, 6);
+    const Bytes whole = encode_ok(m);
+    const Bytes state = std::get<ReplState>(m.body).state;
+    for (size_t cut : {size_t{0}, size_t{1}, state.size() / 3, kControlChunkBytes - 20, state.size()}) {
+      if (cut > state.size()) continue;
+      SCOPED_TRACE(std::to_string(len) + " cut at " + std::to_string(cut));
+      std::vector<Slice> pieces;
+      pieces.push_back(Slice::copy_of(std::span<const uint8_t>(state).subspan(0, cut)));
+      pieces.push_back(Slice::copy_of(std::span<const uint8_t>(state).subspan(cut, (state.size() - cut) / 2)));
+      pieces.push_back(Slice::copy_of(std::span<const uint8_t>(state).subspan(cut + (state.size() - cut) / 2)));
+      ControlMessage empty = m;
+      std::get<ReplState>(empty.body).state.clear();
+      auto enc = ControlEncoder::make(kKey, empty, pieces);
+      ASSERT_TRUE(enc.ok());
+      EXPECT_EQ((*enc)->size(), whole.size());
+      Bytes joined;
+      while (!(*enc)->done()) (*enc)->next(joined, size_t{3} << 17);
+      EXPECT_TRUE(joined == whole);
+    }
+  }
+}
+
 TEST(ControlEncoderTest, RefusesWhatEncodeControlRefuses) {
   ControlMessage m = repl_state_of_body(kControlChunkBytes + 1, 4);
   m.salt = {};

@@ -145,14 +145,14 @@ void ServerEngine::send_repl_state(Conn& c, ServerId to, Peer& p, TimeMs now) {
     st.in_log_kept = true;
     ex.in_log.clear();
   }
-  auto bytes = encode_export(c, ex);
-  if (!bytes) {
+  auto pieces = encode_export(c, ex);
+  if (!pieces) {
     ++counters_.limit_refusals;
     return;
   }
-  counters_.replication_bytes_sent += bytes->size();
+  for (const Slice& piece : *pieces) counters_.replication_bytes_sent += piece.size();
   ++counters_.replication_msgs_sent;
-  send_control(to, wire::ReplState{c.id, c.epoch, std::move(bytes.value())});
+  send_control_state(to, wire::ReplState{c.id, c.epoch, {}}, std::move(pieces.value()));
   p.sent_epoch = c.epoch;
   p.sent_snap = c.snap_id;
   p.sent_snap_out = c.snap_out_seq;

@@ -396,7 +396,9 @@ class ServerEngine {
     std::vector<Slice> out_log, in_log, out_tail;
   };
   Export export_views(const Conn& c, bool elide_snapshot, uint64_t out_from) const;
-  Result<Bytes> encode_export(const Conn& c, const Export& e) const;
+  // Encoded as pieces: the fields and logs before and after the snapshot, and c's snapshot
+  // block itself between them (send_control_state writes it from there).
+  Result<std::vector<Slice>> encode_export(const Conn& c, const Export& e) const;
   // A state whose out_log holds only the output after a position the receiver confirmed
   // (out_log_tail): put the receiver's own copy of the part before in front. False when our
   // copy cannot (another epoch, or a gap); st is then unchanged.
@@ -406,6 +408,10 @@ class ServerEngine {
   Status install_state(Conn& c, wire::ConnState&& s, uint64_t client_rcv_nxt);
   Status resend_from(Conn& c, uint64_t client_rcv_nxt);
   void send_control(ServerId to, wire::ControlBody body);
+  // A GRANT or REPL_STATE whose state (empty in body) is given as pieces: a chunked message is
+  // streamed from them (ServerConfig::stream_control), anything else is joined and sent.
+  void send_control_state(ServerId to, wire::ControlBody body, std::vector<Slice> state);
+  void draw_salt(wire::ControlMessage& m);
   size_t majority() const { return cfg_.pool.size() / 2 + 1; }
   // replication.cc: eager replication.
   void on_repl_state(ServerId from, wire::ReplState&& m, TimeMs now);

@@ -24,15 +24,19 @@
 
 namespace mtcp::core {
 
+// A salt never used before under this pool key: a random prefix for this engine's life and a
+// counter (docs/PROTOCOL.md §5 "Chunked messages").
+void ServerEngine::draw_salt(wire::ControlMessage& m) {
+  if (!std::exchange(salt_drawn_, true)) rng_.fill(salt_prefix_);
+  std::copy(salt_prefix_.begin(), salt_prefix_.end(), m.salt.begin());
+  uint64_t n = ++salts_used_;
+  for (size_t i = 0; i < 8; ++i) m.salt[8 + i] = static_cast<uint8_t>(n >> (56 - 8 * i));
+}
+
 void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
   wire::ControlMessage m{cfg_.self, to, std::move(body)};
   if (wire::control_body_size(m.body) > wire::kControlChunkBytes) {
-    // A salt never used before under this pool key: a random prefix for this engine's life
-    // and a counter (docs/PROTOCOL.md §5 "Chunked messages").
-    if (!std::exchange(salt_drawn_, true)) rng_.fill(salt_prefix_);
-    std::copy(salt_prefix_.begin(), salt_prefix_.end(), m.salt.begin());
-    uint64_t n = ++salts_used_;
-    for (size_t i = 0; i < 8; ++i) m.salt[8 + i] = static_cast<uint8_t>(n >> (56 - 8 * i));
+    draw_salt(m);
     if (cfg_.stream_control) {
       auto enc = wire::ControlEncoder::make(cfg_.pool_key, std::move(m));
       if (!enc) {
@@ -49,6 +53,33 @@ void ServerEngine::send_control(ServerId to, wire::ControlBody body) {
     return;
   }
   actions_.push_back({ServerAction::Kind::send_control, 0, to, std::move(bytes.value()), nullptr});
+}
+
+void ServerEngine::send_control_state(ServerId to, wire::ControlBody body, std::vector<Slice> state) {
+  size_t n = 0;
+  for (const Slice& s : state) n += s.size();
+  if (cfg_.stream_control && n != 0 && wire::control_body_size(body) + n > wire::kControlChunkBytes) {
+    wire::ControlMessage m{cfg_.self, to, std::move(body)};
+    draw_salt(m);
+    auto enc = wire::ControlEncoder::make(cfg_.pool_key, std::move(m), std::move(state));
+    if (!enc) {
+      ++counters_.limit_refusals;
+      return;
+    }
+    actions_.push_back({ServerAction::Kind::send_control, 0, to, {}, std::move(enc.value())});
+    return;
+  }
+  Bytes joined;
+  joined.reserve(n);
+  for (const Slice& s : state) joined.insert(joined.end(), s.span().begin(), s.span().end());
+  if (auto* g = std::get_if<wire::Grant>(&body)) {
+    g->state = std::move(joined);
+  } else {
+    auto* r = std::get_if<wire::ReplState>(&body);
+    MTCP_ASSERT(r != nullptr, "send_control_state: not a GRANT or REPL_STATE");
+    r->state = std::move(joined);
+  }
+  send_control(to, std::move(body));
 }
 
 void ServerEngine::on_control(ServerId from, std::span<const uint8_t> message, TimeMs now) {
@@ -567,9 +598,10 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
         note_handed_request(*c, m.request_id);  // one more GRANT that may be installed
         Export ex = export_views(*c, false, 0);
         ex.st.epoch = c->handed_epoch;
-        auto bytes = encode_export(*c, ex);
-        if (!bytes) return deny(bytes.error(), 0, 0);
-        return send_control(from, wire::Grant{c->id, c->handed_epoch, m.request_id, true, c->pos(), std::move(bytes.value())});
+        auto pieces = encode_export(*c, ex);
+        if (!pieces) return deny(pieces.error(), 0, 0);
+        return send_control_state(from, wire::Grant{c->id, c->handed_epoch, m.request_id, true, c->pos(), {}},
+                                  std::move(pieces.value()));
       }
       return deny(Error::already_claimed, c->handed_to, c->handed_epoch);
     }
@@ -583,15 +615,15 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
     uint64_t next = c->epoch + 1;
     Export ex = export_views(*c, false, 0);
     ex.st.epoch = next;
-    auto bytes = encode_export(*c, ex);
-    if (!bytes) return deny(bytes.error(), 0, 0);
+    auto pieces = encode_export(*c, ex);
+    if (!pieces) return deny(pieces.error(), 0, 0);
     freeze(*c, from, next);
     c->handed_requests.clear();
     c->handed_untracked = false;
     note_handed_request(*c, m.request_id);
     c->news_ms = now;
     ++counters_.claims_granted;
-    return send_control(from, wire::Grant{c->id, next, m.request_id, true, c->pos(), std::move(bytes.value())});
+    return send_control_state(from, wire::Grant{c->id, next, m.request_id, true, c->pos(), {}}, std::move(pieces.value()));
   }
   // Eager: one vote per epoch, first claim wins; repeated claims by the same claimer are
   // answered again (its earlier GRANT may have been lost).
@@ -647,8 +679,8 @@ void ServerEngine::on_claim(ServerId from, const wire::Claim& m, TimeMs now) {
       ex.st.in_log_kept = true;
       ex.in_log.clear();
     }
-    auto bytes = encode_export(*c, ex);
-    if (bytes) g.state = std::move(bytes.value());
+    auto pieces = encode_export(*c, ex);
+    if (pieces) return send_control_state(from, std::move(g), std::move(pieces.value()));
   }
   send_control(from, std::move(g));
 }
@@ -692,13 +724,19 @@ ServerEngine::OutRecord ServerEngine::owner_record(const Conn& c, bool with_tail
   return r;
 }
 
-Result<Bytes> ServerEngine::encode_export(const Conn& c, const Export& e) const {
+Result<std::vector<Slice>> ServerEngine::encode_export(const Conn& c, const Export& e) const {
   wire::StatePieces p;
   if (!e.st.snapshot_elided) p.snapshot = c.snapshot.span();
   for (const Slice& s : e.out_log) p.out_log.push_back(s.span());
   for (const Slice& s : e.in_log) p.in_log.push_back(s.span());
   for (const Slice& s : e.out_tail) p.out_tail.push_back(s.span());
-  return wire::encode_state(e.st, p, cfg_.limits.snapshot_bytes_max);
+  auto around = wire::encode_state_around(e.st, p, cfg_.limits.snapshot_bytes_max);
+  if (!around) return around.error();
+  std::vector<Slice> pieces;
+  pieces.emplace_back(make_block(std::move(around->before)));
+  if (!p.snapshot.empty()) pieces.push_back(c.snapshot);  // shared, never changed in place
+  pieces.emplace_back(make_block(std::move(around->after)));
+  return pieces;
 }
 
 wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {

@@ -318,13 +318,56 @@ Result<std::unique_ptr<ControlEncoder>> ControlEncoder::make(const cert::Key& po
   return e;
 }
 
+Result<std::unique_ptr<ControlEncoder>> ControlEncoder::make(const cert::Key& pool_key, ControlMessage m,
+                                                             std::vector<Slice> blob) {
+  MTCP_ASSERT(std::holds_alternative<Grant>(m.body) || std::holds_alternative<ReplState>(m.body),
+              "ControlEncoder: a byte string in pieces is a state's (GRANT, REPL_STATE)");
+  auto owned = std::make_unique<ControlMessage>(std::move(m));
+  const ControlMessage* view = owned.get();
+  std::unique_ptr<ControlEncoder> e(new ControlEncoder(pool_key, *view));
+  e->owned_ = std::move(owned);
+  e->pieces_ = std::move(blob);
+  if (Status st = e->start(); !st) return st.error();
+  return e;
+}
+
 ControlEncoder::ControlEncoder(const cert::Key& pool_key, const ControlMessage& m) : key_(pool_key), m_(&m) {}
+
+template <class F>
+void ControlEncoder::blob_range(uint64_t from, uint64_t to, F&& f) const {
+  uint64_t at = 0;
+  for (auto piece : blob_) {
+    const uint64_t end = at + piece.size();
+    if (end > from && at < to) {
+      const uint64_t a = std::max(at, from), b = std::min(end, to);
+      f(piece.subspan(static_cast<size_t>(a - at), static_cast<size_t>(b - a)));
+    }
+    if (end >= to) break;
+    at = end;
+  }
+}
 ControlEncoder::~ControlEncoder() = default;
 
 Status ControlEncoder::start() {
   Writer fw(fields_);
-  blob_ = std::visit(BodyEncoder{fw}, m_->body);
-  body_len_ = fields_.size() + blob_.size();
+  auto blob = std::visit(BodyEncoder{fw}, m_->body);
+  if (!blob.empty()) blob_.push_back(blob);
+  blob_len_ = blob.size();
+  if (!pieces_.empty()) {
+    MTCP_ASSERT(blob.empty(), "ControlEncoder: a state both in the message and in pieces");
+    for (const Slice& p : pieces_) {
+      if (p.empty()) continue;
+      blob_.push_back(p.span());
+      blob_len_ += p.size();
+    }
+    if (blob_len_ > UINT32_MAX) return Error::too_large;
+    // The byte string's length is the last field (put_blob wrote 0 for the empty state).
+    Bytes len;
+    Writer(len).u32(static_cast<uint32_t>(blob_len_));
+    MTCP_ASSERT(fields_.size() >= len.size(), "ControlEncoder: fields without the length");
+    std::copy(len.begin(), len.end(), fields_.end() - static_cast<std::ptrdiff_t>(len.size()));
+  }
+  body_len_ = fields_.size() + blob_len_;
   chunked_ = body_len_ > kControlChunkBytes;
   size_ = wire_size(body_len_, chunked_);
   if (size_ > kControlMessageBytesMax) return Error::too_large;
@@ -360,7 +403,7 @@ void ControlEncoder::next_views(std::vector<std::span<const uint8_t>>& out, size
     if (!chunked_) {
       // Small (at most one chunk): one contiguous copy, tagged with one HMAC.
       w.bytes(fields_);
-      w.bytes(blob_);
+      for (auto b : blob_) w.bytes(b);
       w.bytes(cert::control_mac(key_, scratch_));
       MTCP_ASSERT(scratch_.data() == held && scratch_.size() == size_, "ControlEncoder: unchunked size");
       out.emplace_back(scratch_.data(), scratch_.size());
@@ -389,9 +432,10 @@ void ControlEncoder::next_views(std::vector<std::span<const uint8_t>>& out, size
     }
     if (end > fields_.size()) {
       const uint64_t b0 = std::max<uint64_t>(body_at_, fields_.size()) - fields_.size();
-      auto v = blob_.subspan(b0, end - fields_.size() - b0);
-      mac_->update(v);
-      out.push_back(v);
+      blob_range(b0, end - fields_.size(), [&](std::span<const uint8_t> v) {
+        mac_->update(v);
+        out.push_back(v);
+      });
     }
     const size_t tag_at = scratch_.size();
     w.bytes(mac_->finish());

@@ -160,6 +160,10 @@ class ControlEncoder {
  public:
   // Takes the message; the errors are encode_control's.
   static Result<std::unique_ptr<ControlEncoder>> make(const cert::Key& pool_key, ControlMessage m);
+  // The same with the byte string of a GRANT or REPL_STATE (its state, empty in m) given as
+  // pieces, e.g. a connection's snapshot block between the state's other fields: they are
+  // tagged and written where they lie, never joined. The pieces are kept alive.
+  static Result<std::unique_ptr<ControlEncoder>> make(const cert::Key& pool_key, ControlMessage m, std::vector<Slice> blob);
   ~ControlEncoder();
   ControlEncoder(const ControlEncoder&) = delete;
   ControlEncoder& operator=(const ControlEncoder&) = delete;
@@ -182,7 +186,12 @@ class ControlEncoder {
   std::unique_ptr<ControlMessage> owned_;
   const ControlMessage* m_;
   Bytes fields_;                    // the body's fields (with the blob's length)
-  std::span<const uint8_t> blob_;   // into *m_
+  std::vector<Slice> pieces_;       // make(..., blob): the byte string's owners
+  std::vector<std::span<const uint8_t>> blob_;  // the byte string: into *m_, or pieces_
+  uint64_t blob_len_ = 0;
+  // Calls f with the parts of blob_ that cover [from, to).
+  template <class F>
+  void blob_range(uint64_t from, uint64_t to, F&& f) const;
   uint64_t body_len_ = 0, size_ = 0, written_ = 0, body_at_ = 0, chunk_ = 0;
   bool chunked_ = false, head_done_ = false;
   std::unique_ptr<cert::ChunkMac> mac_;

@@ -71,6 +71,12 @@ struct StatePieces {
   std::vector<std::span<const uint8_t>> out_log, in_log, out_tail;
 };
 Result<Bytes> encode_state(const ConnState& s, const StatePieces& pieces, size_t snapshot_bytes_max);
+// The same cut around the snapshot: the encoding is before || pieces.snapshot || after, and
+// the snapshot's bytes are not copied (a sender writes them from where they lie).
+struct StateAround {
+  Bytes before, after;
+};
+Result<StateAround> encode_state_around(const ConnState& s, const StatePieces& pieces, size_t snapshot_bytes_max);
 // Decodes and validates every length and sequence relation.
 Result<ConnState> decode_state(std::span<const uint8_t> bytes,
                                size_t snapshot_bytes_max = kSnapshotBytesMax);
