@@ -21,6 +21,7 @@
 #include "runtime/address.h"
 #include "runtime/os.h"
 #include "runtime/policy.h"
+#include "runtime/read_block.h"
 
 namespace {
 
@@ -100,6 +101,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::vector<Slice> out_;   // being written to the local program
   Slice up_rest_;            // read from the local program, not yet taken by the send log
+  // Where the local program's bytes are read: blocks come back for reuse when the send log
+  // lets go of them (a fresh zero-filled 256 KiB block per read was 7 % of the proxy's time).
+  rt::ReadBlock up_block_;
   bool local_reading_ = false;
   bool local_writing_ = false;
   bool local_eof_ = false;   // the local program closed its sending side
@@ -390,26 +394,22 @@ void Session::read_local() {
     conn_->close();  // a CLOSE follows the last byte written (once: close() ignores repeats)
     return;
   }
-  size_t room = std::min(conn_->write_space(), kLocalReadBytes);
+  size_t room = std::min({conn_->write_space(), kLocalReadBytes, rt::ReadBlock::kBytes});
   if (room == 0) return;  // on_writable comes back
-  auto block = std::make_shared<Bytes>(room);
+  std::span<uint8_t> buf = up_block_.buffer().first(room);
   local_reading_ = true;
-  local_.async_read_some(
-      asio::buffer(*block), [self = shared_from_this(), block](asio::error_code ec, size_t n) {
-        self->local_reading_ = false;
-        if (self->done_) return;
-        if (ec == asio::error::eof) {
-          self->local_eof_ = true;
-          return self->read_local();
-        }
-        if (ec) return self->finish("closed", "local connection: " + ec.message(), true);
-        self->bytes_up_ += n;
-        // A small read is copied into a block of its size, so it does not pin the whole
-        // read buffer.
-        Slice s = n * 2 < block->size() ? Slice::copy_of(std::span<const uint8_t>(block->data(), n))
-                                        : Slice(BlockPtr(block), 0, n);
-        if (self->push_up(std::move(s))) self->read_local();
-      });
+  local_.async_read_some(asio::buffer(buf.data(), buf.size()), [self = shared_from_this()](asio::error_code ec, size_t n) {
+    self->local_reading_ = false;
+    if (self->done_) return;
+    if (ec == asio::error::eof) {
+      self->local_eof_ = true;
+      return self->read_local();
+    }
+    if (ec) return self->finish("closed", "local connection: " + ec.message(), true);
+    self->bytes_up_ += n;
+    // A small read is copied into a block of its size, so it does not pin the whole block.
+    if (self->push_up(self->up_block_.take(n))) self->read_local();
+  });
 }
 
 void Session::write_local() {
