@@ -9,8 +9,8 @@
 //   3  a chunked message (control version 3): byte 0 of the rest is a type, byte 1 says which
 //      byte to flip (0: none), the remainder, repeated past one chunk, is the body; framed,
 //      salted and tagged chunk by chunk here, independently of the encoder.
-// Every message is also read by a wire::ControlReader in pieces whose size the input picks; it
-// must agree with decode_control (both refuse, or both give what re-encodes the same).
+// Every message is also read by a wire::ControlReader in pieces whose size the input picks
+// (for odd sizes, straight into place where the reader offers it); it must agree with decode_control (both refuse, or both give what re-encodes the same).
 // Checked: no crash; what decodes re-encodes to exactly the same bytes and decodes again;
 // control_message_size agrees with a successful decode. Every input is also offered to
 // decode_challenge (the receiver's challenge that opens a control connection): what decodes
@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "cert/cert.h"
 #include "common/buffer.h"
@@ -134,13 +135,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     wire::ControlReader reader(key, mtcp::kControlMessageBytesMax);
     bool failed = false;
     std::optional<wire::ControlMessage> got;
-    for (size_t at = 0; at < msg.size() && !failed && !got; at += piece) {
-      std::span<const uint8_t> in(msg.data() + at, std::min(piece, msg.size() - at));
-      while (!in.empty() && !failed && !got) {
-        auto m = reader.next(in);
+    // Odd inputs read as the member runtime reads: straight into place whenever the reader
+    // offers buffers (direct, then commit), else through a buffer (next).
+    const bool direct = (size > 1 ? data[size - 1] : 0) % 2 == 1;
+    size_t at = 0;
+    while (at < msg.size() && !failed && !got) {
+      auto bufs = direct ? reader.direct(piece) : std::vector<std::span<uint8_t>>{};
+      if (!bufs.empty()) {
+        size_t want = std::min(piece, msg.size() - at), n = 0;
+        for (auto b : bufs) {
+          size_t k = std::min(b.size(), want - n);
+          std::copy(msg.begin() + static_cast<std::ptrdiff_t>(at + n), msg.begin() + static_cast<std::ptrdiff_t>(at + n + k), b.begin());
+          n += k;
+          if (n == want) break;
+        }
+        at += n;
+        auto m = reader.commit(n);
         if (!m.ok()) failed = true;
         else if (m.value().has_value()) got = std::move(*m.value());
+        continue;
       }
+      std::span<const uint8_t> in(msg.data() + at, std::min(piece, msg.size() - at));
+      size_t before = in.size();
+      auto m = reader.next(in);
+      at += before - in.size();
+      if (!m.ok()) failed = true;
+      else if (m.value().has_value()) got = std::move(*m.value());
     }
     check(r.ok() == (got.has_value()), "the reader and decode_control disagree on a message");
     if (got) {

@@ -639,6 +639,88 @@ TEST(ControlReaderTest, AnySplitGivesTheSameMessages) {
   }
 }
 
+// A stream read the way the member runtime reads it: straight into place (direct(), a readv
+// that fills its buffers in order, commit()) whenever the reader offers buffers, into a buffer
+// of its own (next()) otherwise. The reads stop short of what was offered in every way
+// (mid-chunk, mid-tag, after a whole tag); the messages are the same.
+std::vector<ControlMessage> read_direct(const Bytes& stream, size_t read_max, size_t direct_max, Error* error = nullptr) {
+  ControlReader reader(kKey, kControlMessageBytesMax);
+  std::vector<ControlMessage> got;
+  size_t at = 0;
+  while (at < stream.size()) {
+    auto bufs = reader.direct(direct_max);
+    Result<std::optional<ControlMessage>> r = std::optional<ControlMessage>{};
+    if (!bufs.empty()) {
+      size_t want = std::min(read_max, stream.size() - at), n = 0;
+      for (auto b : bufs) {
+        size_t k = std::min(b.size(), want - n);
+        std::memcpy(b.data(), stream.data() + at + n, k);
+        n += k;
+        if (n == want) break;
+      }
+      at += n;
+      r = reader.commit(n);
+    } else {
+      std::span<const uint8_t> in(stream.data() + at, std::min(read_max, stream.size() - at));
+      size_t before = in.size();
+      r = reader.next(in);
+      at += before - in.size();
+    }
+    if (!r.ok()) {
+      if (error) *error = r.error();
+      return got;
+    }
+    if (r->has_value()) got.push_back(std::move(**r));
+  }
+  EXPECT_EQ(reader.buffered(), 0u);
+  return got;
+}
+
+TEST(ControlReaderTest, ReadingStraightIntoPlaceGivesTheSameMessages) {
+  std::vector<ControlMessage> want = samples();
+  want.push_back(repl_state_of_body(3 * kControlChunkBytes + 17, 2, 10));
+  want.push_back(samples()[0]);
+  want.push_back(repl_state_of_body(kControlChunkBytes + 1, 3, 11));
+  Bytes stream;
+  for (const auto& m : want) {
+    Bytes b = encode_ok(m);
+    stream.insert(stream.end(), b.begin(), b.end());
+  }
+  const auto& this_want = want;
+  const auto& this_stream = stream;
+  // A message of 20 chunks too, for the larger reads (the small ones take long enough on the rest).
+  std::vector<ControlMessage> want_big = want;
+  want_big.push_back(repl_state_of_body(20 * kControlChunkBytes, 4, 12));
+  Bytes stream_big = stream;
+  Bytes big = encode_ok(want_big.back());
+  stream_big.insert(stream_big.end(), big.begin(), big.end());
+  for (size_t read_max : {size_t{1}, size_t{9}, size_t{4096}, kControlChunkBytes, kControlChunkBytes + 8,
+                          kControlChunkBytes + kControlChunkTagBytes, size_t{3} << 17, stream_big.size()}) {
+    for (size_t direct_max : {size_t{1}, size_t{1} << 20}) {
+      const bool with_big = read_max >= 4096;
+      const auto& expected = with_big ? want_big : this_want;
+      SCOPED_TRACE(std::to_string(read_max) + " / " + std::to_string(direct_max));
+      auto got = read_direct(with_big ? stream_big : this_stream, read_max, direct_max);
+      ASSERT_EQ(got.size(), expected.size());
+      for (size_t i = 0; i < expected.size(); ++i) expect_same(expected[i], got[i]);
+    }
+  }
+}
+
+TEST(ControlReaderTest, ABadTagReadStraightIntoPlaceIsRefused) {
+  Bytes b = encode_ok(repl_state_of_body(5 * kControlChunkBytes + 3, 7, 13));
+  for (size_t chunk : {size_t{0}, size_t{2}, size_t{5}}) {
+    SCOPED_TRACE(chunk);
+    Bytes bad = b;
+    // The last byte of chunk `chunk`'s tag.
+    bad[body_byte_at(std::min((chunk + 1) * kControlChunkBytes, 5 * kControlChunkBytes + 3) - 1) + kControlChunkTagBytes] ^= 1;
+    Error e = Error::ok;
+    auto got = read_direct(bad, size_t{1} << 20, size_t{1} << 20, &e);
+    EXPECT_TRUE(got.empty());
+    EXPECT_EQ(e, Error::bad_mac);
+  }
+}
+
 TEST(ControlReaderTest, RefusesWhatIsOverItsLimitFromTheHeader) {
   Bytes big = encode_ok(repl_state_of_body(kControlChunkBytes + 1, 2));
   ControlReader reader(kKey, kControlUnverifiedBytesMax);

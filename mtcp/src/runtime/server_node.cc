@@ -24,6 +24,8 @@ constexpr size_t kPeerBatchMessages = 256;        // control messages gathered i
 constexpr size_t kPeerBatchBytes = 4u << 20;      // ... and at most this many bytes
 constexpr size_t kPeerStreamPieceBytes = 1u << 20;  // a chunked message is written this much at a time
 constexpr size_t kInboundReadBytes = 256u << 10;  // a control connection reads at most this much at once
+// Inside a chunked message's state, one read (readv) puts up to this much straight into place.
+constexpr size_t kInboundDirectReadBytes = 1u << 20;
 // A control connection whose sent data stays unacknowledged this long is dropped by the kernel
 // (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
 // TCP's retransmission back-off (which reaches minutes).
@@ -83,8 +85,8 @@ struct ServerNode::Peer {
 };
 
 // A control connection from a peer. Reads of up to kInboundReadBytes go to `buf` and through
-// the reader, which keeps what a message needs: a chunked state goes once, chunk by chunk, to
-// where the decoded message keeps it. Until its PEER_HELLO verified, the reader takes messages
+// the reader, which keeps what a message needs; inside a chunked message's state the reads go
+// straight to where the decoded message keeps it (ControlReader::direct). Until its PEER_HELLO verified, the reader takes messages
 // of at most kControlUnverifiedBytesMax and nothing from the connection reaches the engine.
 struct ServerNode::Inbound {
   Inbound(tcp::socket s, const cert::Key& pool_key)
@@ -559,40 +561,69 @@ bool ServerNode::on_peer_hello(const std::shared_ptr<Inbound>& in, const wire::C
 
 void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
   if (in->closed) return;
+  // Inside a chunked message's state (a GRANT or REPL_STATE of megabytes): read its chunks
+  // straight to where the decoded message keeps them and their tags beside, with one readv,
+  // instead of through `buf` and a copy.
+  if (auto direct = in->reader.direct(kInboundDirectReadBytes); !direct.empty()) {
+    std::vector<asio::mutable_buffer> bufs;
+    bufs.reserve(direct.size());
+    for (auto b : direct) bufs.emplace_back(b.data(), b.size());
+    in->sock.async_read_some(bufs, [this, alive = alive_, in](asio::error_code ec, size_t n) {
+      if (!*alive) return;  // the node is gone (the io_context outlived it)
+      if (stopped_ || in->closed) return;
+      if (ec) return close_inbound(in);
+      auto m = in->reader.commit(n);
+      if (!take_inbound(in, m)) return;
+      service();
+      read_inbound(in);
+    });
+    return;
+  }
   if (!in->buf) in->buf.reset(new uint8_t[kInboundReadBytes]);
   in->sock.async_read_some(asio::buffer(in->buf.get(), kInboundReadBytes), [this, alive = alive_, in](asio::error_code ec, size_t n) {
     if (!*alive) return;  // the node is gone (the io_context outlived it)
     if (stopped_ || in->closed) return;
-    if (ec) return close_inbound(in);  // the peer reconnects when it has something to say
+    if (ec) return close_inbound(in);
     std::span<const uint8_t> got(in->buf.get(), n);
     while (!got.empty()) {
       auto m = in->reader.next(got);
-      if (!m) {
-        // Not our protocol or version, over the size allowed, or a tag or body that fails its
-        // check: the stream cannot be trusted past it. Drop the connection (the sender
-        // reconnects, and the engine resends what matters).
-        Error e = m.error();
-        if (!in->verified) ++rc_.control_handshake_failed;
-        else if (e == Error::bad_mac || e == Error::bad_length || e == Error::bad_field) ++rc_.control_bad_message;
-        else ++rc_.control_bad_header;
-        return close_inbound(in);
-      }
+      if (!take_inbound(in, m)) return;
       if (!m->has_value()) break;
-      wire::ControlMessage& msg = **m;
-      in->last = now_ms();
-      if (!in->verified) {
-        if (!on_peer_hello(in, msg)) return close_inbound(in);
-      } else if (msg.from != in->peer) {
-        ++rc_.control_peer_mismatch;
-        return close_inbound(in);
-      } else {
-        core::ServerId from = msg.from;
-        engine_->on_control_message(from, std::move(msg), now_ms());
-      }
     }
     service();
     read_inbound(in);
   });
+}
+
+bool ServerNode::take_inbound(const std::shared_ptr<Inbound>& in, Result<std::optional<wire::ControlMessage>>& m) {
+  if (!m) {
+    // Not our protocol or version, over the size allowed, or a tag or body that fails its
+    // check: the stream cannot be trusted past it. Drop the connection (the sender reconnects,
+    // and the engine resends what matters).
+    Error e = m.error();
+    if (!in->verified) ++rc_.control_handshake_failed;
+    else if (e == Error::bad_mac || e == Error::bad_length || e == Error::bad_field) ++rc_.control_bad_message;
+    else ++rc_.control_bad_header;
+    close_inbound(in);
+    return false;
+  }
+  if (!m->has_value()) return true;
+  wire::ControlMessage& msg = **m;
+  in->last = now_ms();
+  if (!in->verified) {
+    if (!on_peer_hello(in, msg)) {
+      close_inbound(in);
+      return false;
+    }
+  } else if (msg.from != in->peer) {
+    ++rc_.control_peer_mismatch;
+    close_inbound(in);
+    return false;
+  } else {
+    core::ServerId from = msg.from;
+    engine_->on_control_message(from, std::move(msg), now_ms());  // m stays engaged: there was one
+  }
+  return true;
 }
 
 // ---- housekeeping ---------------------------------------------------------------------------

@@ -75,6 +75,9 @@ class ServerNode final : private host::Transport {
   void write_peer(core::ServerId to);
   void connect_peer(core::ServerId to);
   void read_inbound(std::shared_ptr<Inbound> in);
+  // One result of the inbound connection's reader: a message goes to the engine (or the
+  // peer's hello is checked); an error closes the connection. False when it was closed.
+  bool take_inbound(const std::shared_ptr<Inbound>& in, Result<std::optional<wire::ControlMessage>>& m);
   void arm_timer();
 
   asio::io_context& io_;

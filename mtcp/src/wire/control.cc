@@ -564,6 +564,75 @@ Result<std::optional<ControlMessage>> ControlReader::next(std::span<const uint8_
 
 // The header's HMAC checked (over header and salt), the chunk key derived, and only then room
 // made for the body.
+std::vector<std::span<uint8_t>> ControlReader::direct(size_t max) {
+  MTCP_ASSERT(direct_chunks_ == 0, "ControlReader::direct: a read is outstanding");
+  std::vector<std::span<uint8_t>> out;
+  if (failed_ || !chunked_ || in_tag_ || tag_have_ != 0 || body_have_ < blob_at_) return out;
+  // The chunks [body_have_, end): their state bytes go to blob_, grown to hold them (within
+  // the capacity reserved at the header, so nothing moves), their tags to direct_tags_.
+  uint64_t end = body_have_;
+  size_t bytes = 0, chunks = 0;
+  auto chunk_end_of = [&](uint64_t pos) { return std::min<uint64_t>((pos / kControlChunkBytes + 1) * kControlChunkBytes, body_len_); };
+  while (end < body_len_ && (chunks == 0 || bytes + kControlChunkBytes + kControlChunkTagBytes <= max)) {
+    const uint64_t chunk_end = chunk_end_of(end);
+    bytes += static_cast<size_t>(chunk_end - end) + kControlChunkTagBytes;
+    end = chunk_end;
+    ++chunks;
+  }
+  const size_t from = blob_.size();
+  MTCP_ASSERT(from == body_have_ - blob_at_, "ControlReader::direct: state bytes out of step");
+  MTCP_ASSERT(end - blob_at_ <= blob_.capacity(), "ControlReader::direct: beyond the reserved state");
+  blob_.resize(static_cast<size_t>(end - blob_at_));
+  direct_tags_.resize(chunks);
+  uint64_t at = body_have_;
+  for (size_t i = 0; i < chunks; ++i) {
+    const uint64_t chunk_end = chunk_end_of(at);
+    out.emplace_back(blob_.data() + (at - blob_at_), static_cast<size_t>(chunk_end - at));
+    out.emplace_back(direct_tags_[i].data(), kControlChunkTagBytes);
+    at = chunk_end;
+  }
+  direct_chunks_ = chunks;
+  return out;
+}
+
+Result<std::optional<ControlMessage>> ControlReader::commit(size_t n) {
+  MTCP_ASSERT(direct_chunks_ != 0, "ControlReader::commit without direct()");
+  const size_t chunks = direct_chunks_;
+  direct_chunks_ = 0;
+  // Walk the offered layout over the n bytes that arrived: each chunk's bytes into its MAC,
+  // each complete tag checked; a chunk or tag cut short is left as next() would leave it.
+  for (size_t i = 0; i < chunks && n > 0; ++i) {
+    const uint64_t chunk_end = std::min<uint64_t>((chunk_ + 1) * kControlChunkBytes, body_len_);
+    MTCP_ASSERT(body_have_ < chunk_end, "ControlReader::commit: chunk out of step");
+    const size_t data = static_cast<size_t>(std::min<uint64_t>(chunk_end - body_have_, n));
+    mac_->update(std::span<const uint8_t>(blob_.data() + (body_have_ - blob_at_), data));
+    body_have_ += data;
+    n -= data;
+    if (body_have_ < chunk_end) break;
+    in_tag_ = true;
+    const size_t t = std::min(kControlChunkTagBytes, n);
+    std::memcpy(tag_.data(), direct_tags_[i].data(), t);
+    tag_have_ = t;
+    n -= t;
+    if (t < kControlChunkTagBytes) break;
+    if (!cert::equal_ct(mac_->finish(), tag_)) {
+      failed_ = true;
+      return Error::bad_mac;
+    }
+    in_tag_ = false;
+    tag_have_ = 0;
+    ++chunk_;
+    if (body_have_ == body_len_) {
+      MTCP_ASSERT(n == 0, "ControlReader::commit: bytes past the message");
+      return finish_chunked();
+    }
+    mac_->begin(chunk_);
+  }
+  MTCP_ASSERT(n == 0, "ControlReader::commit: more bytes than offered");
+  blob_.resize(static_cast<size_t>(body_have_ - blob_at_));  // what did not arrive is not held
+  return std::optional<ControlMessage>{};
+}
+
 Status ControlReader::start_chunks() {
   std::span<const uint8_t> all(head_);
   cert::Mac tag{};

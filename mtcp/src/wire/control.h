@@ -215,6 +215,16 @@ class ControlReader {
   // Bytes held for the message under way.
   size_t buffered() const { return head_.size() + prefix_.size() + blob_.size(); }
 
+  // Reading a chunked message's state straight into place. While the next bytes of the stream
+  // are the start of a chunk inside the state, direct() gives the buffers the next read may
+  // fill (readv): each chunk's state bytes where the decoded message keeps them and its tag,
+  // chunk after chunk up to `max` bytes and never past the message. Empty otherwise: then
+  // read into a buffer of your own and call next(). After reading n bytes (n at most their
+  // total) into them, call commit(n), which checks the tags the read completed and answers
+  // as next() does. Nothing else may be called in between.
+  std::vector<std::span<uint8_t>> direct(size_t max);
+  Result<std::optional<ControlMessage>> commit(size_t n);
+
  private:
   Status start_chunks();
   Result<std::optional<ControlMessage>> finish_chunked();
@@ -232,6 +242,8 @@ class ControlReader {
   std::array<uint8_t, kControlChunkTagBytes> tag_{};
   size_t tag_have_ = 0;
   bool in_tag_ = false;
+  size_t direct_chunks_ = 0;  // direct(): chunks offered (0: none outstanding)
+  std::vector<std::array<uint8_t, kControlChunkTagBytes>> direct_tags_;  // their tags land here
   std::unique_ptr<cert::ChunkMac> mac_;
   Bytes scratch_;  // next_views: the header, an unchunked message, the tags of the last piece
 };
