@@ -26,6 +26,7 @@ constexpr size_t kPeerStreamPieceBytes = 1u << 20;  // a chunked message is writ
 constexpr size_t kInboundReadBytes = 256u << 10;  // a control connection reads at most this much at once
 // Inside a chunked message's state, one read (readv) puts up to this much straight into place.
 constexpr size_t kInboundDirectReadBytes = 1u << 20;
+constexpr size_t kInboundDirectMinBytes = 64u << 10;  // less waiting in the socket: read through `buf`
 // A control connection whose sent data stays unacknowledged this long is dropped by the kernel
 // (TCP_USER_TIMEOUT), so a member cut off and back reconnects at once instead of waiting for
 // TCP's retransmission back-off (which reaches minutes).
@@ -564,7 +565,14 @@ void ServerNode::read_inbound(std::shared_ptr<Inbound> in) {
   // Inside a chunked message's state (a GRANT or REPL_STATE of megabytes): read its chunks
   // straight to where the decoded message keeps them and their tags beside, with one readv,
   // instead of through `buf` and a copy.
-  if (auto direct = in->reader.direct(kInboundDirectReadBytes); !direct.empty()) {
+  // Only for bytes already there (FIONREAD): direct() grows the message's buffer to what it
+  // offers, and offering a megabyte to a peer that trickles (a CPU-starved owner) made the
+  // claimer clear a megabyte for every few kilobytes read.
+  asio::error_code avail_ec;
+  const size_t avail = in->sock.available(avail_ec);
+  std::vector<std::span<uint8_t>> direct;
+  if (!avail_ec && avail >= kInboundDirectMinBytes) direct = in->reader.direct(std::min(avail, kInboundDirectReadBytes));
+  if (!direct.empty()) {
     std::vector<asio::mutable_buffer> bufs;
     bufs.reserve(direct.size());
     for (auto b : direct) bufs.emplace_back(b.data(), b.size());
