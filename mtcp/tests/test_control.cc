@@ -610,17 +610,28 @@ TEST(ControlChunked, OnlyTypesWithStateMayBeChunked) {
   EXPECT_EQ(control_message_size(g).error(), Error::bad_field);
 }
 
-// The reader gives the same messages whatever pieces the stream comes in.
-TEST(ControlReaderTest, AnySplitGivesTheSameMessages) {
+// Small and chunked messages one after another, and the stream they make.
+std::vector<ControlMessage> mixed_messages() {
   std::vector<ControlMessage> want = samples();
   want.push_back(repl_state_of_body(3 * kControlChunkBytes + 17, 2, 10));
   want.push_back(samples()[0]);
   want.push_back(repl_state_of_body(kControlChunkBytes + 1, 3, 11));
+  return want;
+}
+
+Bytes stream_of(const std::vector<ControlMessage>& messages) {
   Bytes stream;
-  for (const auto& m : want) {
+  for (const auto& m : messages) {
     Bytes b = encode_ok(m);
     stream.insert(stream.end(), b.begin(), b.end());
   }
+  return stream;
+}
+
+// The reader gives the same messages whatever pieces the stream comes in.
+TEST(ControlReaderTest, AnySplitGivesTheSameMessages) {
+  const std::vector<ControlMessage> want = mixed_messages();
+  const Bytes stream = stream_of(want);
   for (size_t piece : {size_t{1}, size_t{7}, size_t{16}, size_t{4096}, size_t{65536 + 3}, stream.size()}) {
     SCOPED_TRACE(piece);
     ControlReader reader(kKey, kControlMessageBytesMax);
@@ -677,23 +688,14 @@ std::vector<ControlMessage> read_direct(const Bytes& stream, size_t read_max, si
 }
 
 TEST(ControlReaderTest, ReadingStraightIntoPlaceGivesTheSameMessages) {
-  std::vector<ControlMessage> want = samples();
-  want.push_back(repl_state_of_body(3 * kControlChunkBytes + 17, 2, 10));
-  want.push_back(samples()[0]);
-  want.push_back(repl_state_of_body(kControlChunkBytes + 1, 3, 11));
-  Bytes stream;
-  for (const auto& m : want) {
-    Bytes b = encode_ok(m);
-    stream.insert(stream.end(), b.begin(), b.end());
-  }
+  const std::vector<ControlMessage> want = mixed_messages();
+  const Bytes stream = stream_of(want);
   const auto& this_want = want;
   const auto& this_stream = stream;
   // A message of 20 chunks too, for the larger reads (the small ones take long enough on the rest).
   std::vector<ControlMessage> want_big = want;
   want_big.push_back(repl_state_of_body(20 * kControlChunkBytes, 4, 12));
-  Bytes stream_big = stream;
-  Bytes big = encode_ok(want_big.back());
-  stream_big.insert(stream_big.end(), big.begin(), big.end());
+  const Bytes stream_big = stream_of(want_big);
   for (size_t read_max : {size_t{1}, size_t{9}, size_t{4096}, kControlChunkBytes, kControlChunkBytes + 8,
                           kControlChunkBytes + kControlChunkTagBytes, size_t{3} << 17, stream_big.size()}) {
     for (size_t direct_max : {size_t{1}, size_t{1} << 20}) {

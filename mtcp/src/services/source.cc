@@ -177,6 +177,17 @@ __attribute__((target("avx512f,avx512dq"))) size_t match_x8(uint64_t base, uint6
 #endif
 #endif
 
+// The stream's word generator from word `(offset + done) / 8` on: word_at's constant part and
+// the first index multiple, advanced past the words the vector loops (AVX-512) did.
+struct WordCursor {
+  uint64_t base, m;
+  WordCursor(uint64_t seed, uint64_t word) : base(seed * 0x9E3779B97F4A7C15ull ^ 0x5EED5EED5EEDull), m(word * kWordStep) {}
+  void skip(size_t words, size_t& i) {
+    i += 8 * words;
+    m += words * kWordStep;
+  }
+};
+
 // The whole words go through a loop without branches (index * C2 kept by addition): a 16 MiB
 // state is generated, and checked on import, at about 1.5 ns a word instead of 2.5.
 void seeded_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst) {
@@ -188,15 +199,12 @@ void seeded_fill(uint64_t seed, uint64_t offset, std::span<uint8_t> dst) {
     }
   };
   partial(std::min(dst.size(), static_cast<size_t>((8 - offset % 8) % 8)));
-  const uint64_t base = seed * 0x9E3779B97F4A7C15ull ^ 0x5EED5EED5EEDull;
-  uint64_t m = ((offset + i) / 8) * kWordStep;
+  WordCursor c(seed, (offset + i) / 8);
 #ifdef MTCP_SEEDED_AVX512
-  if (have_avx512()) {
-    size_t words = fill_x8(base, m, dst.data() + i, (dst.size() - i) / 8);
-    i += 8 * words;
-    m += words * kWordStep;
-  }
+  if (have_avx512()) c.skip(fill_x8(c.base, c.m, dst.data() + i, (dst.size() - i) / 8), i);
 #endif
+  const uint64_t base = c.base;
+  uint64_t m = c.m;
   for (; dst.size() - i >= 8; i += 8, m += kWordStep) {
     uint64_t x = base ^ m;  // word_at's argument, as its expression groups
     uint64_t w = splitmix64(x);
@@ -216,15 +224,12 @@ size_t seeded_mismatch(uint64_t seed, uint64_t offset, std::span<const uint8_t> 
   seeded_fill(seed, offset, std::span<uint8_t>(head.data(), i));
   for (size_t k = 0; k < i; ++k)
     if (got[k] != head[k]) return k;
-  const uint64_t base = seed * 0x9E3779B97F4A7C15ull ^ 0x5EED5EED5EEDull;
-  uint64_t m = ((offset + i) / 8) * kWordStep;
+  WordCursor c(seed, (offset + i) / 8);
 #ifdef MTCP_SEEDED_AVX512
-  if (have_avx512()) {
-    size_t words = match_x8(base, m, got.data() + i, (got.size() - i) / 8);
-    i += 8 * words;
-    m += words * kWordStep;
-  }
+  if (have_avx512()) c.skip(match_x8(c.base, c.m, got.data() + i, (got.size() - i) / 8), i);
 #endif
+  const uint64_t base = c.base;
+  uint64_t m = c.m;
   while (got.size() - i >= 8) {
     size_t words = std::min(kBlockWords, (got.size() - i) / 8);
     uint64_t diff = 0;
