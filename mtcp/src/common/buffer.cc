@@ -71,6 +71,15 @@ size_t SliceQueue::copy_out(size_t at, std::span<uint8_t> dst) const {
   return done;
 }
 
+Bytes join(const std::vector<Slice>& slices) {
+  size_t n = 0;
+  for (const Slice& s : slices) n += s.size();
+  Bytes out;
+  out.reserve(n);
+  for (const Slice& s : slices) out.insert(out.end(), s.span().begin(), s.span().end());
+  return out;
+}
+
 Bytes SliceQueue::flatten(size_t at, size_t n) const {
   Bytes out(std::min(n, bytes_ > at ? bytes_ - at : 0));
   copy_out(at, out);

@@ -35,6 +35,9 @@ struct Slice {
   Slice sub(size_t o, size_t n) const { return Slice(block, off + o, n); }
 };
 
+// The slices' bytes, one after another, in one contiguous copy.
+Bytes join(const std::vector<Slice>& slices);
+
 // A FIFO of slices (a rope). Used for receive queues and logs.
 class SliceQueue {
  public:

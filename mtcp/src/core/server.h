@@ -386,6 +386,7 @@ class ServerEngine {
   // with_tail false: r.tail is left empty (export_views takes the bytes from the log).
   OutRecord owner_record(const Conn& c, bool with_tail = true) const;
   // out_from > the log's start: only output from there (an out_log_tail state, for eager).
+  // The snapshot is shared with c (snapshot_shared), the logs are copied.
   wire::ConnState export_state(const Conn& c, bool elide_snapshot, uint64_t out_from = 0) const;
   // A state to encode: its fields (byte fields empty) and its logs as views of the
   // connection's own buffers; the snapshot is c's own. encode_export copies each byte once,

@@ -69,9 +69,7 @@ void ServerEngine::send_control_state(ServerId to, wire::ControlBody body, std::
     actions_.push_back({ServerAction::Kind::send_control, 0, to, {}, std::move(enc.value())});
     return;
   }
-  Bytes joined;
-  joined.reserve(n);
-  for (const Slice& s : state) joined.insert(joined.end(), s.span().begin(), s.span().end());
+  Bytes joined = join(state);
   if (auto* g = std::get_if<wire::Grant>(&body)) {
     g->state = std::move(joined);
   } else {
@@ -742,15 +740,7 @@ Result<std::vector<Slice>> ServerEngine::encode_export(const Conn& c, const Expo
 wire::ConnState ServerEngine::export_state(const Conn& c, bool elide_snapshot, uint64_t out_from) const {
   Export e = export_views(c, elide_snapshot, out_from);
   wire::ConnState& s = e.st;
-  if (!elide_snapshot) s.snapshot.assign(c.snapshot.span().begin(), c.snapshot.span().end());
-  auto join = [](const std::vector<Slice>& v) {
-    Bytes b;
-    size_t n = 0;
-    for (const Slice& x : v) n += x.size();
-    b.reserve(n);
-    for (const Slice& x : v) b.insert(b.end(), x.span().begin(), x.span().end());
-    return b;
-  };
+  if (!elide_snapshot) s.snapshot_shared = c.snapshot;  // shared, never changed in place: no copy
   s.out_log = join(e.out_log);
   s.in_log = join(e.in_log);
   s.out_tail = join(e.out_tail);

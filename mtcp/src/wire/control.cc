@@ -540,15 +540,11 @@ Result<std::optional<ControlMessage>> ControlReader::next(std::span<const uint8_
       tag_have_ += n;
       in = in.subspan(n);
       if (tag_have_ < kControlChunkTagBytes) break;
-      if (!cert::equal_ct(mac_->finish(), tag_)) return fail(Error::bad_mac);
-      in_tag_ = false;
-      tag_have_ = 0;
-      ++chunk_;
+      if (Status st = end_chunk(); !st) return st.error();
       if (body_have_ == body_len_) return finish_chunked();
-      mac_->begin(chunk_);
       continue;
     }
-    uint64_t chunk_end = std::min<uint64_t>((chunk_ + 1) * kControlChunkBytes, body_len_);
+    uint64_t chunk_end = chunk_end_of(body_have_);
     size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_end - body_have_, in.size()));
     if (body_have_ < blob_at_) n = std::min<size_t>(n, blob_at_ - static_cast<size_t>(body_have_));
     Bytes& dst = body_have_ < blob_at_ ? prefix_ : blob_;
@@ -564,6 +560,22 @@ Result<std::optional<ControlMessage>> ControlReader::next(std::span<const uint8_
 
 // The header's HMAC checked (over header and salt), the chunk key derived, and only then room
 // made for the body.
+uint64_t ControlReader::chunk_end_of(uint64_t pos) const {
+  return std::min<uint64_t>((pos / kControlChunkBytes + 1) * kControlChunkBytes, body_len_);
+}
+
+Status ControlReader::end_chunk() {
+  if (!cert::equal_ct(mac_->finish(), tag_)) {
+    failed_ = true;
+    return Error::bad_mac;
+  }
+  in_tag_ = false;
+  tag_have_ = 0;
+  ++chunk_;
+  if (body_have_ < body_len_) mac_->begin(chunk_);
+  return {};
+}
+
 std::vector<std::span<uint8_t>> ControlReader::direct(size_t max) {
   MTCP_ASSERT(direct_chunks_ == 0, "ControlReader::direct: a read is outstanding");
   std::vector<std::span<uint8_t>> out;
@@ -572,7 +584,6 @@ std::vector<std::span<uint8_t>> ControlReader::direct(size_t max) {
   // the capacity reserved at the header, so nothing moves), their tags to direct_tags_.
   uint64_t end = body_have_;
   size_t bytes = 0, chunks = 0;
-  auto chunk_end_of = [&](uint64_t pos) { return std::min<uint64_t>((pos / kControlChunkBytes + 1) * kControlChunkBytes, body_len_); };
   while (end < body_len_ && (chunks == 0 || bytes + kControlChunkBytes + kControlChunkTagBytes <= max)) {
     const uint64_t chunk_end = chunk_end_of(end);
     bytes += static_cast<size_t>(chunk_end - end) + kControlChunkTagBytes;
@@ -602,8 +613,7 @@ Result<std::optional<ControlMessage>> ControlReader::commit(size_t n) {
   // Walk the offered layout over the n bytes that arrived: each chunk's bytes into its MAC,
   // each complete tag checked; a chunk or tag cut short is left as next() would leave it.
   for (size_t i = 0; i < chunks && n > 0; ++i) {
-    const uint64_t chunk_end = std::min<uint64_t>((chunk_ + 1) * kControlChunkBytes, body_len_);
-    MTCP_ASSERT(body_have_ < chunk_end, "ControlReader::commit: chunk out of step");
+    const uint64_t chunk_end = chunk_end_of(body_have_);
     const size_t data = static_cast<size_t>(std::min<uint64_t>(chunk_end - body_have_, n));
     mac_->update(std::span<const uint8_t>(blob_.data() + (body_have_ - blob_at_), data));
     body_have_ += data;
@@ -615,18 +625,11 @@ Result<std::optional<ControlMessage>> ControlReader::commit(size_t n) {
     tag_have_ = t;
     n -= t;
     if (t < kControlChunkTagBytes) break;
-    if (!cert::equal_ct(mac_->finish(), tag_)) {
-      failed_ = true;
-      return Error::bad_mac;
-    }
-    in_tag_ = false;
-    tag_have_ = 0;
-    ++chunk_;
+    if (Status st = end_chunk(); !st) return st.error();
     if (body_have_ == body_len_) {
       MTCP_ASSERT(n == 0, "ControlReader::commit: bytes past the message");
       return finish_chunked();
     }
-    mac_->begin(chunk_);
   }
   MTCP_ASSERT(n == 0, "ControlReader::commit: more bytes than offered");
   blob_.resize(static_cast<size_t>(body_have_ - blob_at_));  // what did not arrive is not held

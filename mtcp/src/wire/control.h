@@ -228,6 +228,11 @@ class ControlReader {
  private:
   Status start_chunks();
   Result<std::optional<ControlMessage>> finish_chunked();
+  // Where the chunk holding body byte `pos` ends (not in a tag: between chunk data only).
+  uint64_t chunk_end_of(uint64_t pos) const;
+  // The tag of the chunk under way is complete: check it (bad_mac, and the reader is failed)
+  // and go on to the next chunk.
+  Status end_chunk();
 
   cert::Key key_;
   size_t max_;
